@@ -1,0 +1,160 @@
+/**
+ * Flag parsing for every stage, on `node:util` `parseArgs` (JSR's @std/cli is unreachable here). Adds what the
+ * old argparse-based script accepted: `--flag value`, `--flag=value`, argparse-style lists
+ * (`--layers_to_extract 20 21 22`, collected as "20,21,22"), `--no_X` negations of boolean flags, and a
+ * generated `--help`. Every parse failure is a usage error (exit 2) naming the flag.
+ *
+ * @example
+ * ```ts
+ * import { parseFlags } from "./flags.ts";
+ * const r = parseFlags("read", ["out", "--layer", "3"], {
+ *   layer: { type: "string", help: "layer to show" },
+ * }, { positionals: "DIR" });
+ * if (r.help) console.log(r.help); else console.log(r.values.layer, r.positionals); // "3" ["out"]
+ * ```
+ */
+import { parseArgs } from "node:util";
+import { usageError } from "../errors.ts";
+
+/** One flag. */
+export interface FlagSpec {
+  type: "string" | "boolean";
+  help: string;
+  default?: string | boolean;
+  /** argparse `nargs="+"`: following non-flag tokens are collected and joined with ",". */
+  list?: boolean;
+  /** For booleans: also accept `--no_NAME` (sets false). */
+  negatable?: boolean;
+  /** Placeholder shown in --help (e.g. "DIR"). */
+  metavar?: string;
+}
+
+/** The parsed result; `help` is set (and values empty) when `--help`/`-h` was given. */
+export interface ParsedFlags {
+  values: Record<string, string | boolean | undefined>;
+  positionals: string[];
+  help?: string;
+}
+
+/** Options for {@link parseFlags}. */
+export interface ParseOptions {
+  /** Name of positional arguments in usage text; omit to reject positionals. */
+  positionals?: string;
+  /** One-paragraph description printed at the top of --help. */
+  description?: string;
+}
+
+/** Parse `args` against `specs`. Throws a usage error (exit 2) on unknown flags or missing values. */
+export function parseFlags(
+  tool: string,
+  args: string[],
+  specs: Record<string, FlagSpec>,
+  opts: ParseOptions = {},
+): ParsedFlags {
+  if (args.includes("--help") || args.includes("-h")) {
+    return { values: {}, positionals: [], help: helpText(tool, specs, opts) };
+  }
+  const pre: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    const name = a.startsWith("--") ? a.slice(2).split("=")[0] : null;
+    if (name && name.startsWith("no_") && specs[name.slice(3)]?.negatable && !a.includes("=")) {
+      pre.push(`--${name.slice(3)}=false`);
+      continue;
+    }
+    if (name && specs[name]?.list && !a.includes("=")) {
+      const vals: string[] = [];
+      while (i + 1 < args.length && !args[i + 1].startsWith("--")) vals.push(args[++i]);
+      if (vals.length === 0) throw usageError(`--${name} needs a value`, "see --help", `--${name}`);
+      pre.push(`--${name}=${vals.join(",")}`);
+      continue;
+    }
+    if (name && specs[name]?.type === "boolean" && a.includes("=")) {
+      const v = a.split("=")[1].toLowerCase();
+      if (!["true", "false", "1", "0"].includes(v)) {
+        throw usageError(`--${name} takes no value or true/false, got "${v}"`, "see --help", `--${name}`);
+      }
+      pre.push(`--${name}=${v === "true" || v === "1"}`);
+      continue;
+    }
+    pre.push(a);
+  }
+  // Booleans given as "--x=false" are parsed as strings first, so declare booleans as strings for parseArgs.
+  const options: Record<string, { type: "string" | "boolean" }> = {};
+  for (const [k, s] of Object.entries(specs)) {
+    options[k] = { type: s.type === "boolean" ? "string" : "string" };
+  }
+  const boolFlags = new Set(Object.entries(specs).filter(([, s]) => s.type === "boolean").map(([k]) => k));
+  // A bare boolean flag ("--verbose") needs a value for parseArgs(type string): rewrite it.
+  const norm = pre.map((
+    a,
+  ) => (a.startsWith("--") && !a.includes("=") && boolFlags.has(a.slice(2)) ? `${a}=true` : a));
+  let parsed;
+  try {
+    parsed = parseArgs({ args: norm, options, allowPositionals: true, strict: true });
+  } catch (e) {
+    const msg = e instanceof Error ? e.message.split("\n")[0] : String(e);
+    const m = msg.match(/Unknown option '([^']+)'/);
+    if (m) throw usageError(`unknown flag ${m[1]}`, `run with --help to list the flags`, m[1]);
+    throw usageError(msg.replace(/\.$/, ""), "run with --help to list the flags");
+  }
+  if (parsed.positionals.length && !opts.positionals) {
+    throw usageError(`unexpected argument "${parsed.positionals[0]}"`, "run with --help to list the flags");
+  }
+  const values: Record<string, string | boolean | undefined> = {};
+  for (const [k, s] of Object.entries(specs)) {
+    const raw = (parsed.values as Record<string, string | undefined>)[k];
+    if (s.type === "boolean") {
+      values[k] = raw === undefined ? (s.default as boolean | undefined) ?? false : raw === "true";
+    } else values[k] = raw ?? (s.default as string | undefined);
+  }
+  return { values, positionals: parsed.positionals };
+}
+
+/** Parse a flag value as a number in [min, max]; usage error otherwise. */
+export function numberFlag(
+  name: string,
+  raw: string | boolean | undefined,
+  opts: { integer?: boolean; min?: number; max?: number } = {},
+): number | undefined {
+  if (raw === undefined || raw === "") return undefined;
+  const n = Number(raw);
+  const bad = typeof raw !== "string" || !Number.isFinite(n) || (opts.integer && !Number.isInteger(n)) ||
+    (opts.min !== undefined && n < opts.min) || (opts.max !== undefined && n > opts.max);
+  if (bad) {
+    const kind = opts.integer ? "an integer" : "a number";
+    const range = opts.min !== undefined ? ` ≥ ${opts.min}` : "";
+    throw usageError(`--${name} must be ${kind}${range}, got "${raw}"`, "see --help", `--${name}`);
+  }
+  return n;
+}
+
+/** Parse a flag value that must be one of `choices`. */
+export function choiceFlag<T extends string>(
+  name: string,
+  raw: string | boolean | undefined,
+  choices: readonly T[],
+): T {
+  if (typeof raw !== "string" || !(choices as readonly string[]).includes(raw)) {
+    throw usageError(
+      `--${name} must be one of ${choices.join("|")}, got "${raw}"`,
+      "see --help",
+      `--${name}`,
+    );
+  }
+  return raw as T;
+}
+
+function helpText(tool: string, specs: Record<string, FlagSpec>, opts: ParseOptions): string {
+  const lines = [`usage: deno task ${tool}${opts.positionals ? ` ${opts.positionals}` : ""} [flags]`];
+  if (opts.description) lines.push("", opts.description);
+  lines.push("", "flags:");
+  for (const [k, s] of Object.entries(specs)) {
+    const left = `  --${k}${s.type === "string" ? ` ${s.metavar ?? "VALUE"}${s.list ? " [...]" : ""}` : ""}` +
+      (s.negatable ? ` | --no_${k}` : "");
+    const def = s.default === undefined || s.default === "" ? "" : ` (default: ${s.default})`;
+    lines.push(`${left.padEnd(40)} ${s.help}${def}`);
+  }
+  lines.push(`  --help${" ".repeat(34)} show this help`);
+  return lines.join("\n");
+}

@@ -1,0 +1,29 @@
+/**
+ * The CLI edge: every script's `main` runs inside {@link runCli}, which turns any thrown error into exactly one
+ * line on stderr and a non-zero exit code. Scripts contain no logic of their own beyond flag parsing.
+ *
+ * @example
+ * ```ts
+ * import { runCli } from "./run.ts";
+ * if (import.meta.main) await runCli("read", async (args) => { console.log(args.length); });
+ * ```
+ */
+import { ActshardError, errorLine } from "../errors.ts";
+
+/** Run `main(args)`; on error print `<tool>: <one line>` and exit 1 (2 for usage errors). */
+export async function runCli(
+  tool: string,
+  main: (args: string[]) => Promise<number | void>,
+  args: string[] = Deno.args,
+): Promise<void> {
+  let code = 0;
+  try {
+    const r = await main(args);
+    code = typeof r === "number" ? r : 0;
+  } catch (e) {
+    console.error(`${tool}: ${errorLine(e)}`);
+    if (Deno.env.get("ACTSHARD_DEBUG") && e instanceof Error) console.error(e.stack);
+    code = e instanceof ActshardError ? e.exitCode() : 1;
+  }
+  Deno.exit(code);
+}

@@ -1,0 +1,74 @@
+/**
+ * Errors are values with context. Every failure a user can cause (bad flag, bad file, bad data, unreachable
+ * bucket) is raised as an {@link ActshardError}: `what` went wrong, `where` (a path, task id, shard name, flag),
+ * and `hint` (what to do). The CLI edge ({@link ../lib/cli/run.ts}) turns it into one line and an exit code;
+ * nothing else prints stack traces.
+ *
+ * @example
+ * ```ts
+ * import { ActshardError } from "./errors.ts";
+ * const e = new ActshardError("metadata.json is not valid JSON", {
+ *   where: "out/metadata.json", hint: "restore it or rerun with --overwrite",
+ * });
+ * console.log(e.line()); // metadata.json is not valid JSON (out/metadata.json): restore it or rerun with --overwrite
+ * ```
+ */
+export type ErrorKind = "usage" | "input" | "data" | "io" | "remote" | "internal";
+
+/** Options describing an {@link ActshardError}. */
+export interface ErrorContext {
+  /** The file, task, shard, flag or URL the error is about. */
+  where?: string;
+  /** What the user should do about it. */
+  hint?: string;
+  /** `usage` exits 2 (bad flag/value), everything else exits 1. */
+  kind?: ErrorKind;
+  /** The underlying error, kept for `--verbose` debugging. */
+  cause?: unknown;
+}
+
+/** A user-facing error that renders as a single line. */
+export class ActshardError extends Error {
+  readonly where?: string;
+  readonly hint?: string;
+  readonly kind: ErrorKind;
+
+  constructor(message: string, ctx: ErrorContext = {}) {
+    super(message, ctx.cause === undefined ? undefined : { cause: ctx.cause });
+    this.name = "ActshardError";
+    this.where = ctx.where;
+    this.hint = ctx.hint;
+    this.kind = ctx.kind ?? "input";
+  }
+
+  /** `message (where): hint` on one line. */
+  line(): string {
+    let s = this.message.replace(/\s*\n\s*/g, " ");
+    if (this.where) s += ` (${this.where})`;
+    if (this.hint) s += `: ${this.hint}`;
+    return s;
+  }
+
+  /** Process exit code for this error. */
+  exitCode(): number {
+    return this.kind === "usage" ? 2 : 1;
+  }
+}
+
+/** Shorthand for a usage error (exit code 2). */
+export function usageError(message: string, hint?: string, where?: string): ActshardError {
+  return new ActshardError(message, { kind: "usage", hint, where });
+}
+
+/** Render any thrown value as one line (never a stack trace). */
+export function errorLine(e: unknown): string {
+  if (e instanceof ActshardError) return e.line();
+  if (e instanceof Deno.errors.NotFound) return `file not found: ${firstLine(e.message)}`;
+  if (e instanceof Deno.errors.PermissionDenied) return `permission denied: ${firstLine(e.message)}`;
+  if (e instanceof Error) return `${e.name === "Error" ? "error" : e.name}: ${firstLine(e.message)}`;
+  return `error: ${firstLine(String(e))}`;
+}
+
+function firstLine(s: string): string {
+  return s.split("\n").map((l) => l.trim()).filter(Boolean)[0] ?? s;
+}

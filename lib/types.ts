@@ -1,0 +1,48 @@
+/**
+ * Types shared across pipeline stages (see docs/architecture.md). Each stage lives in its own folder of `lib/`;
+ * these are the contracts between them.
+ */
+
+/** Activation dtypes a shard can store. Records are always handed around as float32 in memory. */
+export type ActivationDType = "float32" | "float16" | "bfloat16";
+
+/**
+ * One activation record: the residual stream of one prompt after one decoder block
+ * (HF `hidden_states[layer + 1]`), every stored token.
+ */
+export interface ActivationRecord {
+  task_id: string;
+  /** Global prompt index in the run's prompt list (independent of batching and workers). */
+  sample_idx: number;
+  layer: number;
+  /** Row-major `[n_tokens, hidden]`, float32 in memory whatever the stored dtype. */
+  activation: Float32Array;
+  shape: [number, number];
+  /** The first 200 characters of the prompt. */
+  prompt: string;
+  /** Other descriptive keys found in a record (e.g. the seed's `text_preview`), carried through unchanged. */
+  extra?: Record<string, unknown>;
+}
+
+/** A right-padded batch of token ids, as handed to a backend. */
+export interface TokenBatch {
+  /** `[batch, seqLen]` row-major, padded with `padId`. */
+  ids: Int32Array;
+  /** Real (unpadded) length of each row. */
+  lengths: Int32Array;
+  batch: number;
+  seqLen: number;
+}
+
+/** A model runner: onnx (CPU) or pjrt (TPU/GPU). */
+export interface Backend {
+  readonly name: string;
+  readonly hiddenSize: number;
+  readonly numLayers: number;
+  /**
+   * Run one padded batch; returns, per requested layer, a Float32Array `[batch, seqLen, hidden]`
+   * (the residual stream after that decoder block). Real tokens' values never depend on padding.
+   */
+  forward(batch: TokenBatch, layers: number[]): Promise<Map<number, Float32Array>>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,73 @@
+/**
+ * CRC-32C (Castagnoli), the checksum GCS stores for every object. Incremental and slicing-by-8 (≈1 GB/s in V8),
+ * so it can run over every shard as it is written.
+ *
+ * @example
+ * ```ts
+ * import { Crc32c, crc32cBase64 } from "./crc32c.ts";
+ * const c = new Crc32c();
+ * c.update(new TextEncoder().encode("123456789"));
+ * console.log(c.value().toString(16)); // e3069283
+ * console.log(crc32cBase64(c.value())); // "4waSgw==" (GCS's big-endian base64 form)
+ * ```
+ */
+
+const TABLES: Uint32Array[] = (() => {
+  const t: Uint32Array[] = [];
+  for (let k = 0; k < 8; k++) t.push(new Uint32Array(256));
+  for (let i = 0; i < 256; i++) {
+    let c = i;
+    for (let j = 0; j < 8; j++) c = c & 1 ? (c >>> 1) ^ 0x82f63b78 : c >>> 1;
+    t[0][i] = c >>> 0;
+  }
+  for (let i = 0; i < 256; i++) {
+    for (let k = 1; k < 8; k++) t[k][i] = (t[k - 1][i] >>> 8) ^ t[0][t[k - 1][i] & 0xff];
+  }
+  return t;
+})();
+
+/** Incremental CRC-32C. */
+export class Crc32c {
+  #crc = 0xffffffff;
+
+  /** Feed more bytes. */
+  update(data: Uint8Array): this {
+    const [t0, t1, t2, t3, t4, t5, t6, t7] = TABLES;
+    let crc = this.#crc;
+    let i = 0;
+    const n = data.length;
+    const end8 = n - (n % 8);
+    while (i < end8) {
+      const a = (data[i] | (data[i + 1] << 8) | (data[i + 2] << 16) | (data[i + 3] << 24)) ^ crc;
+      crc = t7[a & 0xff] ^ t6[(a >>> 8) & 0xff] ^ t5[(a >>> 16) & 0xff] ^ t4[a >>> 24] ^
+        t3[data[i + 4]] ^ t2[data[i + 5]] ^ t1[data[i + 6]] ^ t0[data[i + 7]];
+      i += 8;
+    }
+    while (i < n) crc = t0[(crc ^ data[i++]) & 0xff] ^ (crc >>> 8);
+    this.#crc = crc >>> 0;
+    return this;
+  }
+
+  /** The checksum of everything fed so far, as an unsigned 32-bit integer. */
+  value(): number {
+    return (this.#crc ^ 0xffffffff) >>> 0;
+  }
+}
+
+/** CRC-32C of one buffer. */
+export function crc32c(data: Uint8Array): number {
+  return new Crc32c().update(data).value();
+}
+
+/** GCS's representation: base64 of the 4 big-endian bytes. */
+export function crc32cBase64(v: number): string {
+  const b = new Uint8Array([(v >>> 24) & 0xff, (v >>> 16) & 0xff, (v >>> 8) & 0xff, v & 0xff]);
+  return btoa(String.fromCharCode(...b));
+}
+
+/** Inverse of {@link crc32cBase64}. */
+export function crc32cFromBase64(s: string): number {
+  const b = atob(s);
+  if (b.length !== 4) throw new Error(`not a base64 crc32c: ${s}`);
+  return ((b.charCodeAt(0) << 24) | (b.charCodeAt(1) << 16) | (b.charCodeAt(2) << 8) | b.charCodeAt(3)) >>> 0;
+}
