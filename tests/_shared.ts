@@ -3,9 +3,10 @@
  * Tests that need it use {@link sharedTest}, which registers them as ignored — and says so — when it is absent
  * (a user's fresh clone), so everything else still runs.
  */
-import { fromFileUrl, join } from "node:path";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 
-const ROOT = fromFileUrl(new URL("..", import.meta.url));
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
 
 function resolveShared(): string | null {
   const env = Deno.env.get("ACTSHARD_SHARED");
