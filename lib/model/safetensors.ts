@@ -1,0 +1,315 @@
+/**
+ * Safetensors checkpoints: header parsing, tensor reads by name (F32, BF16, F16 → Float32Array, one tensor at a
+ * time, straight from the file), sharded `model.safetensors.index.json`, and an encoder for writing checkpoints.
+ * Format: 8-byte little-endian header length N, N bytes of JSON `{name: {dtype, shape, data_offsets: [b, e]},
+ * "__metadata__"?: {...}}`, then the data; offsets are relative to the end of the header.
+ *
+ * @example
+ * ```ts
+ * import { CheckpointWeights } from "./safetensors.ts";
+ * const w = await CheckpointWeights.open("/models/qwen-2.5-0.5b");
+ * const norm = await w.read("model.norm.weight", [896]); // Float32Array(896)
+ * w.close();
+ * ```
+ */
+import { basename, join } from "node:path";
+import { ActshardError } from "../errors.ts";
+
+/** Stored dtypes this reader converts to f32. */
+export type StoredDType = "F32" | "BF16" | "F16";
+const DTYPE_BYTES: Record<string, number> = {
+  F64: 8,
+  F32: 4,
+  BF16: 2,
+  F16: 2,
+  I64: 8,
+  I32: 4,
+  I16: 2,
+  I8: 1,
+  U8: 1,
+  BOOL: 1,
+};
+
+/** Where one tensor lives. `offset` is absolute within `file`. */
+export interface TensorInfo {
+  name: string;
+  dtype: string;
+  shape: number[];
+  file: string;
+  offset: number;
+  byteLength: number;
+}
+
+/** A parsed safetensors header. */
+export interface SafetensorsHeader {
+  tensors: Map<string, TensorInfo>;
+  metadata: Record<string, string>;
+  /** Absolute offset of the data section (8 + header length). */
+  dataStart: number;
+}
+
+/** Parse the header of a safetensors file from its first bytes (`head` must hold 8 + N bytes). */
+export function parseSafetensorsHeader(head: Uint8Array, fileSize: number, file: string): SafetensorsHeader {
+  const corrupt = (why: string) =>
+    new ActshardError(`corrupt safetensors header: ${why}`, {
+      where: file,
+      kind: "data",
+      hint: "re-download the checkpoint",
+    });
+  if (head.length < 8 || fileSize < 8) throw corrupt("file shorter than 8 bytes");
+  const n = Number(new DataView(head.buffer, head.byteOffset, 8).getBigUint64(0, true));
+  if (n < 2 || 8 + n > fileSize || n > 100 * 1024 * 1024) {
+    throw corrupt(`header length ${n} does not fit the file`);
+  }
+  if (head.length < 8 + n) throw corrupt("header truncated");
+  let json: Record<string, unknown>;
+  try {
+    json = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(head.subarray(8, 8 + n)));
+  } catch {
+    throw corrupt("header is not valid JSON");
+  }
+  if (typeof json !== "object" || json === null || Array.isArray(json)) {
+    throw corrupt("header is not an object");
+  }
+  const dataStart = 8 + n;
+  const tensors = new Map<string, TensorInfo>();
+  let metadata: Record<string, string> = {};
+  for (const [name, v] of Object.entries(json)) {
+    if (name === "__metadata__") {
+      metadata = (v ?? {}) as Record<string, string>;
+      continue;
+    }
+    const t = v as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
+    const size = DTYPE_BYTES[String(t?.dtype)];
+    const shape = t?.shape, offs = t?.data_offsets;
+    if (
+      !size || !Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0) ||
+      !Array.isArray(offs) || offs.length !== 2 || !offs.every((d) => Number.isInteger(d) && d >= 0)
+    ) throw corrupt(`bad entry for tensor ${name}`);
+    const [b, e] = offs as number[];
+    const count = (shape as number[]).reduce((a, d) => a * d, 1);
+    if (e - b !== count * size || dataStart + e > fileSize) {
+      throw corrupt(`tensor ${name} data [${b}, ${e}) does not match its shape or the file size`);
+    }
+    tensors.set(name, {
+      name,
+      dtype: String(t.dtype),
+      shape: shape as number[],
+      file,
+      offset: dataStart + b,
+      byteLength: e - b,
+    });
+  }
+  return { tensors, metadata, dataStart };
+}
+
+/** Read the header of one safetensors file. */
+export async function readSafetensorsHeader(path: string): Promise<SafetensorsHeader> {
+  const f = await Deno.open(path, { read: true });
+  try {
+    const size = (await f.stat()).size;
+    const first = new Uint8Array(8);
+    const got = await readFull(f, first, 0);
+    if (got < 8) return parseSafetensorsHeader(first.subarray(0, got), size, path);
+    const n = Number(new DataView(first.buffer).getBigUint64(0, true));
+    if (8 + n > size || n > 100 * 1024 * 1024) return parseSafetensorsHeader(first, size, path);
+    const head = new Uint8Array(8 + n);
+    await readFull(f, head, 0);
+    return parseSafetensorsHeader(head, size, path);
+  } finally {
+    f.close();
+  }
+}
+
+/** The tensors of a model directory: `model.safetensors`, or the shards listed by its index. */
+export class CheckpointWeights {
+  readonly dir: string;
+  readonly tensors: Map<string, TensorInfo>;
+  #files = new Map<string, Deno.FsFile>();
+
+  private constructor(dir: string, tensors: Map<string, TensorInfo>) {
+    this.dir = dir;
+    this.tensors = tensors;
+  }
+
+  /** Open a model directory's weights (headers only; tensors are read on demand). */
+  static async open(dir: string): Promise<CheckpointWeights> {
+    const single = join(dir, "model.safetensors");
+    const index = join(dir, "model.safetensors.index.json");
+    const tensors = new Map<string, TensorInfo>();
+    if (await exists(single)) {
+      for (const [k, v] of (await readSafetensorsHeader(single)).tensors) tensors.set(k, v);
+    } else if (await exists(index)) {
+      let map: Record<string, string>;
+      try {
+        map = JSON.parse(await Deno.readTextFile(index)).weight_map;
+        if (typeof map !== "object" || map === null) throw new Error("no weight_map");
+      } catch (e) {
+        throw new ActshardError("model.safetensors.index.json has no valid weight_map", {
+          where: index,
+          kind: "data",
+          cause: e,
+        });
+      }
+      for (const shard of new Set(Object.values(map))) {
+        const path = join(dir, basename(String(shard)));
+        if (!(await exists(path))) {
+          throw new ActshardError(`weight shard ${shard} listed in the index is missing`, {
+            where: path,
+            hint: "re-download the checkpoint",
+          });
+        }
+        for (const [k, v] of (await readSafetensorsHeader(path)).tensors) tensors.set(k, v);
+      }
+    } else {
+      throw new ActshardError(
+        "model weights are missing (no model.safetensors or model.safetensors.index.json)",
+        {
+          where: dir,
+          hint: "--model_path must point at a Hugging Face checkpoint with safetensors weights",
+        },
+      );
+    }
+    return new CheckpointWeights(dir, tensors);
+  }
+
+  /** Where a tensor is; accepts HF names with or without the `model.` prefix. Missing → ActshardError. */
+  info(name: string, shape?: number[]): TensorInfo {
+    const t = this.tensors.get(name) ??
+      this.tensors.get(name.startsWith("model.") ? name.slice(6) : `model.${name}`);
+    if (!t) {
+      throw new ActshardError(`tensor ${name} is missing from the checkpoint`, {
+        where: this.dir,
+        kind: "data",
+        hint: "is this a Qwen2 checkpoint?",
+      });
+    }
+    if (shape && (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i]))) {
+      throw new ActshardError(
+        `tensor ${name} has shape [${t.shape}], expected [${shape}] from config.json`,
+        { where: t.file, kind: "data" },
+      );
+    }
+    if (!["F32", "BF16", "F16"].includes(t.dtype)) {
+      throw new ActshardError(`tensor ${name} has unsupported dtype ${t.dtype}`, {
+        where: t.file,
+        kind: "data",
+        hint: "supported: F32, BF16, F16",
+      });
+    }
+    return t;
+  }
+
+  /** The stored bytes of a tensor. */
+  async readBytes(name: string, shape?: number[]): Promise<Uint8Array> {
+    const t = this.info(name, shape);
+    let f = this.#files.get(t.file);
+    if (!f) {
+      f = await Deno.open(t.file, { read: true });
+      this.#files.set(t.file, f);
+    }
+    const buf = new Uint8Array(t.byteLength);
+    const got = await readFull(f, buf, t.offset);
+    if (got !== t.byteLength) {
+      throw new ActshardError(`tensor ${name} is truncated`, { where: t.file, kind: "data" });
+    }
+    return buf;
+  }
+
+  /** A tensor as f32 (converted from BF16/F16), checked against `shape` when given. */
+  async read(name: string, shape?: number[]): Promise<Float32Array> {
+    const t = this.info(name, shape);
+    return toFloat32(await this.readBytes(name, shape), t.dtype as StoredDType);
+  }
+
+  /** Close open files. */
+  close(): void {
+    for (const f of this.#files.values()) f.close();
+    this.#files.clear();
+  }
+}
+
+/** Convert stored bytes (a fresh, aligned buffer) to f32. F32 is returned without copying. */
+export function toFloat32(bytes: Uint8Array, dtype: StoredDType): Float32Array {
+  const n = bytes.byteLength / (dtype === "F32" ? 4 : 2);
+  if (dtype === "F32") {
+    if (bytes.byteOffset % 4 === 0) return new Float32Array(bytes.buffer, bytes.byteOffset, n);
+    return new Float32Array(bytes.slice().buffer);
+  }
+  const src = new Uint16Array(bytes.byteOffset % 2 === 0 ? bytes.buffer : bytes.slice().buffer, 0, n);
+  const out = new Float32Array(n);
+  if (dtype === "BF16") {
+    const u = new Uint32Array(out.buffer);
+    for (let i = 0; i < n; i++) u[i] = src[i] << 16;
+  } else {
+    for (let i = 0; i < n; i++) out[i] = halfToFloat(src[i]);
+  }
+  return out;
+}
+
+/** IEEE binary16 → number. */
+export function halfToFloat(h: number): number {
+  const s = h & 0x8000 ? -1 : 1, e = (h >> 10) & 0x1f, m = h & 0x3ff;
+  if (e === 0) return s * m * 2 ** -24;
+  if (e === 31) return m ? NaN : s * Infinity;
+  return s * (1 + m / 1024) * 2 ** (e - 15);
+}
+
+/** f32 → bfloat16 bits, round to nearest even. */
+export function floatToBf16Bits(x: number): number {
+  const f = new Float32Array([x]);
+  const u = new Uint32Array(f.buffer)[0];
+  if ((u & 0x7f800000) === 0x7f800000 && (u & 0x7fffff)) return 0x7fc0;
+  return ((u + 0x7fff + ((u >> 16) & 1)) >>> 16) & 0xffff;
+}
+
+/** One tensor to write. */
+export interface TensorToWrite {
+  name: string;
+  dtype: string;
+  shape: number[];
+  data: Uint8Array;
+}
+
+/** Encode tensors as one safetensors file (header padded to 8 bytes, as the reference writer does). */
+export function encodeSafetensors(tensors: TensorToWrite[], metadata?: Record<string, string>): Uint8Array {
+  const header: Record<string, unknown> = {};
+  if (metadata) header.__metadata__ = metadata;
+  let off = 0;
+  for (const t of tensors) {
+    header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [off, off + t.data.byteLength] };
+    off += t.data.byteLength;
+  }
+  let json = JSON.stringify(header);
+  while ((8 + new TextEncoder().encode(json).length) % 8 !== 0) json += " ";
+  const hb = new TextEncoder().encode(json);
+  const out = new Uint8Array(8 + hb.length + off);
+  new DataView(out.buffer).setBigUint64(0, BigInt(hb.length), true);
+  out.set(hb, 8);
+  let p = 8 + hb.length;
+  for (const t of tensors) {
+    out.set(t.data, p);
+    p += t.data.byteLength;
+  }
+  return out;
+}
+
+async function readFull(f: Deno.FsFile, buf: Uint8Array, pos: number): Promise<number> {
+  await f.seek(pos, Deno.SeekMode.Start);
+  let got = 0;
+  while (got < buf.length) {
+    const n = await f.read(buf.subarray(got));
+    if (n === null) break;
+    got += n;
+  }
+  return got;
+}
+
+async function exists(p: string): Promise<boolean> {
+  try {
+    await Deno.stat(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
