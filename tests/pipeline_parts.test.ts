@@ -128,3 +128,17 @@ Deno.test("syntheticArcTasks: deterministic ARC-shaped tasks", () => {
     }
   }
 });
+
+Deno.test("fingerprint diff names the differing settings, ignores paths", async () => {
+  const { describeDiffs, diffFingerprints, sha256Hex } = await import("../lib/pipeline/fingerprint.ts");
+  const a = { model_path: "/a", layers_to_extract: [10, 11, 12, 13], random_seed: 42, keep_padding: false };
+  const b = { model_path: "/b", layers_to_extract: [20, 21], random_seed: 42, keep_padding: true };
+  const d = diffFingerprints(a, b);
+  assertEquals(d.map((x) => x.key), ["layers_to_extract", "keep_padding"]);
+  assertEquals(
+    describeDiffs(d),
+    "layers_to_extract (stored 10-13, now [20,21]), keep_padding (stored false, now true)",
+  );
+  assertEquals(diffFingerprints(a, { ...a, model_path: "/elsewhere" }), []);
+  assertEquals(sha256Hex("abc").slice(0, 8), "ba7816bf");
+});

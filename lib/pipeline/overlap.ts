@@ -1,0 +1,160 @@
+/**
+ * The extract job's core loop: forward passes and record writing overlapped in time.
+ *
+ * Two stages joined by a {@link BoundedQueue}: the forward stage runs batch n+1 on the backend while the write
+ * stage cuts batch n's outputs into per-prompt records and hands them to the writer (encode, compress, write,
+ * upload). Backends run natively (onnxruntime threads, PJRT devices), so awaiting a forward frees the event loop
+ * for the write stage. The queue depth bounds memory: at most `queueDepth + 2` batches of outputs exist at once
+ * (one being computed, `queueDepth` waiting, one being cut), plus the reorder buffer's prompts (at most one batching
+ * window), whatever the shard size.
+ *
+ * Records reach `write` one prompt at a time in list order (the writer's contract), whatever order batches ran in.
+ *
+ * @example
+ * ```ts
+ * import { runBatches } from "./overlap.ts";
+ * const stats = await runBatches({
+ *   items, plan, start: 0, backend, layers: [10, 11], padId: 151643, keepPadding: false,
+ *   write: async (group) => await writer.write(group),
+ * });
+ * console.log(stats.forwardSeconds);
+ * ```
+ */
+import type { ActivationRecord, Backend, TokenBatch } from "../types.ts";
+import { makeTokenBatch, ReorderBuffer } from "./batching.ts";
+import { BoundedQueue } from "./queue.ts";
+
+/** One prompt as the loop needs it. */
+export interface PromptTokens {
+  task_id: string;
+  sample_idx: number;
+  /** The full prompt text (records keep its first 200 characters). */
+  prompt: string;
+  input_ids: Int32Array;
+}
+
+/** Options for {@link runBatches}. */
+export interface RunBatchesOptions {
+  /** This worker's prompts, in `sample_idx` order (positions index this list). */
+  items: readonly PromptTokens[];
+  /** Batches of positions (see `planBatches`); covers every position. */
+  plan: readonly number[][];
+  /** First position not yet durable: earlier positions are skipped (resume). */
+  start: number;
+  backend: Backend;
+  layers: number[];
+  padId: number;
+  /** Store the padded batch length (the seed's behaviour) instead of real tokens only. */
+  keepPadding: boolean;
+  /** Receives one prompt's records (all layers, ascending), in position order. */
+  write(group: ActivationRecord[]): Promise<void>;
+  /** Called after each forward pass. */
+  onForward?(info: { batch: number; seqLen: number; tokens: number; seconds: number }): void;
+  /** Called after a prompt's records were written; `position` is its index in `items`. */
+  onWritten?(position: number): void;
+  /** Batches of outputs that may wait for the write stage (default 1). */
+  queueDepth?: number;
+}
+
+/** What the loop did. */
+export interface RunBatchesStats {
+  batches: number;
+  prompts: number;
+  /** Real tokens run through the model. */
+  tokens: number;
+  /** Seconds spent awaiting forward passes. */
+  forwardSeconds: number;
+  /** Largest number of prompts held in the reorder buffer. */
+  maxReorder: number;
+}
+
+interface ForwardResult {
+  positions: readonly number[];
+  tb: TokenBatch;
+  out: Map<number, Float32Array>;
+}
+
+/** Cut one row of a forward output into records (copies, so the batch buffers can be freed). */
+export function recordsForRow(
+  item: PromptTokens,
+  row: number,
+  tb: TokenBatch,
+  out: Map<number, Float32Array>,
+  layers: number[],
+  keepPadding: boolean,
+): ActivationRecord[] {
+  const n = keepPadding ? tb.seqLen : tb.lengths[row];
+  return layers.map((layer) => {
+    const all = out.get(layer);
+    if (!all) throw new Error(`backend returned no output for layer ${layer}`);
+    const hidden = all.length / (tb.batch * tb.seqLen);
+    const off = row * tb.seqLen * hidden;
+    return {
+      task_id: item.task_id,
+      sample_idx: item.sample_idx,
+      layer,
+      activation: all.slice(off, off + n * hidden),
+      shape: [n, hidden] as [number, number],
+      prompt: item.prompt.slice(0, 200),
+    };
+  });
+}
+
+/** Run every batch of `plan` that has positions ≥ `start`, overlapping forwards with writes. */
+export async function runBatches(o: RunBatchesOptions): Promise<RunBatchesStats> {
+  const layers = [...o.layers].sort((a, b) => a - b);
+  const queue = new BoundedQueue<ForwardResult>(o.queueDepth ?? 1);
+  const stats: RunBatchesStats = { batches: 0, prompts: 0, tokens: 0, forwardSeconds: 0, maxReorder: 0 };
+
+  const forwardStage = async () => {
+    try {
+      for (const positions of o.plan) {
+        // A partly durable batch is still run whole: the same padded shapes as the uninterrupted run.
+        if (!positions.some((p) => p >= o.start)) continue;
+        const tb = makeTokenBatch(positions.map((p) => o.items[p].input_ids), o.padId);
+        const t = performance.now();
+        const out = await o.backend.forward(tb, layers);
+        const seconds = (performance.now() - t) / 1000;
+        const tokens = tb.lengths.reduce((s, x) => s + x, 0);
+        stats.forwardSeconds += seconds;
+        stats.tokens += tokens;
+        stats.batches++;
+        o.onForward?.({ batch: tb.batch, seqLen: tb.seqLen, tokens, seconds });
+        await queue.push({ positions, tb, out });
+      }
+      queue.close();
+    } catch (e) {
+      queue.fail(e);
+      throw e;
+    }
+  };
+
+  const writeStage = async () => {
+    const reorder = new ReorderBuffer<{ position: number; group: ActivationRecord[] }>(o.start);
+    try {
+      for await (const r of queue) {
+        r.positions.forEach((p, row) => {
+          if (p >= o.start) {
+            const group = recordsForRow(o.items[p], row, r.tb, r.out, layers, o.keepPadding);
+            reorder.put(p, { position: p, group });
+          }
+        });
+        stats.maxReorder = Math.max(stats.maxReorder, reorder.size);
+        for (const { position, group } of reorder.take()) {
+          await o.write(group);
+          stats.prompts++;
+          o.onWritten?.(position);
+        }
+      }
+      if (reorder.size > 0) throw new Error(`reorder buffer: ${reorder.size} prompts never became writable`);
+    } catch (e) {
+      queue.fail(e);
+      throw e;
+    }
+  };
+
+  const results = await Promise.allSettled([forwardStage(), writeStage()]);
+  const failed = results.find((r) => r.status === "rejected") as PromiseRejectedResult | undefined;
+  if (failed) throw failed.reason;
+  return stats;
+}
