@@ -313,3 +313,56 @@ async function exists(p: string): Promise<boolean> {
     return false;
   }
 }
+
+/** A tensor whose bytes are produced on demand, for {@link writeSafetensorsFile}. */
+export interface LazyTensor {
+  name: string;
+  dtype: string;
+  shape: number[];
+  bytes: () => Uint8Array;
+}
+
+/**
+ * Write a safetensors file tensor by tensor (only one tensor's bytes in memory at a time), via a temp file
+ * renamed into place.
+ */
+export async function writeSafetensorsFile(
+  path: string,
+  tensors: LazyTensor[],
+  metadata?: Record<string, string>,
+): Promise<void> {
+  const size = (t: LazyTensor) => t.shape.reduce((a, d) => a * d, 1) * DTYPE_BYTES[t.dtype];
+  const header: Record<string, unknown> = {};
+  if (metadata) header.__metadata__ = metadata;
+  let off = 0;
+  for (const t of tensors) {
+    header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [off, off + size(t)] };
+    off += size(t);
+  }
+  let json = JSON.stringify(header);
+  while ((8 + new TextEncoder().encode(json).length) % 8 !== 0) json += " ";
+  const hb = new TextEncoder().encode(json);
+  const tmp = `${path}.tmp-${Deno.pid}`;
+  const f = await Deno.open(tmp, { write: true, create: true, truncate: true });
+  try {
+    const head = new Uint8Array(8 + hb.length);
+    new DataView(head.buffer).setBigUint64(0, BigInt(hb.length), true);
+    head.set(hb, 8);
+    await writeAll(f, head);
+    for (const t of tensors) {
+      const b = t.bytes();
+      if (b.byteLength !== size(t)) {
+        throw new Error(`tensor ${t.name}: ${b.byteLength} bytes, expected ${size(t)}`);
+      }
+      await writeAll(f, b);
+    }
+  } finally {
+    f.close();
+  }
+  await Deno.rename(tmp, path);
+}
+
+async function writeAll(f: Deno.FsFile, b: Uint8Array): Promise<void> {
+  let p = 0;
+  while (p < b.length) p += await f.write(b.subarray(p));
+}
