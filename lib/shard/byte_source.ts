@@ -1,0 +1,106 @@
+/**
+ * Pull-based reader over a `ReadableStream<Uint8Array>`: the decoders (pickle, safetensors) ask for exactly n
+ * bytes and get them without the stream ever being buffered whole.
+ *
+ * @example
+ * ```ts
+ * import { ByteSource } from "./byte_source.ts";
+ * const src = new ByteSource(new Blob([new Uint8Array([1, 2, 3])]).stream());
+ * console.log(await src.read(2)); // Uint8Array [1, 2]
+ * ```
+ */
+import { ActshardError } from "../errors.ts";
+
+/** Sequential exact-length reads from a stream. */
+export class ByteSource {
+  #reader: ReadableStreamDefaultReader<Uint8Array>;
+  #chunks: Uint8Array[] = [];
+  #avail = 0;
+  #done = false;
+  /** Bytes consumed so far. */
+  offset = 0;
+
+  constructor(stream: ReadableStream<Uint8Array>, private where = "stream") {
+    this.#reader = stream.getReader();
+  }
+
+  /** Bytes buffered and readable without awaiting. */
+  get available(): number {
+    return this.#avail;
+  }
+
+  /** Buffer at least `n` bytes; false if the stream ends first. */
+  async fill(n: number): Promise<boolean> {
+    while (this.#avail < n && !this.#done) {
+      let r;
+      try {
+        r = await this.#reader.read();
+      } catch (e) {
+        throw new ActshardError(`cannot decode: ${e instanceof Error ? e.message : e}`, {
+          where: this.where,
+          kind: "data",
+          hint: "the file is corrupt or truncated",
+          cause: e,
+        });
+      }
+      if (r.done) this.#done = true;
+      else if (r.value.length) {
+        this.#chunks.push(r.value);
+        this.#avail += r.value.length;
+      }
+    }
+    return this.#avail >= n;
+  }
+
+  /** Exactly `n` bytes (throws a data error on a short stream). */
+  async read(n: number): Promise<Uint8Array> {
+    if (this.#avail < n && !(await this.fill(n))) {
+      throw new ActshardError(`unexpected end of data at byte ${this.offset + this.#avail}`, {
+        where: this.where,
+        kind: "data",
+        hint: "the file is truncated",
+      });
+    }
+    return this.take(n);
+  }
+
+  /** Exactly `n` already-buffered bytes (call {@link fill} first). */
+  take(n: number): Uint8Array {
+    this.offset += n;
+    this.#avail -= n;
+    const first = this.#chunks[0];
+    if (first.length >= n) {
+      const out = first.subarray(0, n);
+      if (first.length === n) this.#chunks.shift();
+      else this.#chunks[0] = first.subarray(n);
+      return out;
+    }
+    const out = new Uint8Array(n);
+    let o = 0;
+    while (o < n) {
+      const c = this.#chunks[0];
+      const k = Math.min(c.length, n - o);
+      out.set(c.subarray(0, k), o);
+      o += k;
+      if (k === c.length) this.#chunks.shift();
+      else this.#chunks[0] = c.subarray(k);
+    }
+    return out;
+  }
+
+  /** One byte, or -1 at end of stream. */
+  async byte(): Promise<number> {
+    if (this.#avail < 1 && !(await this.fill(1))) return -1;
+    return this.take(1)[0];
+  }
+
+  /** True when every byte has been consumed. */
+  async atEnd(): Promise<boolean> {
+    return !(await this.fill(1));
+  }
+
+  /** Release the underlying stream. */
+  async cancel(): Promise<void> {
+    await this.#reader.cancel().catch(() => {});
+  }
+}

@@ -1,0 +1,221 @@
+/**
+ * Shard codecs: gzip, zstd, none. Compression is chunked so memory never depends on shard size:
+ * - gzip: the payload is cut into fixed-size chunks, each compressed as an independent gzip member in a pool of
+ *   Workers (so every core works); members are written in order. A multi-member file is plain gzip (RFC 1952):
+ *   Python's `gzip.open`, `gunzip` and node:zlib read it as one stream. Headers carry mtime 0: deterministic.
+ * - zstd: one zstd frame per chunk via node:zlib (concatenated frames are one valid zstd stream).
+ * Decompression streams through node:zlib (which reads multi-member gzip and multi-frame zstd).
+ *
+ * @example
+ * ```ts
+ * import { createCompressor } from "./codecs.ts";
+ * const parts: Uint8Array[] = [];
+ * const c = createCompressor("gzip", async (b) => { parts.push(b); }, { workers: 2 });
+ * await c.write(new Uint8Array(10));
+ * await c.finish(); // parts now hold a complete gzip file
+ * ```
+ */
+import { Duplex } from "node:stream";
+import { constants, createGunzip, createZstdDecompress, zstdCompressSync } from "node:zlib";
+import { ActshardError } from "../errors.ts";
+import { compressMember } from "./gzip_worker.ts";
+
+/** Shard codecs. */
+export type Codec = "gzip" | "zstd" | "none";
+export const CODECS: readonly Codec[] = ["gzip", "zstd", "none"];
+
+/** File suffix for a codec ("" for none). */
+export function codecSuffix(codec: Codec): string {
+  return codec === "gzip" ? ".gz" : codec === "zstd" ? ".zst" : "";
+}
+
+/** Streaming compressor: `write` payload bytes in order, then `finish`. Output goes to the sink in order. */
+export interface Compressor {
+  write(chunk: Uint8Array): Promise<void>;
+  finish(): Promise<void>;
+  /** Stop without flushing (releases workers). */
+  abort(): void;
+}
+
+/** Options for {@link createCompressor}. */
+export interface CompressorOptions {
+  /** gzip workers; 0 compresses on the calling thread. Default: number of cores. */
+  workers?: number;
+  /** Input bytes per gzip member / zstd frame. Default 4 MiB. */
+  chunkBytes?: number;
+  /** gzip level (default 6) or zstd level (default 3). */
+  level?: number;
+  /** gzip engine: native zlib (default, fastest measured) or fflate (pure JS). */
+  gzipEngine?: "zlib" | "fflate";
+  /** A shared gzip pool (then workers/level/engine come from it, and it is not closed here). */
+  pool?: GzipWorkers;
+}
+
+/** Sink receiving compressed bytes in file order. */
+export type ByteSink = (bytes: Uint8Array) => Promise<void>;
+
+/** A compressor for `codec` writing into `sink`. */
+export function createCompressor(codec: Codec, sink: ByteSink, opts: CompressorOptions = {}): Compressor {
+  const chunkBytes = opts.chunkBytes ?? 4 << 20;
+  if (codec === "none") return new Chunker(chunkBytes, (b) => sink(b.slice()), () => {});
+  if (codec === "zstd") {
+    const level = opts.level ?? 3;
+    return new Chunker(
+      chunkBytes,
+      (b) => {
+        const out = zstdCompressSync(b, { params: { [constants.ZSTD_c_compressionLevel]: level } });
+        return sink(new Uint8Array(out.buffer, out.byteOffset, out.byteLength));
+      },
+      () => {},
+      true,
+    );
+  }
+  const own = !opts.pool;
+  const pool = opts.pool ??
+    new GzipWorkers(
+      opts.workers ?? navigator.hardwareConcurrency ?? 1,
+      opts.level ?? 6,
+      opts.gzipEngine ?? "zlib",
+    );
+  const ordered = new OrderedGzip(pool, sink);
+  return new Chunker(
+    chunkBytes,
+    (b) => ordered.submit(b.slice()),
+    () => own && pool.close(),
+    true,
+    () => ordered.drain(),
+  );
+}
+
+/** Cuts a byte stream into fixed-size chunks and hands each to `emit` (awaited: backpressure). */
+class Chunker implements Compressor {
+  #buf: Uint8Array;
+  #n = 0;
+  #emitted = false;
+  constructor(
+    size: number,
+    private emit: (b: Uint8Array) => Promise<void>,
+    private release: () => unknown,
+    private emitEmpty = false,
+    private drain: () => Promise<void> = () => Promise.resolve(),
+  ) {
+    this.#buf = new Uint8Array(size);
+  }
+  async write(chunk: Uint8Array): Promise<void> {
+    let off = 0;
+    while (off < chunk.length) {
+      const take = Math.min(chunk.length - off, this.#buf.length - this.#n);
+      this.#buf.set(chunk.subarray(off, off + take), this.#n);
+      this.#n += take;
+      off += take;
+      if (this.#n === this.#buf.length) await this.#flush();
+    }
+  }
+  async #flush(): Promise<void> {
+    const b = this.#buf.subarray(0, this.#n);
+    this.#n = 0;
+    this.#emitted = true;
+    await this.emit(b);
+  }
+  async finish(): Promise<void> {
+    try {
+      if (this.#n > 0 || (!this.#emitted && this.emitEmpty)) await this.#flush();
+      await this.drain();
+    } finally {
+      this.release();
+    }
+  }
+  abort(): void {
+    this.release();
+  }
+}
+
+/**
+ * A pool of gzip Workers compressing independent members. Share one across shards (creating Workers costs
+ * tens of ms); `close` terminates them.
+ */
+export class GzipWorkers {
+  #workers: Worker[] = [];
+  #idle: Worker[] = [];
+  #waiting: (() => void)[] = [];
+  #nextId = 0;
+  #resolvers = new Map<number, { ok: (b: Uint8Array) => void; err: (e: unknown) => void }>();
+
+  constructor(readonly size: number, readonly level = 6, readonly engine: "zlib" | "fflate" = "zlib") {
+    for (let i = 0; i < size; i++) {
+      const w = new Worker(new URL("./gzip_worker.ts", import.meta.url), { type: "module" });
+      w.onmessage = (ev: MessageEvent<{ id: number; out?: Uint8Array; error?: string }>) => {
+        const r = this.#resolvers.get(ev.data.id)!;
+        this.#resolvers.delete(ev.data.id);
+        this.#idle.push(w);
+        this.#waiting.shift()?.();
+        if (ev.data.out) r.ok(ev.data.out);
+        else r.err(new ActshardError(`gzip worker failed: ${ev.data.error}`, { kind: "internal" }));
+      };
+      this.#workers.push(w);
+      this.#idle.push(w);
+    }
+  }
+
+  /** Compress one member (on this thread when the pool has no workers). Takes ownership of `chunk`. */
+  async compress(chunk: Uint8Array): Promise<Uint8Array> {
+    if (this.size === 0) return compressMember(chunk, this.level, this.engine);
+    while (this.#idle.length === 0) await new Promise<void>((r) => this.#waiting.push(r));
+    const w = this.#idle.pop()!;
+    const id = this.#nextId++;
+    const p = new Promise<Uint8Array>((ok, err) => this.#resolvers.set(id, { ok, err }));
+    w.postMessage({ id, data: chunk, level: this.level, engine: this.engine }, [chunk.buffer]);
+    return p;
+  }
+
+  close(): void {
+    for (const w of this.#workers) w.terminate();
+    this.#workers = [];
+    this.#idle = [];
+  }
+}
+
+/** Ordered writer over a {@link GzipWorkers}: at most `size + 1` members in flight (bounded memory). */
+class OrderedGzip {
+  #pending: Promise<void>[] = [];
+  #chain: Promise<void> = Promise.resolve();
+  #failed: unknown = null;
+
+  constructor(private pool: GzipWorkers, private sink: ByteSink) {}
+
+  async submit(chunk: Uint8Array): Promise<void> {
+    if (this.#failed) throw this.#failed;
+    const p = this.pool.compress(chunk);
+    p.catch(() => {});
+    // Outputs are written strictly in submission order.
+    this.#chain = this.#chain.then(async () => this.sink(await p)).catch((e) => {
+      this.#failed ??= e;
+    });
+    this.#pending.push(this.#chain);
+    if (this.#pending.length > Math.max(1, this.pool.size)) await this.#pending.shift();
+  }
+
+  async drain(): Promise<void> {
+    await this.#chain;
+    this.#pending = [];
+    if (this.#failed) throw this.#failed;
+  }
+}
+
+/** Decompress a stream of `codec` bytes (multi-member gzip / multi-frame zstd included). */
+export function decompressStream(
+  codec: Codec,
+  input: ReadableStream<Uint8Array>,
+): ReadableStream<Uint8Array> {
+  if (codec === "none") return input;
+  const d = codec === "gzip" ? createGunzip() : createZstdDecompress();
+  const pair = Duplex.toWeb(d) as unknown as ReadableWritablePair<Uint8Array, Uint8Array>;
+  return input.pipeThrough(pair);
+}
+
+/** Codec from a shard file name (`shard_0001.pkl.gz` → gzip). */
+export function codecFromName(name: string): Codec {
+  if (name.endsWith(".gz")) return "gzip";
+  if (name.endsWith(".zst")) return "zstd";
+  return "none";
+}

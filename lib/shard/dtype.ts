@@ -1,0 +1,95 @@
+/**
+ * Stored activation dtypes: conversion between the in-memory float32 and the bytes a shard holds
+ * (little-endian float32, IEEE float16, bfloat16). Rounding is round-to-nearest-even, as numpy and torch do.
+ *
+ * @example
+ * ```ts
+ * import { encodeActivation, decodeActivation } from "./dtype.ts";
+ * const bytes = encodeActivation(new Float32Array([1.5, -2]), "float16"); // 4 bytes
+ * console.log(decodeActivation(bytes, "float16")); // Float32Array [1.5, -2]
+ * ```
+ */
+import type { ActivationDType } from "../types.ts";
+
+/** Bytes per stored element. */
+export function dtypeSize(dtype: ActivationDType): number {
+  return dtype === "float32" ? 4 : 2;
+}
+
+const f32 = new Float32Array(1);
+const u32 = new Uint32Array(f32.buffer);
+
+/** float32 → IEEE half bits (round to nearest even; overflow → ±Inf; NaN kept). */
+export function f32ToF16Bits(v: number): number {
+  f32[0] = v;
+  const x = u32[0];
+  const sign = (x >>> 16) & 0x8000;
+  const exp = (x >>> 23) & 0xff;
+  let mant = x & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
+  const e = exp - 127 + 15;
+  if (e >= 0x1f) return sign | 0x7c00;
+  if (e <= 0) {
+    if (e < -10) return sign;
+    mant |= 0x800000;
+    const shift = 14 - e;
+    let h = mant >>> shift;
+    const rem = mant & ((1 << shift) - 1);
+    const half = 1 << (shift - 1);
+    if (rem > half || (rem === half && (h & 1))) h++;
+    return sign | h;
+  }
+  let h = (e << 10) | (mant >>> 13);
+  const rem = mant & 0x1fff;
+  if (rem > 0x1000 || (rem === 0x1000 && (h & 1))) h++;
+  return sign | h; // a carry into the exponent (even to Inf) is the correct rounding
+}
+
+/** IEEE half bits → number. */
+export function f16BitsToF32(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1;
+  const exp = (h >>> 10) & 0x1f;
+  const mant = h & 0x3ff;
+  if (exp === 0) return sign * mant * 2 ** -24;
+  if (exp === 0x1f) return mant ? NaN : sign * Infinity;
+  return sign * (1 + mant / 1024) * 2 ** (exp - 15);
+}
+
+/** Encode float32 values as the stored dtype's little-endian bytes (a fresh buffer). */
+export function encodeActivation(values: Float32Array, dtype: ActivationDType): Uint8Array {
+  if (dtype === "float32") {
+    return new Uint8Array(values.buffer.slice(values.byteOffset, values.byteOffset + values.byteLength));
+  }
+  const out = new Uint16Array(values.length);
+  if (dtype === "float16") {
+    for (let i = 0; i < values.length; i++) out[i] = f32ToF16Bits(values[i]);
+  } else {
+    const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
+    for (let i = 0; i < values.length; i++) {
+      const x = bits[i];
+      if ((x & 0x7f800000) === 0x7f800000 && (x & 0x7fffff)) out[i] = (x >>> 16) | 0x40;
+      else out[i] = (x + 0x7fff + ((x >>> 16) & 1)) >>> 16;
+    }
+  }
+  return new Uint8Array(out.buffer);
+}
+
+/** Decode stored little-endian bytes into float32 values. */
+export function decodeActivation(bytes: Uint8Array, dtype: ActivationDType): Float32Array {
+  const n = bytes.byteLength / dtypeSize(dtype);
+  const aligned = bytes.byteOffset % 4 === 0 ? bytes : bytes.slice();
+  if (dtype === "float32") {
+    return new Float32Array(
+      aligned.buffer.slice(aligned.byteOffset, aligned.byteOffset + aligned.byteLength),
+    );
+  }
+  const src = new Uint16Array(aligned.buffer, aligned.byteOffset, n);
+  const out = new Float32Array(n);
+  if (dtype === "float16") {
+    for (let i = 0; i < n; i++) out[i] = f16BitsToF32(src[i]);
+  } else {
+    const o = new Uint32Array(out.buffer);
+    for (let i = 0; i < n; i++) o[i] = src[i] << 16;
+  }
+  return out;
+}

@@ -1,0 +1,144 @@
+/**
+ * metadata.json: the seed's schema (every field kept, so seed users' scripts still work) plus additive
+ * extensions: `status`, `tool`, timestamps, the run's `config`, and per shard `bytes`, `crc32c`, `sha256`,
+ * sample index range, record count, format/codec/dtype. Written atomically (temp file, fsync, rename).
+ *
+ * @example
+ * ```ts
+ * import { readMetadata } from "./metadata.ts";
+ * import { LocalStore } from "../storage/local.ts";
+ * const meta = await readMetadata(new LocalStore("activations_arc"));
+ * console.log(meta.total_shards, meta.status);
+ * ```
+ */
+import { join } from "node:path";
+import type { ActivationDType } from "../types.ts";
+import type { BlobStore } from "../storage/types.ts";
+import { ActshardError } from "../errors.ts";
+
+/** The tool string written into metadata. */
+export const TOOL_VERSION = "actshard 0.1.0";
+export const METADATA_NAME = "metadata.json";
+
+/** One shard in metadata.json: the seed's fields plus extensions. */
+export interface ShardEntry {
+  shard_id: number;
+  filename: string;
+  local_path: string;
+  gcs_path: string | null;
+  file_size_mb: number;
+  buffer_size_mb: number;
+  layers: number[];
+  samples_per_layer: Record<string, number>;
+  total_samples_in_shard: number;
+  bytes: number;
+  /** CRC-32C of the file, unsigned. */
+  crc32c: number;
+  /** SHA-256 of the file, hex. */
+  sha256: string;
+  sample_idx_min: number;
+  sample_idx_max: number;
+  n_records: number;
+  format: "pickle" | "safetensors";
+  codec: "gzip" | "zstd" | "none";
+  dtype: ActivationDType;
+  /** Location relative to the dataset root when not `filename` (merged roots). */
+  path?: string;
+  gcs_generation?: string;
+  gcs_verified?: boolean;
+}
+
+/** metadata.json. `total_samples` counts records (as the seed did). */
+export interface DatasetMetadata {
+  total_shards: number;
+  total_samples: number;
+  shard_size_gb: number;
+  upload_to_gcs: boolean;
+  gcs_bucket: string | null;
+  gcs_prefix: string | null;
+  shards: ShardEntry[];
+  status: "in_progress" | "complete";
+  tool: string;
+  created_at: string;
+  updated_at: string;
+  config: Record<string, unknown>;
+  [k: string]: unknown;
+}
+
+/** Where a shard lives, relative to the dataset root. */
+export function shardLocation(e: Pick<ShardEntry, "path" | "filename">): string {
+  return e.path ?? e.filename;
+}
+
+/** Read and check metadata.json (clear error when absent or corrupt). */
+export async function readMetadata(store: BlobStore): Promise<DatasetMetadata> {
+  const where = `${store.url.replace(/\/$/, "")}/${METADATA_NAME}`;
+  if (!(await store.stat(METADATA_NAME))) {
+    throw new ActshardError("not a dataset: metadata.json is missing", {
+      where,
+      kind: "input",
+      hint: "give the directory a run wrote (it holds metadata.json and shard_NNNN files)",
+    });
+  }
+  let meta: unknown;
+  try {
+    meta = JSON.parse(new TextDecoder().decode(await store.read(METADATA_NAME)));
+  } catch (e) {
+    if (e instanceof ActshardError) throw e;
+    throw new ActshardError("metadata.json is not valid JSON", {
+      where,
+      kind: "data",
+      hint: "restore it from a backup or GCS, or rerun with --overwrite",
+      cause: e,
+    });
+  }
+  const m = meta as DatasetMetadata;
+  if (typeof m !== "object" || m === null || !Array.isArray(m.shards)) {
+    throw new ActshardError("metadata.json has no shards list", {
+      where,
+      kind: "data",
+      hint: "this is not an actshard/seed metadata file",
+    });
+  }
+  for (const s of m.shards) {
+    if (typeof s !== "object" || s === null || typeof s.filename !== "string") {
+      throw new ActshardError("metadata.json has a shard entry without a filename", { where, kind: "data" });
+    }
+  }
+  return m;
+}
+
+/** Write metadata.json atomically: temp file in the same dir, fsync, rename. */
+export async function writeMetadataAtomic(dir: string, meta: DatasetMetadata): Promise<void> {
+  const tmp = join(dir, `.${METADATA_NAME}.tmp`);
+  const f = await Deno.open(tmp, { write: true, create: true, truncate: true });
+  try {
+    const bytes = new TextEncoder().encode(JSON.stringify(meta, null, 2) + "\n");
+    let o = 0;
+    while (o < bytes.length) o += await f.write(bytes.subarray(o));
+    await f.sync();
+  } finally {
+    f.close();
+  }
+  await Deno.rename(tmp, join(dir, METADATA_NAME));
+}
+
+/** Fresh metadata from the writer's base fields. */
+export function newMetadata(base: Partial<DatasetMetadata>): DatasetMetadata {
+  const now = new Date().toISOString();
+  return {
+    total_shards: 0,
+    total_samples: 0,
+    shard_size_gb: 1.0,
+    upload_to_gcs: false,
+    gcs_bucket: null,
+    gcs_prefix: null,
+    ...base,
+    shards: [],
+    status: "in_progress",
+    tool: TOOL_VERSION,
+    created_at: base.created_at ?? now,
+    updated_at: now,
+    config: base.config ?? {},
+  };
+}

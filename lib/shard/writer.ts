@@ -1,0 +1,318 @@
+/**
+ * ShardWriter: records in, size-bounded shard files out, as a stream. Each shard is written to a temporary
+ * name while records arrive (memory: one record plus codec buffers), then compressed tail flushed, fsynced,
+ * renamed to `shard_NNNN.<ext>`, and metadata.json is rewritten atomically to list it. A prompt's records (one
+ * `write` call) stay in one shard unless that prompt alone exceeds the limit. Output bytes depend only on the
+ * records and options (no timestamps, fixed gzip headers and chunking): a resumed run reproduces the same files.
+ *
+ * @example
+ * ```ts
+ * import { ShardWriter } from "./writer.ts";
+ * const w = await ShardWriter.open({ dir: "out", format: "pickle", codec: "gzip", dtype: "float32",
+ *   shardSizeBytes: 1 << 30, base: { shard_size_gb: 1 } });
+ * await w.write([{ task_id: "t", sample_idx: 0, layer: 10, prompt: "p",
+ *   activation: new Float32Array(8), shape: [2, 4] }]);
+ * const meta = await w.close(); // status "complete"
+ * ```
+ */
+import { createHash } from "node:crypto";
+import { join } from "node:path";
+import type { ActivationDType, ActivationRecord } from "../types.ts";
+import { ActshardError } from "../errors.ts";
+import { Crc32c } from "../util/crc32c.ts";
+import { type Codec, codecSuffix, type Compressor, createCompressor, GzipWorkers } from "./codecs.ts";
+import { dtypeSize, encodeActivation } from "./dtype.ts";
+import { type DatasetMetadata, newMetadata, type ShardEntry, writeMetadataAtomic } from "./metadata.ts";
+import { PickleShardEncoder } from "./pickle_writer.ts";
+import { safetensorsHeader, type TensorEntry, tensorName } from "./safetensors.ts";
+
+/** Shard payload formats. */
+export type ShardFormat = "pickle" | "safetensors";
+export const FORMATS: readonly ShardFormat[] = ["pickle", "safetensors"];
+
+/** Options for {@link ShardWriter.open}. */
+export interface ShardWriterOptions {
+  dir: string;
+  format: ShardFormat;
+  codec: Codec;
+  dtype: ActivationDType;
+  /** Bound on the uncompressed payload (stored-dtype activation bytes) per shard. */
+  shardSizeBytes: number;
+  base: Partial<DatasetMetadata>;
+  /** Resume: keep these committed shards, continue numbering after them. */
+  existing?: DatasetMetadata;
+  /** Called after a shard's rename + metadata rewrite. */
+  onShardCommitted?: (entry: ShardEntry) => void | Promise<void>;
+  /** gzip Workers (default: cores). */
+  gzipWorkers?: number;
+}
+
+/** `shard_0001.pkl.gz`-style name. */
+export function shardFileName(id: number, format: ShardFormat, codec: Codec): string {
+  return `shard_${String(id).padStart(4, "0")}.${format === "pickle" ? "pkl" : "safetensors"}${
+    codecSuffix(codec)
+  }`;
+}
+
+/** Matches shard files this project (or the seed) writes. */
+export const SHARD_FILE_RE = /^shard_(\d{4,})\.(pkl|safetensors)(\.gz|\.zst)?$/;
+
+async function writeAll(f: Deno.FsFile, b: Uint8Array): Promise<void> {
+  let o = 0;
+  while (o < b.length) o += await f.write(b.subarray(o));
+}
+
+/** The shard being written. */
+class OpenShard {
+  file!: Deno.FsFile;
+  comp!: Compressor;
+  crc = new Crc32c();
+  sha = createHash("sha256");
+  bytes = 0;
+  payload = 0;
+  records = 0;
+  perLayer = new Map<number, number>();
+  minIdx = Infinity;
+  maxIdx = -Infinity;
+  pickle?: PickleShardEncoder;
+  body?: Deno.FsFile;
+  bodyPath?: string;
+  tensors: TensorEntry[] = [];
+  facts: Record<string, string> = {};
+  names = new Set<string>();
+  constructor(readonly id: number, readonly name: string, readonly tmpPath: string) {}
+}
+
+/** Streams records into size-bounded shards; see the module doc. */
+export class ShardWriter {
+  #meta: DatasetMetadata;
+  #cur: OpenShard | null = null;
+  #nextId: number;
+  #pool: GzipWorkers | undefined;
+  #metaChain: Promise<void> = Promise.resolve();
+  #closed = false;
+
+  private constructor(private opts: ShardWriterOptions) {
+    this.#meta = opts.existing ? structuredClone(opts.existing) : newMetadata(opts.base);
+    this.#meta.status = "in_progress";
+    this.#nextId = Math.max(0, ...this.#meta.shards.map((s) => s.shard_id)) + 1;
+    if (opts.format === "pickle") new PickleShardEncoder(opts.dtype); // validates dtype early
+    if (!(opts.shardSizeBytes > 0)) {
+      throw new ActshardError("shard size must be positive", { kind: "usage", where: "--shard_size_gb" });
+    }
+  }
+
+  /** Open a writer on `dir` (created if needed), removing stale temp files and unlisted shard files. */
+  static async open(opts: ShardWriterOptions): Promise<ShardWriter> {
+    const w = new ShardWriter(opts);
+    await Deno.mkdir(opts.dir, { recursive: true });
+    const listed = new Set(w.#meta.shards.map((s) => s.path ?? s.filename));
+    for await (const e of Deno.readDir(opts.dir)) {
+      if (!e.isFile) continue;
+      const stale = e.name.endsWith(".tmp") && e.name.startsWith(".shard_") ||
+        (SHARD_FILE_RE.test(e.name) && !listed.has(e.name));
+      if (stale) await Deno.remove(join(opts.dir, e.name));
+    }
+    if (opts.codec === "gzip") {
+      w.#pool = new GzipWorkers(opts.gzipWorkers ?? navigator.hardwareConcurrency ?? 1);
+    }
+    return w;
+  }
+
+  /** Current metadata (committed shards only). */
+  get metadata(): DatasetMetadata {
+    return this.#meta;
+  }
+
+  /** Write one prompt's records (all its layers); kept in one shard unless they alone exceed the limit. */
+  async write(group: ActivationRecord[]): Promise<void> {
+    if (this.#closed) throw new ActshardError("ShardWriter is closed", { kind: "internal" });
+    const size = dtypeSize(this.opts.dtype);
+    const groupBytes = group.reduce((s, r) => s + r.activation.length * size, 0);
+    const limit = this.opts.shardSizeBytes;
+    if (this.#cur && this.#cur.records > 0 && groupBytes <= limit && this.#cur.payload + groupBytes > limit) {
+      await this.#commit();
+    }
+    for (const r of group) {
+      const b = r.activation.length * size;
+      if (this.#cur && this.#cur.records > 0 && this.#cur.payload + b > limit) await this.#commit();
+      await this.#writeRecord(r);
+    }
+  }
+
+  async #start(): Promise<OpenShard> {
+    const id = this.#nextId++;
+    const name = shardFileName(id, this.opts.format, this.opts.codec);
+    const s = new OpenShard(id, name, join(this.opts.dir, `.${name}.tmp`));
+    s.file = await Deno.open(s.tmpPath, { write: true, create: true, truncate: true });
+    s.comp = createCompressor(this.opts.codec, async (b) => {
+      s.crc.update(b);
+      s.sha.update(b);
+      s.bytes += b.length;
+      await writeAll(s.file, b);
+    }, { pool: this.#pool });
+    if (this.opts.format === "pickle") {
+      s.pickle = new PickleShardEncoder(this.opts.dtype);
+      await s.comp.write(s.pickle.begin());
+    } else {
+      s.bodyPath = join(this.opts.dir, `.${name}.body.tmp`);
+      s.body = await Deno.open(s.bodyPath, { read: true, write: true, create: true, truncate: true });
+    }
+    this.#cur = s;
+    return s;
+  }
+
+  async #writeRecord(r: ActivationRecord): Promise<void> {
+    const expect = r.shape.reduce((a, b) => a * b, 1);
+    if (expect !== r.activation.length) {
+      throw new ActshardError(`record shape ${r.shape} does not match ${r.activation.length} values`, {
+        where: `task ${r.task_id} sample ${r.sample_idx} layer ${r.layer}`,
+        kind: "internal",
+      });
+    }
+    const s = this.#cur ?? await this.#start();
+    if (s.pickle) {
+      for (const part of s.pickle.record(r)) await s.comp.write(part);
+      s.payload += r.activation.length * dtypeSize(this.opts.dtype);
+    } else {
+      const name = tensorName(r.layer, r.sample_idx);
+      if (s.names.has(name)) {
+        throw new ActshardError(`duplicate record layer ${r.layer} sample ${r.sample_idx} in one shard`, {
+          where: s.name,
+          kind: "data",
+          hint: "each (layer, sample_idx) may appear once per safetensors shard",
+        });
+      }
+      s.names.add(name);
+      const data = encodeActivation(r.activation, this.opts.dtype);
+      s.tensors.push({
+        name,
+        dtype: this.opts.dtype,
+        shape: [...r.shape],
+        begin: s.payload,
+        end: s.payload + data.length,
+      });
+      s.facts[name] = JSON.stringify({
+        task_id: r.task_id,
+        sample_idx: r.sample_idx,
+        layer: r.layer,
+        prompt: r.prompt,
+        ...(r.extra && Object.keys(r.extra).length ? { extra: r.extra } : {}),
+      });
+      await writeAll(s.body!, data);
+      s.payload += data.length;
+    }
+    s.records++;
+    s.perLayer.set(r.layer, (s.perLayer.get(r.layer) ?? 0) + 1);
+    s.minIdx = Math.min(s.minIdx, r.sample_idx);
+    s.maxIdx = Math.max(s.maxIdx, r.sample_idx);
+  }
+
+  async #commit(): Promise<void> {
+    const s = this.#cur;
+    if (!s) return;
+    this.#cur = null;
+    if (s.pickle) await s.comp.write(s.pickle.end());
+    else {
+      await s.comp.write(safetensorsHeader(s.tensors, { format: "actshard", ...s.facts }));
+      await s.body!.seek(0, Deno.SeekMode.Start);
+      const buf = new Uint8Array(4 << 20);
+      for (;;) {
+        const n = await s.body!.read(buf);
+        if (n === null) break;
+        await s.comp.write(buf.subarray(0, n));
+      }
+      s.body!.close();
+      await Deno.remove(s.bodyPath!);
+    }
+    await s.comp.finish();
+    await s.file.sync();
+    s.file.close();
+    const finalPath = join(this.opts.dir, s.name);
+    await Deno.rename(s.tmpPath, finalPath);
+    const m = this.#meta;
+    const layers = [...s.perLayer.keys()].sort((a, b) => a - b);
+    const entry: ShardEntry = {
+      shard_id: s.id,
+      filename: s.name,
+      local_path: finalPath,
+      gcs_path: m.upload_to_gcs && m.gcs_bucket
+        ? `gs://${m.gcs_bucket}/${m.gcs_prefix ? `${m.gcs_prefix.replace(/\/$/, "")}/` : ""}${s.name}`
+        : null,
+      file_size_mb: s.bytes / 2 ** 20,
+      buffer_size_mb: s.payload / 2 ** 20,
+      layers,
+      samples_per_layer: Object.fromEntries(layers.map((l) => [String(l), s.perLayer.get(l)!])),
+      total_samples_in_shard: s.records,
+      bytes: s.bytes,
+      crc32c: s.crc.value(),
+      sha256: s.sha.digest("hex"),
+      sample_idx_min: s.minIdx,
+      sample_idx_max: s.maxIdx,
+      n_records: s.records,
+      format: this.opts.format,
+      codec: this.opts.codec,
+      dtype: this.opts.dtype,
+    };
+    m.shards.push(entry);
+    m.total_shards = m.shards.length;
+    m.total_samples += s.records;
+    await this.#rewriteMetadata();
+    await this.opts.onShardCommitted?.(entry);
+  }
+
+  #rewriteMetadata(): Promise<void> {
+    const next = this.#metaChain.then(() => {
+      this.#meta.updated_at = new Date().toISOString();
+      return writeMetadataAtomic(this.opts.dir, this.#meta);
+    });
+    this.#metaChain = next.catch(() => {});
+    return next;
+  }
+
+  /** Patch a committed shard's entry (e.g. GCS generation) and rewrite metadata.json atomically. */
+  async updateShard(shardId: number, patch: Partial<ShardEntry>): Promise<void> {
+    const e = this.#meta.shards.find((s) => s.shard_id === shardId);
+    if (!e) throw new ActshardError(`no committed shard ${shardId}`, { kind: "internal" });
+    Object.assign(e, patch);
+    await this.#rewriteMetadata();
+  }
+
+  /** Commit the last shard and mark the dataset complete. */
+  async close(): Promise<DatasetMetadata> {
+    try {
+      if (this.#cur && this.#cur.records > 0) await this.#commit();
+      else await this.#drop();
+      this.#meta.status = "complete";
+      await this.#rewriteMetadata();
+    } finally {
+      this.#closed = true;
+      this.#pool?.close();
+    }
+    return this.#meta;
+  }
+
+  /** Drop the partial shard; committed shards stay (status stays in_progress). */
+  async abort(): Promise<void> {
+    this.#closed = true;
+    try {
+      await this.#drop();
+    } finally {
+      this.#pool?.close();
+    }
+  }
+
+  async #drop(): Promise<void> {
+    const s = this.#cur;
+    this.#cur = null;
+    if (!s) return;
+    s.comp.abort();
+    try {
+      s.file.close();
+    } catch { /* already closed */ }
+    try {
+      s.body?.close();
+    } catch { /* already closed */ }
+    for (const p of [s.tmpPath, s.bodyPath]) if (p) await Deno.remove(p).catch(() => {});
+  }
+}
