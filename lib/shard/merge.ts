@@ -19,6 +19,7 @@ import { dirname, join, resolve } from "node:path";
 import { ActshardError } from "../errors.ts";
 import { openStore } from "../storage/open.ts";
 import type { BlobStore, ObjectInfo } from "../storage/types.ts";
+import { GcsStore } from "../storage/gcs.ts";
 import { parseWorkerDirName, workerDirName } from "../pipeline/work_split.ts";
 import { diffFingerprints } from "../pipeline/fingerprint.ts";
 import {
@@ -334,12 +335,19 @@ function buildRoot(workers: FoundWorker[], metas: DatasetMetadata[], dest: strin
 
 /** Write the root metadata.json: atomically on local disk; on GCS as one object after all shards are there. */
 async function writeRoot(dest: string, meta: DatasetMetadata): Promise<void> {
+  const bytes = new TextEncoder().encode(JSON.stringify(meta, null, 2) + "\n");
   if (dest.startsWith("gs://")) {
-    const { writeGcsObject } = await import("../storage/gcs_write.ts");
-    await writeGcsObject(
-      joinUrl(dest, METADATA_NAME),
-      new TextEncoder().encode(JSON.stringify(meta, null, 2) + "\n"),
-    );
+    const store = await openStore(dest);
+    if (!(store instanceof GcsStore)) {
+      throw new ActshardError("gs:// destination did not open as GCS", { where: dest, kind: "internal" });
+    }
+    if (await store.stat(METADATA_NAME)) {
+      refuseForeignRoot(
+        new TextDecoder().decode(await store.read(METADATA_NAME)),
+        store.objectUrl(METADATA_NAME),
+      );
+    }
+    await store.writeSmall(METADATA_NAME, bytes);
     return;
   }
   await Deno.mkdir(dest, { recursive: true });
