@@ -32,6 +32,8 @@ import type { Tokenizer } from "../tokenizer/bpe.ts";
 import { ChatRenderer, cutAssistantEnding } from "./chat.ts";
 import type { PromptFormat } from "./format.ts";
 
+export { loadPromptFormat, type PromptFormat } from "./format.ts";
+
 /** One prompt of the plan. */
 export interface PromptItem {
   task_id: string;

@@ -1,0 +1,261 @@
+/**
+ * The flags of `deno task extract`: the seed's (`extract_activations_arc.py`) with its names and defaults, plus
+ * actshard's additions (backend, format, codec, dtype, prompt format, augmentation, resume, dry run, scale-out).
+ * {@link parseExtractFlags} turns argv into a checked {@link ExtractConfig}; any bad value is a usage error
+ * (exit 2) naming the flag.
+ *
+ * @example
+ * ```ts
+ * import { parseExtractFlags } from "./extract_flags.ts";
+ * const c = parseExtractFlags(["--layers_to_extract", "20", "21", "--no_compress_shards"]);
+ * if (!("help" in c)) console.log(c.layers_to_extract, c.codec); // [20, 21] "none"
+ * ```
+ */
+import { usageError } from "../errors.ts";
+import { choiceFlag, type FlagSpec, numberFlag, parseFlags } from "./flags.ts";
+
+/** A checked extract configuration (snake_case: these are also the run's recorded config). */
+export interface ExtractConfig {
+  /** Model directory, or hub id resolved via the HF cache. */
+  model_path: string;
+  dataset_path: string;
+  output_dir: string;
+  n_tasks: number | null;
+  batch_size: number;
+  layers_to_extract: number[];
+  predictions_per_task: number;
+  random_seed: number;
+  /** 0 = no truncation. */
+  max_seq_length: number;
+  shard_size_gb: number;
+  compress_shards: boolean;
+  upload_to_gcs: boolean;
+  gcs_bucket: string | null;
+  gcs_prefix: string;
+  delete_local_after_upload: boolean;
+  verbose: boolean;
+  no_data_parallel: boolean;
+  backend: "onnx" | "pjrt" | "auto";
+  pjrt_plugin: string | null;
+  compute_dtype: "float32" | "bfloat16";
+  format: "pickle" | "safetensors";
+  codec: "gzip" | "zstd" | "none";
+  dtype: "float32" | "float16" | "bfloat16";
+  keep_padding: boolean;
+  /** null = the built-in default format. */
+  prompt_format: string | null;
+  augment: "default" | "none";
+  overwrite: boolean;
+  dry_run: boolean;
+  dump_prompts: string | null;
+  num_workers: number;
+  worker_index: number;
+}
+
+/** Default layers: 10..23 (the seed's, for Qwen2.5-0.5B's 24 blocks). */
+export const DEFAULT_LAYERS = "10-23";
+
+/** Flag specs, in --help order. */
+export const EXTRACT_FLAGS: Record<string, FlagSpec> = {
+  model_path: {
+    type: "string",
+    default: "KathirKs/qwen-2.5-0.5b",
+    metavar: "DIR|ID",
+    help: "model directory, or a Hugging Face id resolved via the local HF cache",
+  },
+  dataset_path: {
+    type: "string",
+    default: "test_data_small.json",
+    metavar: "PATH",
+    help: "ARC tasks: {id: task} JSON, a directory of task files, or JSONL",
+  },
+  output_dir: {
+    type: "string",
+    default: "./activations_arc",
+    metavar: "DIR",
+    help: "local output directory",
+  },
+  n_tasks: { type: "string", metavar: "N", help: "process only the first N tasks (0 = all)" },
+  batch_size: { type: "string", default: "8", metavar: "N", help: "prompts per forward batch (per device)" },
+  layers_to_extract: {
+    type: "string",
+    list: true,
+    default: DEFAULT_LAYERS,
+    metavar: "L",
+    help: 'layers: "20 21 22", "20,21" or "10-23"',
+  },
+  predictions_per_task: {
+    type: "string",
+    default: "8",
+    metavar: "N",
+    help: "augmented prompts per test input (cycling the 8 flips/rotations)",
+  },
+  random_seed: { type: "string", default: "42", metavar: "N", help: "seed of the augmentations" },
+  max_seq_length: {
+    type: "string",
+    default: "2048",
+    metavar: "N",
+    help: "truncate prompts to N tokens (right; 0 = no truncation)",
+  },
+  shard_size_gb: { type: "string", default: "1.0", metavar: "GB", help: "target shard size" },
+  compress_shards: { type: "boolean", negatable: true, default: true, help: "compress shards (gzip)" },
+  upload_to_gcs: { type: "boolean", help: "upload shards and metadata.json to GCS" },
+  gcs_bucket: { type: "string", metavar: "NAME", help: "GCS bucket (required with --upload_to_gcs)" },
+  gcs_prefix: {
+    type: "string",
+    default: "activations",
+    metavar: "PREFIX",
+    help: "object prefix in the bucket",
+  },
+  delete_local_after_upload: { type: "boolean", help: "delete local shards once verified in GCS" },
+  verbose: { type: "boolean", help: "print detailed progress" },
+  no_data_parallel: { type: "boolean", help: "use one device only (pjrt)" },
+  backend: { type: "string", default: "onnx", metavar: "onnx|pjrt|auto", help: "forward-pass backend" },
+  pjrt_plugin: { type: "string", metavar: "PATH", help: "PJRT plugin .so (else $PJRT_PLUGIN_LIBRARY_PATH)" },
+  compute_dtype: {
+    type: "string",
+    default: "float32",
+    metavar: "float32|bfloat16",
+    help: "compute precision",
+  },
+  format: { type: "string", default: "pickle", metavar: "pickle|safetensors", help: "shard format" },
+  codec: {
+    type: "string",
+    metavar: "gzip|zstd|none",
+    help: "shard compression (default: gzip, or none with --no_compress_shards)",
+  },
+  dtype: {
+    type: "string",
+    default: "float32",
+    metavar: "float32|float16|bfloat16",
+    help: "stored activation dtype (bfloat16: safetensors only)",
+  },
+  keep_padding: { type: "boolean", help: "store padded batch length like the seed (default: real tokens)" },
+  prompt_format: {
+    type: "string",
+    metavar: "PATH",
+    help: "prompt format JSON (default: built-in seed format)",
+  },
+  augment: { type: "string", default: "default", metavar: "default|none", help: "augmentation of prompts" },
+  overwrite: { type: "boolean", help: "replace an existing output made with a different config" },
+  dry_run: { type: "boolean", help: "build prompts and token ids only; load no weights" },
+  dump_prompts: { type: "string", metavar: "FILE", help: "write every prompt and its token ids as JSONL" },
+  num_workers: {
+    type: "string",
+    metavar: "N",
+    help: "workers splitting the run (default $ACTSHARD_NUM_WORKERS or 1)",
+  },
+  worker_index: { type: "string", metavar: "I", help: "this worker (default $JOB_COMPLETION_INDEX or 0)" },
+};
+
+const DESCRIPTION =
+  "Extract a Qwen2 model's residual-stream activations over ARC tasks into compressed shards " +
+  "(local and/or GCS). See docs/prompts.md for prompts and tokens.";
+
+/** Parse `--layers_to_extract` values: "20,21", "10-23", or a mix ("10-12,20"). Sorted, without duplicates. */
+export function parseLayers(raw: string): number[] {
+  const out = new Set<number>();
+  for (const part of raw.split(/[,\s]+/).filter(Boolean)) {
+    const m = /^(\d+)(?:-(\d+))?$/.exec(part);
+    if (!m) {
+      throw usageError(
+        `--layers_to_extract: "${part}" is not a layer index or range`,
+        'use e.g. "20 21", "20,21" or "10-23"',
+        "--layers_to_extract",
+      );
+    }
+    const a = Number(m[1]);
+    const b = m[2] === undefined ? a : Number(m[2]);
+    if (b < a) {
+      throw usageError(`--layers_to_extract: empty range "${part}"`, undefined, "--layers_to_extract");
+    }
+    for (let i = a; i <= b; i++) out.add(i);
+  }
+  if (out.size === 0) throw usageError("--layers_to_extract needs at least one layer");
+  return [...out].sort((x, y) => x - y);
+}
+
+function envInt(name: string): string | undefined {
+  try {
+    return Deno.env.get(name) || undefined;
+  } catch {
+    return undefined; // no --allow-env: use the built-in default
+  }
+}
+
+function str(v: string | boolean | undefined): string | null {
+  return typeof v === "string" && v !== "" ? v : null;
+}
+
+/** Parse extract's argv. Returns `{help}` for --help; throws a usage error (exit 2) on any bad flag. */
+export function parseExtractFlags(args: string[]): ExtractConfig | { help: string } {
+  const r = parseFlags("extract", args, EXTRACT_FLAGS, { description: DESCRIPTION });
+  if (r.help) return { help: r.help };
+  const v = r.values;
+  const int = (name: string, min: number, raw: string | boolean | undefined = v[name]) =>
+    numberFlag(name, raw, { integer: true, min });
+  const nTasks = int("n_tasks", 0) ?? 0;
+  const compress = v.compress_shards as boolean;
+  const format = choiceFlag("format", v.format, ["pickle", "safetensors"] as const);
+  const dtype = choiceFlag("dtype", v.dtype, ["float32", "float16", "bfloat16"] as const);
+  if (dtype === "bfloat16" && format !== "safetensors") {
+    throw usageError(
+      "--dtype bfloat16 needs --format safetensors",
+      "numpy has no bfloat16 for pickles",
+      "--dtype",
+    );
+  }
+  const codec = v.codec === undefined
+    ? (compress ? "gzip" : "none")
+    : choiceFlag("codec", v.codec, ["gzip", "zstd", "none"] as const);
+  const shardGb = numberFlag("shard_size_gb", v.shard_size_gb, { min: 0 }) as number;
+  if (!(shardGb > 0)) throw usageError("--shard_size_gb must be > 0", undefined, "--shard_size_gb");
+  const upload = v.upload_to_gcs as boolean;
+  const bucket = str(v.gcs_bucket);
+  if (upload && bucket === null) {
+    throw usageError("--upload_to_gcs needs --gcs_bucket", "name the bucket, e.g. --gcs_bucket my-bucket");
+  }
+  const numWorkers = int("num_workers", 1, v.num_workers ?? envInt("ACTSHARD_NUM_WORKERS")) ?? 1;
+  const workerIndex = int("worker_index", 0, v.worker_index ?? envInt("JOB_COMPLETION_INDEX")) ?? 0;
+  if (workerIndex >= numWorkers) {
+    throw usageError(
+      `--worker_index ${workerIndex} is out of range for --num_workers ${numWorkers}`,
+      "worker indices are 0..num_workers-1",
+      "--worker_index",
+    );
+  }
+  const randomSeed = numberFlag("random_seed", v.random_seed, { integer: true }) as number;
+  return {
+    model_path: v.model_path as string,
+    dataset_path: v.dataset_path as string,
+    output_dir: v.output_dir as string,
+    n_tasks: nTasks > 0 ? nTasks : null,
+    batch_size: int("batch_size", 1) as number,
+    layers_to_extract: parseLayers(v.layers_to_extract as string),
+    predictions_per_task: int("predictions_per_task", 1) as number,
+    random_seed: randomSeed,
+    max_seq_length: int("max_seq_length", 0) as number,
+    shard_size_gb: shardGb,
+    compress_shards: compress,
+    upload_to_gcs: upload,
+    gcs_bucket: bucket,
+    gcs_prefix: (v.gcs_prefix as string).replace(/^\/+|\/+$/g, ""),
+    delete_local_after_upload: v.delete_local_after_upload as boolean,
+    verbose: v.verbose as boolean,
+    no_data_parallel: v.no_data_parallel as boolean,
+    backend: choiceFlag("backend", v.backend, ["onnx", "pjrt", "auto"] as const),
+    pjrt_plugin: str(v.pjrt_plugin),
+    compute_dtype: choiceFlag("compute_dtype", v.compute_dtype, ["float32", "bfloat16"] as const),
+    format,
+    codec,
+    dtype,
+    keep_padding: v.keep_padding as boolean,
+    prompt_format: str(v.prompt_format),
+    augment: choiceFlag("augment", v.augment, ["default", "none"] as const),
+    overwrite: v.overwrite as boolean,
+    dry_run: v.dry_run as boolean,
+    dump_prompts: str(v.dump_prompts),
+    num_workers: numWorkers,
+    worker_index: workerIndex,
+  };
+}
