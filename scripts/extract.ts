@@ -1,0 +1,44 @@
+/**
+ * `deno task extract`: the seed's `extract_activations_arc.py` flags (see `--help`). `--dry_run` builds the
+ * prompts and token ids only (`--dump_prompts FILE` writes them as JSONL) and loads no weights; otherwise the
+ * pipeline in lib/pipeline/extract.ts runs.
+ */
+import { parseExtractFlags } from "../lib/cli/extract_flags.ts";
+import { runCli } from "../lib/cli/run.ts";
+import { ActshardError } from "../lib/errors.ts";
+import { dryRun } from "../lib/prompts/dry_run.ts";
+
+// Not a literal, so this script type-checks whether or not the pipeline module is present.
+const PIPELINE_MODULE = "../lib/pipeline/extract.ts";
+
+/** Run extract with `args`; returns the exit code. */
+export async function extractMain(args: string[]): Promise<number> {
+  const config = parseExtractFlags(args);
+  if ("help" in config) {
+    console.log(config.help);
+    return 0;
+  }
+  if (config.dry_run) {
+    const s = await dryRun(config);
+    const trunc = config.max_seq_length > 0 ? ` (max_seq_length ${config.max_seq_length})` : "";
+    console.log(
+      `dry run: ${s.tasks} tasks, ${s.prompts} prompts, ${s.tokens} tokens, longest ${s.maxTokens}, ` +
+        `${s.truncated} truncated${trunc}` + (s.dumpPath ? `; prompts written to ${s.dumpPath}` : ""),
+    );
+    return 0;
+  }
+  let pipeline: { runExtract(c: typeof config): Promise<unknown> };
+  try {
+    pipeline = await import(PIPELINE_MODULE);
+  } catch (e) {
+    throw new ActshardError("the extract pipeline could not be loaded", {
+      kind: "internal",
+      cause: e,
+      hint: `${(e as Error).message.split("\n")[0]}; --dry_run works without it`,
+    });
+  }
+  await pipeline.runExtract(config);
+  return 0;
+}
+
+if (import.meta.main) await runCli("extract", extractMain);
