@@ -1,0 +1,198 @@
+import { assert, assertEquals, assertRejects } from "./_assert.ts";
+import { tempDir } from "./_shared.ts";
+import { join } from "node:path";
+import { mergeDatasets } from "../lib/shard/merge.ts";
+import { ShardWriter } from "../lib/shard/writer.ts";
+import { Dataset } from "../lib/shard/reader.ts";
+import { type DatasetMetadata, readMetadata, writeMetadataAtomic } from "../lib/shard/metadata.ts";
+import { LocalStore } from "../lib/storage/local.ts";
+import { splitAll, workerDirName } from "../lib/pipeline/work_split.ts";
+import { ActshardError } from "../lib/errors.ts";
+import type { ActivationRecord } from "../lib/types.ts";
+
+const LAYERS = [1, 2];
+const HIDDEN = 8;
+const N_PROMPTS = 14;
+
+/** Prompt i has 1 + (i*7 % 5) tokens; its record values are a function of (i, layer, position). */
+function recordsOf(i: number): ActivationRecord[] {
+  const n = 1 + ((i * 7) % 5);
+  return LAYERS.map((layer) => {
+    const a = new Float32Array(n * HIDDEN);
+    for (let k = 0; k < a.length; k++) a[k] = i * 1000 + layer * 100 + k / 7;
+    return {
+      task_id: `task${i % 4}`,
+      sample_idx: i,
+      layer,
+      activation: a,
+      shape: [n, HIDDEN],
+      prompt: `p${i}`,
+    };
+  });
+}
+
+const CONFIG = { model_sha256: "m", dataset_sha256: "d", layers_to_extract: LAYERS, format: "pickle" };
+
+/** Writes worker dirs as `extract --num_workers n` would; `complete` false leaves a worker in progress. */
+async function writeWorkers(
+  root: string,
+  n: number,
+  opts: { skip?: number[]; incomplete?: number[]; config?: (i: number) => Record<string, unknown> } = {},
+): Promise<void> {
+  const parts = splitAll(
+    Array.from({ length: N_PROMPTS }, (_, i) => ({ sample_idx: i, n_tokens: recordsOf(i)[0].shape[0] })),
+    n,
+  );
+  for (let w = 0; w < n; w++) {
+    if (opts.skip?.includes(w)) continue;
+    const config = {
+      ...CONFIG,
+      num_workers: n,
+      worker_index: w,
+      n_prompts: parts[w].length,
+      ...opts.config?.(w),
+    };
+    const writer = await ShardWriter.open({
+      dir: join(root, workerDirName(w, n)),
+      format: "pickle",
+      codec: "none",
+      dtype: "float32",
+      shardSizeBytes: 600, // a few prompts per shard: several shards per worker
+      base: { shard_size_gb: 600 / 2 ** 30, config },
+      gzipWorkers: 1,
+    });
+    for (const i of parts[w]) await writer.write(recordsOf(i));
+    if (opts.incomplete?.includes(w)) await writer.abort();
+    else await writer.close();
+  }
+}
+
+async function allRecords(location: string) {
+  const ds = await Dataset.open(location);
+  const out: string[] = [];
+  for await (const r of ds.records()) {
+    out.push(`${r.task_id}|${r.sample_idx}|${r.layer}|${r.shape}|${Array.from(r.activation).join(",")}`);
+  }
+  return out.sort();
+}
+
+function expectedRecords(): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < N_PROMPTS; i++) {
+    for (const r of recordsOf(i)) {
+      out.push(`${r.task_id}|${r.sample_idx}|${r.layer}|${r.shape}|${Array.from(r.activation).join(",")}`);
+    }
+  }
+  return out.sort();
+}
+
+const refusal = (re: RegExp) => (e: unknown) => {
+  assert(e instanceof ActshardError, `not an ActshardError: ${e}`);
+  assert(re.test(e.line()), `"${e.line()}" does not match ${re}`);
+  return true;
+};
+
+Deno.test("merge: in place, the root lists every worker's shards and reads as one dataset", async () => {
+  await using tmp = await tempDir();
+  await writeWorkers(tmp.path, 3);
+  const before = await Array.fromAsync(Deno.readDir(join(tmp.path, workerDirName(1, 3))));
+  const meta = await mergeDatasets([tmp.path], tmp.path);
+  assertEquals(meta.status, "complete");
+  assertEquals(meta.total_samples, N_PROMPTS * LAYERS.length);
+  const workers = meta.workers as { name: string; total_shards: number; sample_idx_min: number }[];
+  assertEquals(workers.map((w) => w.name), [0, 1, 2].map((i) => workerDirName(i, 3)));
+  assertEquals(meta.total_shards, workers.reduce((s, w) => s + w.total_shards, 0));
+  assert(meta.total_shards > 3, "several shards per worker");
+  assertEquals(meta.shards.map((s) => s.shard_id), meta.shards.map((_, i) => i + 1));
+  for (const s of meta.shards) {
+    assert(/^worker-\d{5}-of-00003\/shard_\d{4}\.pkl$/.test(s.path!), s.path);
+    assert(typeof s.crc32c === "number" && typeof s.sha256 === "string");
+  }
+  // Shards are in sample order across workers; worker fields are dropped from the run config.
+  const mins = meta.shards.map((s) => s.sample_idx_min);
+  assertEquals(mins, [...mins].sort((a, b) => a - b));
+  assertEquals([meta.config.worker_index, meta.config.num_workers, meta.config.n_prompts], [
+    undefined,
+    3,
+    N_PROMPTS,
+  ]);
+  // Nothing copied or changed in the workers' directories.
+  assertEquals(await Array.fromAsync(Deno.readDir(join(tmp.path, workerDirName(1, 3)))), before);
+  assertEquals(await readMetadata(new LocalStore(tmp.path)), meta);
+  assertEquals(await allRecords(tmp.path), expectedRecords());
+  // Merging again is idempotent (replaces its own root).
+  const again = await mergeDatasets([tmp.path], tmp.path);
+  assertEquals(again.shards, meta.shards);
+});
+
+Deno.test("merge: worker directories as sources, and into another root (copies)", async () => {
+  await using tmp = await tempDir();
+  const src = join(tmp.path, "src");
+  await writeWorkers(src, 2);
+  // Worker dirs given one by one, destination = their parent: no copy.
+  const m1 = await mergeDatasets([join(src, workerDirName(1, 2)), join(src, workerDirName(0, 2))], src);
+  assertEquals(m1.total_samples, N_PROMPTS * LAYERS.length);
+  // Elsewhere: the workers are copied under the destination first.
+  const dst = join(tmp.path, "dst");
+  await mergeDatasets([src], dst);
+  assert((await Deno.stat(join(dst, workerDirName(0, 2), "metadata.json"))).isFile);
+  assertEquals(await allRecords(dst), expectedRecords());
+});
+
+Deno.test("merge: refuses missing, incomplete, duplicate and mismatched workers, naming them", async () => {
+  await using tmp = await tempDir();
+  const a = join(tmp.path, "a");
+  await writeWorkers(a, 3, { skip: [1] });
+  await assertRejects(mergeDatasets([a], a), refusal(/1 of 3 workers missing: worker-00001-of-00003/));
+
+  const b = join(tmp.path, "b");
+  await writeWorkers(b, 3, { incomplete: [0, 2] });
+  await assertRejects(
+    mergeDatasets([b], b),
+    refusal(/2 of 3 workers not complete: worker-00000-of-00003 \(status in_progress.*worker-00002-of-00003/),
+  );
+
+  const c = join(tmp.path, "c");
+  await writeWorkers(c, 2, { config: (w) => (w === 1 ? { layers_to_extract: [5] } : {}) });
+  await assertRejects(mergeDatasets([c], c), refusal(/worker-00001-of-00002 differs .* layers_to_extract/));
+
+  const d = join(tmp.path, "d");
+  await writeWorkers(d, 2);
+  await writeWorkers(join(tmp.path, "d3"), 3);
+  await assertRejects(
+    mergeDatasets([d, join(tmp.path, "d3")], d),
+    refusal(/different runs: worker counts 2 and 3/),
+  );
+  // The same worker index from two places.
+  const d2 = join(tmp.path, "d2", workerDirName(0, 2));
+  await Deno.mkdir(d2, { recursive: true });
+  for await (const ent of Deno.readDir(join(d, workerDirName(0, 2)))) {
+    await Deno.copyFile(join(d, workerDirName(0, 2), ent.name), join(d2, ent.name));
+  }
+  await assertRejects(mergeDatasets([d, d2], d), refusal(/worker worker-00000-of-00002 was given twice/));
+
+  // A shard listed in a worker's metadata but gone.
+  const e = join(tmp.path, "e");
+  await writeWorkers(e, 2);
+  const wm = await readMetadata(new LocalStore(join(e, workerDirName(1, 2))));
+  await Deno.remove(join(e, workerDirName(1, 2), wm.shards[0].filename));
+  await assertRejects(mergeDatasets([e], e), refusal(/worker-00001-of-00002\/shard_0001\.pkl missing/));
+
+  // No workers at all.
+  const f = join(tmp.path, "f");
+  await Deno.mkdir(f);
+  await assertRejects(mergeDatasets([f], f), refusal(/no worker-IIIII-of-NNNNN directories/));
+
+  // Nothing was written by any refused merge.
+  for (const dir of [a, b, c, d, e, f]) {
+    assertEquals(await Deno.stat(join(dir, "metadata.json")).catch(() => null), null, dir);
+  }
+});
+
+Deno.test("merge: never replaces another dataset's metadata.json at the destination", async () => {
+  await using tmp = await tempDir();
+  await writeWorkers(tmp.path, 2);
+  const foreign = { ...(await readMetadata(new LocalStore(join(tmp.path, workerDirName(0, 2))))) };
+  await writeMetadataAtomic(tmp.path, foreign as DatasetMetadata);
+  await assertRejects(mergeDatasets([tmp.path], tmp.path), refusal(/already holds another dataset/));
+});
