@@ -1,0 +1,123 @@
+/**
+ * `deno task shard --input DIR --output DIR [--shard_size_gb G] [--format F] [--codec C] [--dtype D]`: re-shard
+ * or convert an existing dataset as a stream (one record in memory), keeping every record, with fresh metadata.
+ */
+import { runCli } from "../lib/cli/run.ts";
+import { choiceFlag, numberFlag, parseFlags } from "../lib/cli/flags.ts";
+import { ActshardError, usageError } from "../lib/errors.ts";
+import { resolve } from "node:path";
+import { Dataset, type ReadRecord } from "../lib/shard/reader.ts";
+import { FORMATS, ShardWriter } from "../lib/shard/writer.ts";
+import { type Codec, CODECS } from "../lib/shard/codecs.ts";
+import type { ActivationDType, ActivationRecord } from "../lib/types.ts";
+
+const DTYPES: readonly ActivationDType[] = ["float32", "float16", "bfloat16"];
+
+/** Run shard; returns the exit code. */
+export async function main(args: string[]): Promise<number> {
+  const f = parseFlags("shard", args, {
+    input: { type: "string", help: "dataset to read (directory)", metavar: "DIR" },
+    output: {
+      type: "string",
+      help: "directory to write (must not hold a dataset unless --overwrite)",
+      metavar: "DIR",
+    },
+    shard_size_gb: {
+      type: "string",
+      help: "max uncompressed payload per shard, GB",
+      default: "1.0",
+      metavar: "G",
+    },
+    format: { type: "string", help: "pickle | safetensors", default: "pickle", metavar: "F" },
+    codec: {
+      type: "string",
+      help: "gzip | zstd | none (default: gzip, none with --no_compress_shards)",
+      metavar: "C",
+    },
+    compress_shards: { type: "boolean", help: "gzip shards (seed flag)", default: true, negatable: true },
+    dtype: { type: "string", help: "float32 | float16 | bfloat16", default: "float32", metavar: "D" },
+    overwrite: { type: "boolean", help: "replace a dataset already in --output" },
+  }, { description: "Re-shard or convert a dataset." });
+  if (f.help) {
+    console.log(f.help);
+    return 0;
+  }
+  const input = f.values.input as string | undefined;
+  const output = f.values.output as string | undefined;
+  if (!input || !output) throw usageError("--input and --output are required", "see --help");
+  if (resolve(input) === resolve(output)) {
+    throw usageError("--output must differ from --input", undefined, "--output");
+  }
+  const sizeGb = numberFlag("shard_size_gb", f.values.shard_size_gb, { min: 1e-6 })!;
+  const format = choiceFlag("format", f.values.format, FORMATS);
+  const codec: Codec = f.values.codec !== undefined
+    ? choiceFlag("codec", f.values.codec, CODECS)
+    : f.values.compress_shards
+    ? "gzip"
+    : "none";
+  const dtype = choiceFlag("dtype", f.values.dtype, DTYPES);
+  if (format === "pickle" && dtype === "bfloat16") {
+    throw usageError(
+      "pickle shards cannot hold bfloat16 (numpy has no bfloat16)",
+      "use --format safetensors",
+      "--dtype",
+    );
+  }
+  const src = await Dataset.open(input);
+  try {
+    await Deno.stat(`${output}/metadata.json`);
+    if (!f.values.overwrite) {
+      throw new ActshardError("output already holds a dataset", {
+        where: output,
+        kind: "input",
+        hint: "choose another --output or add --overwrite",
+      });
+    }
+    await Deno.remove(`${output}/metadata.json`);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  const w = await ShardWriter.open({
+    dir: output,
+    format,
+    codec,
+    dtype,
+    shardSizeBytes: Math.floor(sizeGb * 2 ** 30),
+    base: {
+      shard_size_gb: sizeGb,
+      upload_to_gcs: false,
+      gcs_bucket: null,
+      gcs_prefix: null,
+      config: { ...(src.metadata?.config ?? {}), resharded_from: src.store.url, format, codec, dtype },
+    },
+  });
+  let group: ActivationRecord[] = [];
+  let n = 0;
+  try {
+    // Consecutive records of the same prompt stay together (one shard unless a prompt alone is too big).
+    for await (const r of src.records()) {
+      if (group.length && (group[0].sample_idx !== r.sample_idx || group[0].task_id !== r.task_id)) {
+        await w.write(group);
+        group = [];
+      }
+      group.push(strip(r));
+      n++;
+    }
+    if (group.length) await w.write(group);
+  } catch (e) {
+    await w.abort();
+    throw e;
+  }
+  const meta = await w.close();
+  console.log(
+    `shard: ${n} records → ${meta.total_shards} shards in ${output} (${format}, ${codec}, ${dtype})`,
+  );
+  return 0;
+}
+
+function strip(r: ReadRecord): ActivationRecord {
+  const { dtype: _d, shard: _s, ...rec } = r;
+  return rec;
+}
+
+if (import.meta.main) await runCli("shard", main);
