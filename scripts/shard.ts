@@ -1,6 +1,10 @@
 /**
  * `deno task shard --input DIR --output DIR [--shard_size_gb G] [--format F] [--codec C] [--dtype D]`: re-shard
  * or convert an existing dataset as a stream (one record in memory), keeping every record, with fresh metadata.
+ *
+ * `deno task shard --merge SRC... --output DST`: join the outputs of an N-worker run (`worker-*-of-*`
+ * directories, or their parent; local or gs://) into one dataset: a root metadata.json, no shard bytes copied
+ * when DST is the workers' parent (see docs/scale-out.md).
  */
 import { runCli } from "../lib/cli/run.ts";
 import { choiceFlag, numberFlag, parseFlags } from "../lib/cli/flags.ts";
@@ -10,6 +14,7 @@ import { Dataset, type ReadRecord } from "../lib/shard/reader.ts";
 import { FORMATS, ShardWriter } from "../lib/shard/writer.ts";
 import { type Codec, CODECS } from "../lib/shard/codecs.ts";
 import type { ActivationDType, ActivationRecord } from "../lib/types.ts";
+import { mergeDatasets } from "../lib/shard/merge.ts";
 
 const DTYPES: readonly ActivationDType[] = ["float32", "float16", "bfloat16"];
 
@@ -37,11 +42,19 @@ export async function main(args: string[]): Promise<number> {
     compress_shards: { type: "boolean", help: "gzip shards (seed flag)", default: true, negatable: true },
     dtype: { type: "string", help: "float32 | float16 | bfloat16", default: "float32", metavar: "D" },
     overwrite: { type: "boolean", help: "replace a dataset already in --output" },
-  }, { description: "Re-shard or convert a dataset." });
+    merge: {
+      type: "string",
+      list: true,
+      metavar: "SRC",
+      help:
+        "merge the workers of a --num_workers run (their parent dir/gs:// prefix, or worker dirs) into --output",
+    },
+  }, { description: "Re-shard or convert a dataset, or merge the outputs of N workers into one." });
   if (f.help) {
     console.log(f.help);
     return 0;
   }
+  if (f.values.merge !== undefined) return await merge(String(f.values.merge).split(","), f.values.output);
   const input = f.values.input as string | undefined;
   const output = f.values.output as string | undefined;
   if (!input || !output) throw usageError("--input and --output are required", "see --help");
@@ -118,6 +131,24 @@ export async function main(args: string[]): Promise<number> {
 function strip(r: ReadRecord): ActivationRecord {
   const { dtype: _d, shard: _s, ...rec } = r;
   return rec;
+}
+
+// --- scale-out: --merge (lib/shard/merge.ts) ---
+
+async function merge(sources: string[], output: string | boolean | undefined): Promise<number> {
+  if (typeof output !== "string" || !output) {
+    throw usageError(
+      "--merge needs --output",
+      "usually the workers' parent: --merge OUT --output OUT",
+      "--output",
+    );
+  }
+  const meta = await mergeDatasets(sources, output);
+  const workers = (meta.workers as unknown[]).length;
+  console.log(
+    `shard: merged ${workers} workers → ${meta.total_shards} shards, ${meta.total_samples} records in ${output}`,
+  );
+  return 0;
 }
 
 if (import.meta.main) await runCli("shard", main);

@@ -1,11 +1,12 @@
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
-import { tempDir } from "./_shared.ts";
+import { REPO_ROOT, tempDir } from "./_shared.ts";
 import { join } from "node:path";
 import { mergeDatasets } from "../lib/shard/merge.ts";
 import { ShardWriter } from "../lib/shard/writer.ts";
 import { Dataset } from "../lib/shard/reader.ts";
 import { type DatasetMetadata, readMetadata, writeMetadataAtomic } from "../lib/shard/metadata.ts";
 import { LocalStore } from "../lib/storage/local.ts";
+import { verifyDataset } from "../lib/shard/verify.ts";
 import { splitAll, workerDirName } from "../lib/pipeline/work_split.ts";
 import { ActshardError } from "../lib/errors.ts";
 import type { ActivationRecord } from "../lib/types.ts";
@@ -195,4 +196,64 @@ Deno.test("merge: never replaces another dataset's metadata.json at the destinat
   const foreign = { ...(await readMetadata(new LocalStore(join(tmp.path, workerDirName(0, 2))))) };
   await writeMetadataAtomic(tmp.path, foreign as DatasetMetadata);
   await assertRejects(mergeDatasets([tmp.path], tmp.path), refusal(/already holds another dataset/));
+});
+
+async function cli(
+  script: string,
+  args: string[],
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", join(REPO_ROOT, "scripts", script), ...args],
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+Deno.test("merge CLI: deno task shard --merge OUT --output OUT, and its error lines", async () => {
+  await using tmp = await tempDir();
+  await writeWorkers(tmp.path, 3, { skip: [2] });
+  const refused = await cli("shard.ts", ["--merge", tmp.path, "--output", tmp.path]);
+  assertEquals(refused.code, 1);
+  assertEquals(refused.stderr.trim().split("\n").length, 1, refused.stderr);
+  assert(
+    /^shard: cannot merge: 1 of 3 workers missing: worker-00002-of-00003 /.test(refused.stderr),
+    refused.stderr,
+  );
+
+  const usage = await cli("shard.ts", ["--merge", tmp.path]);
+  assertEquals(usage.code, 2);
+  assert(/^shard: --merge needs --output/.test(usage.stderr), usage.stderr);
+
+  await writeWorkers(join(tmp.path, "full"), 3);
+  const ok = await cli("shard.ts", ["--merge", join(tmp.path, "full"), "--output", join(tmp.path, "full")]);
+  assertEquals(ok.code, 0, ok.stderr);
+  assert(/merged 3 workers → \d+ shards, 28 records/.test(ok.stdout), ok.stdout);
+  assertEquals(await allRecords(join(tmp.path, "full")), expectedRecords());
+});
+
+Deno.test("merge: verify and read treat a merged root as one dataset", async () => {
+  await using tmp = await tempDir();
+  await writeWorkers(tmp.path, 3);
+  await mergeDatasets([tmp.path], tmp.path);
+  const rep = await verifyDataset(new LocalStore(tmp.path));
+  assertEquals(rep.issues, []);
+  assert(rep.ok);
+  assertEquals([rep.records, rep.layers["1"].samples, rep.layers["1"].sample_idx_max], [28, 14, 13]);
+  const v = await cli("verify.ts", [tmp.path]);
+  assertEquals(v.code, 0, v.stdout + v.stderr);
+  assert(/14 samples per layer \(sample_idx 0\.\.13\)/.test(v.stdout), v.stdout);
+  const r = await cli("read.ts", [tmp.path, "--sample_idx", "13", "--layer", "2"]);
+  assertEquals(r.code, 0, r.stderr);
+  assert(/worker-00002-of-00003\/shard_\d{4}\.pkl/.test(r.stdout), r.stdout);
+
+  // A damaged shard inside a worker directory fails verification of the root, named by its root-relative path.
+  const last = (await readMetadata(new LocalStore(tmp.path))).shards.at(-1)!;
+  const file = join(tmp.path, ...last.path!.split("/"));
+  await Deno.truncate(file, (await Deno.stat(file)).size - 3);
+  const bad = await verifyDataset(new LocalStore(tmp.path));
+  assert(!bad.ok);
+  assert(bad.issues.some((i) => i.level === "error" && i.shard === last.path), JSON.stringify(bad.issues));
 });
