@@ -1,0 +1,165 @@
+import { assert, assertEquals } from "./_assert.ts";
+import { tempDir } from "./_shared.ts";
+import { activation, hasNumpy, promptRecords, python, sha256Hex, writeDataset } from "./_shard_fixtures.ts";
+import { decodeActivation, encodeActivation, f16BitsToF32, f32ToF16Bits } from "../lib/shard/dtype.ts";
+import { Dataset } from "../lib/shard/reader.ts";
+import { createCompressor, decompressStream } from "../lib/shard/codecs.ts";
+import { encodeNpy } from "../lib/shard/npy.ts";
+
+Deno.test("float16 conversion: exact cases", () => {
+  const cases: [number, number][] = [
+    [1, 0x3c00],
+    [-2, 0xc000],
+    [65504, 0x7bff],
+    [65520, 0x7c00],
+    [2 ** -24, 1],
+    [2 ** -25, 0],
+    [0.1, 0x2e66],
+    [Infinity, 0x7c00],
+    [-0, 0x8000],
+  ];
+  for (const [v, bits] of cases) assertEquals(f32ToF16Bits(v), bits, `${v}`);
+  assert(Number.isNaN(f16BitsToF32(f32ToF16Bits(NaN))));
+  for (let h = 0; h < 0x7c00; h += 7) assertEquals(f32ToF16Bits(f16BitsToF32(h)), h);
+});
+
+Deno.test({
+  name: "float16 / bfloat16 rounding agrees with numpy bit for bit",
+  ignore: !hasNumpy("python3"),
+  async fn() {
+    const a = activation(64, 64, 7);
+    a[0] = 1e-8;
+    a[1] = 70000;
+    a[2] = -3.4e38;
+    await using d = await tempDir();
+    await Deno.writeFile(`${d.path}/a.npy`, encodeNpy(a, [64, 64]));
+    const h = JSON.parse(
+      await python(
+        "python3",
+        `
+import numpy as np, hashlib, json, sys
+a = np.load(sys.argv[1])
+with np.errstate(over="ignore"): f16 = a.astype(np.float16).tobytes()
+u = a.view(np.uint32).astype(np.uint64)
+bf = ((u + 0x7fff + ((u >> 16) & 1)) >> 16).astype(np.uint16).tobytes()
+print(json.dumps([hashlib.sha256(f16).hexdigest(), hashlib.sha256(bf).hexdigest()]))`,
+        [`${d.path}/a.npy`],
+      ),
+    );
+    assertEquals(await sha256Hex(encodeActivation(a, "float16")), h[0]);
+    assertEquals(await sha256Hex(encodeActivation(a, "bfloat16")), h[1]);
+    const back = decodeActivation(encodeActivation(a, "bfloat16"), "bfloat16");
+    for (let i = 3; i < a.length; i++) assert(Math.abs(back[i] - a[i]) <= Math.abs(a[i]) * 2 ** -8);
+  },
+});
+
+for (const dtype of ["float32", "float16", "bfloat16"] as const) {
+  Deno.test({
+    name: `safetensors (${dtype}) reads with a plain Python reader (header + numpy.frombuffer)`,
+    ignore: !hasNumpy("python3"),
+    async fn() {
+      await using d = await tempDir();
+      await writeDataset(d.path, 3, [2, 4], { format: "safetensors", codec: "none", dtype });
+      const got = JSON.parse(
+        await python(
+          "python3",
+          `
+import json, struct, sys, hashlib
+import numpy as np
+b = open(sys.argv[1], 'rb').read()
+n = struct.unpack('<Q', b[:8])[0]
+h = json.loads(b[8:8+n]); meta = h.pop('__metadata__')
+out = []
+for name, t in sorted(h.items(), key=lambda kv: kv[1]['data_offsets'][0]):
+    s, e = t['data_offsets']
+    raw = b[8+n+s:8+n+e]
+    dt = {'F32': np.float32, 'F16': np.float16, 'BF16': np.uint16}[t['dtype']]
+    a = np.frombuffer(raw, dtype=dt).reshape(t['shape'])
+    if t['dtype'] == 'BF16': a = (a.astype(np.uint32) << 16).view(np.float32)
+    f = json.loads(meta[name])
+    out.append([name, t['dtype'], t['shape'], f['task_id'], f['sample_idx'], f['layer'], f['prompt'],
+                hashlib.sha256(a.astype(np.float32).tobytes()).hexdigest()])
+print(json.dumps(out))`,
+          [`${d.path}/shard_0001.safetensors`],
+        ),
+      );
+      assertEquals(got.length, 6);
+      for (const [name, st, shape, task, idx, layer, prompt, hash] of got) {
+        const r = promptRecords(idx, [layer])[0];
+        assertEquals([name, st, shape, task, prompt], [
+          `layer_${layer}/sample_${idx}`,
+          { float32: "F32", float16: "F16", bfloat16: "BF16" }[dtype],
+          r.shape,
+          r.task_id,
+          r.prompt,
+        ]);
+        const stored = decodeActivation(encodeActivation(r.activation, dtype), dtype);
+        assertEquals(hash, await sha256Hex(new Uint8Array(stored.buffer)));
+      }
+      // and the TS reader gives the same
+      let n = 0;
+      for await (const r of (await Dataset.open(d.path)).records()) {
+        const w = promptRecords(r.sample_idx, [r.layer])[0];
+        assertEquals(r.activation, decodeActivation(encodeActivation(w.activation, dtype), dtype));
+        assertEquals(r.dtype, dtype);
+        n++;
+      }
+      assertEquals(n, 6);
+    },
+  });
+}
+
+Deno.test({
+  name: "multi-member gzip from parallel workers is read by Python's gzip module; output is deterministic",
+  ignore: !hasNumpy("python3"),
+  async fn() {
+    await using d = await tempDir();
+    const data = new Uint8Array(activation(700, 512, 1).buffer);
+    const files: string[] = [];
+    for (const workers of [2, 0]) {
+      const parts: Uint8Array<ArrayBuffer>[] = [];
+      const c = createCompressor("gzip", (b) => Promise.resolve(void parts.push(b.slice())), {
+        workers,
+        chunkBytes: 256 << 10,
+      });
+      for (let o = 0; o < data.length; o += 100_000) await c.write(data.subarray(o, o + 100_000));
+      await c.finish();
+      const bytes = new Uint8Array(await new Blob(parts).arrayBuffer());
+      const f = `${d.path}/x${workers}.gz`;
+      await Deno.writeFile(f, bytes);
+      files.push(f);
+      const back = new Uint8Array(
+        await new Response(decompressStream("gzip", new Blob([bytes]).stream())).arrayBuffer(),
+      );
+      assertEquals(back.length, data.length);
+      assert(back.every((v, i) => v === data[i]));
+    }
+    assertEquals(
+      await Deno.readFile(files[0]),
+      await Deno.readFile(files[1]),
+      "same bytes whatever the worker count",
+    );
+    const h = await python(
+      "python3",
+      "import gzip,hashlib,sys; print(hashlib.sha256(gzip.open(sys.argv[1]).read()).hexdigest())",
+      [files[0]],
+    );
+    assertEquals(h, await sha256Hex(data));
+  },
+});
+
+Deno.test("zstd and none codecs round-trip", async () => {
+  const data = new Uint8Array(activation(300, 256, 2).buffer);
+  for (const codec of ["zstd", "none"] as const) {
+    const parts: Uint8Array<ArrayBuffer>[] = [];
+    const c = createCompressor(codec, (b) => Promise.resolve(void parts.push(b.slice())), {
+      chunkBytes: 64 << 10,
+    });
+    await c.write(data);
+    await c.finish();
+    const back = new Uint8Array(
+      await new Response(decompressStream(codec, new Blob(parts).stream())).arrayBuffer(),
+    );
+    assertEquals(back, data);
+  }
+});
