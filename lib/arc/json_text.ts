@@ -32,21 +32,112 @@ export function parseJsonText(text: string, file: string, lineOffset = 0): unkno
   try {
     return JSON.parse(text);
   } catch (e) {
-    const msg = (e as Error).message;
-    const m = msg.match(/at position (\d+)/);
-    let where = lineOffset ? `${file}:${lineOffset + 1}` : file;
-    if (m) {
-      const { line, column } = lineColumn(text, Number(m[1]));
-      where = `${file}:${line + lineOffset}:${column}`;
-    } else if (/Unexpected end of JSON input/.test(msg)) {
-      const { line, column } = lineColumn(text, text.length);
-      where = `${file}:${line + lineOffset}:${column}`;
-    }
-    const what = msg.replace(/\s*(in JSON )?at position \d+( \(line \d+ column \d+\))?/, "").replace(
-      /\.$/,
-      "",
+    // V8's messages do not always carry a position; find it with a small validator (error path only).
+    const found = jsonSyntaxError(text);
+    const pos = found?.pos ?? text.length;
+    const { line, column } = lineColumn(text, pos);
+    const what = found?.what ?? (e as Error).message.split("\n")[0];
+    throw new ActshardError(`invalid JSON: ${what}`, {
+      where: `${file}:${line + lineOffset}:${column}`,
+      hint: "fix the file's JSON syntax",
+    });
+  }
+}
+
+/** Offset and description of the first JSON syntax error in `text`, or null if it is valid JSON. */
+export function jsonSyntaxError(text: string): { pos: number; what: string } | null {
+  let i = 0;
+  class Bad {
+    constructor(readonly pos: number, readonly what: string) {}
+  }
+  const ws = () => {
+    while (i < text.length && " \t\n\r".includes(text[i])) i++;
+  };
+  const fail = (what: string): never => {
+    throw new Bad(
+      i,
+      i >= text.length ? `unexpected end of input (${what})` : `${what}, found ${JSON.stringify(text[i])}`,
     );
-    throw new ActshardError(`invalid JSON: ${what}`, { where, hint: "fix the file's JSON syntax" });
+  };
+  const lit = (w: string) => {
+    if (text.startsWith(w, i)) i += w.length;
+    else fail("expected a value");
+  };
+  const str = () => {
+    i++;
+    while (i < text.length && text[i] !== '"') {
+      if (text.charCodeAt(i) < 0x20) fail("control character in string");
+      if (text[i] === "\\") {
+        i++;
+        if (text[i] === "u") {
+          if (!/^[0-9a-fA-F]{4}$/.test(text.slice(i + 1, i + 5))) fail("bad \\u escape");
+          i += 4;
+        } else if (!'"\\/bfnrt'.includes(text[i] ?? "")) fail("bad escape");
+      }
+      i++;
+    }
+    if (i >= text.length) fail("unterminated string");
+    i++;
+  };
+  const value = (): void => {
+    ws();
+    const c = text[i];
+    if (c === "{") {
+      i++;
+      ws();
+      if (text[i] === "}") {
+        i++;
+        return;
+      }
+      for (;;) {
+        ws();
+        if (text[i] !== '"') fail("expected a string key");
+        str();
+        ws();
+        if (text[i] !== ":") fail('expected ":"');
+        i++;
+        value();
+        ws();
+        if (text[i] === ",") i++;
+        else if (text[i] === "}") {
+          i++;
+          return;
+        } else fail('expected "," or "}"');
+      }
+    } else if (c === "[") {
+      i++;
+      ws();
+      if (text[i] === "]") {
+        i++;
+        return;
+      }
+      for (;;) {
+        value();
+        ws();
+        if (text[i] === ",") i++;
+        else if (text[i] === "]") {
+          i++;
+          return;
+        } else fail('expected "," or "]"');
+      }
+    } else if (c === '"') str();
+    else if (c === "t") lit("true");
+    else if (c === "f") lit("false");
+    else if (c === "n") lit("null");
+    else {
+      const m = /^-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?/.exec(text.slice(i, i + 400));
+      if (!m) fail("expected a value");
+      i += m![0].length;
+    }
+  };
+  try {
+    value();
+    ws();
+    if (i < text.length) fail("unexpected text after the JSON value");
+    return null;
+  } catch (e) {
+    if (e instanceof Bad) return { pos: e.pos, what: e.what };
+    throw e;
   }
 }
 
