@@ -10,17 +10,15 @@
  */
 import { ActshardError } from "../errors.ts";
 import { LocalStore } from "./local.ts";
+import { GcsStore, parseGsUrl } from "./gcs.ts";
 import type { BlobStore } from "./types.ts";
 
 /** A store for `location`; local directories must exist. */
 export async function openStore(location: string): Promise<BlobStore> {
   if (location.startsWith("gs://")) {
-    // --- GCS branch: replaced by the GCS module's GcsStore. ---
-    throw new ActshardError("gs:// locations need the GCS module", {
-      where: location,
-      kind: "input",
-      hint: "copy the dataset locally (gsutil -m cp -r) or use a build with GCS support",
-    });
+    // gs://bucket/prefix: GcsStore (ADC auth; STORAGE_EMULATOR_HOST honoured for the emulator).
+    const { bucket, prefix } = parseGsUrl(location);
+    return await GcsStore.open(bucket, prefix);
   }
   let st: Deno.FileInfo;
   try {
