@@ -93,6 +93,7 @@ const ENCODERS: Record<string, EncoderKind> = {
     params: [{ name: "n", kind: "number", default: { kind: "number", value: 3 } }],
     build: (a) => {
       const n = a.n.value as number;
+      if (n < 1) throw new ActshardError(`bad grid encoder: RepeatNumberEncoder(n=${n}) needs n >= 1`);
       return (g) => rowsText(g, (x) => String(x).repeat(n), "");
     },
   },
