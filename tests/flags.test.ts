@@ -19,6 +19,7 @@ Deno.test("flags: argparse-style lists, negation, defaults", () => {
   assertEquals(r.values.compress_shards, false);
   assertEquals(r.values.verbose, true);
   assertEquals(r.values.batch_size, "8");
+  assertEquals(parseFlags("x", ["--batch_size", "-1"], specs).values.batch_size, "-1");
   const d = parseFlags("x", [], specs);
   assertEquals(d.values.compress_shards, true);
   assertEquals(d.values.verbose, false);

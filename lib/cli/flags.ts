@@ -69,6 +69,13 @@ export function parseFlags(
       pre.push(`--${name}=${vals.join(",")}`);
       continue;
     }
+    if (
+      name && specs[name]?.type === "string" && !specs[name].list && !a.includes("=") && i + 1 < args.length
+    ) {
+      // "--flag value": join here so values that start with "-" (e.g. --random_seed -1) are taken as values.
+      pre.push(`--${name}=${args[++i]}`);
+      continue;
+    }
     if (name && specs[name]?.type === "boolean" && a.includes("=")) {
       const v = a.split("=")[1].toLowerCase();
       if (!["true", "false", "1", "0"].includes(v)) {
