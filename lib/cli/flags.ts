@@ -70,7 +70,9 @@ export function parseFlags(
       continue;
     }
     if (
-      name && specs[name]?.type === "string" && !specs[name].list && !a.includes("=") && i + 1 < args.length
+      name && specs[name]?.type === "string" && !specs[name].list && !a.includes("=") &&
+      i + 1 < args.length &&
+      !args[i + 1].startsWith("--")
     ) {
       // "--flag value": join here so values that start with "-" (e.g. --random_seed -1) are taken as values.
       pre.push(`--${name}=${args[++i]}`);
