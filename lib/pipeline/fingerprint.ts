@@ -99,6 +99,17 @@ export async function sha256File(path: string): Promise<string> {
   return h.digest("hex");
 }
 
+/** sha256 of a dataset: the file's bytes, or for a directory each file's name and sha256, sorted by name. */
+export async function datasetSha256(path: string): Promise<string> {
+  const st = await Deno.stat(path);
+  if (!st.isDirectory) return await sha256File(path);
+  const names: string[] = [];
+  for await (const e of Deno.readDir(path)) if (e.isFile) names.push(e.name);
+  const h = createHash("sha256");
+  for (const name of names.sort()) h.update(`${name}:${await sha256File(join(path, name))}\n`);
+  return h.digest("hex");
+}
+
 /** The model identity hash: config.json's bytes plus each `*.safetensors` file's name and size. */
 export async function modelSha256(modelDir: string): Promise<string> {
   const h = createHash("sha256");

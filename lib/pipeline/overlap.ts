@@ -41,6 +41,8 @@ export interface RunBatchesOptions {
   plan: readonly number[][];
   /** First position not yet durable: earlier positions are skipped (resume). */
   start: number;
+  /** Records (leading layers) of position `start` already durable, dropped before writing (resume). */
+  skipRecords?: number;
   backend: Backend;
   layers: number[];
   padId: number;
@@ -141,7 +143,7 @@ export async function runBatches(o: RunBatchesOptions): Promise<RunBatchesStats>
         });
         stats.maxReorder = Math.max(stats.maxReorder, reorder.size);
         for (const { position, group } of reorder.take()) {
-          await o.write(group);
+          await o.write(position === o.start && o.skipRecords ? group.slice(o.skipRecords) : group);
           stats.prompts++;
           o.onWritten?.(position);
         }

@@ -1,0 +1,152 @@
+/**
+ * Everything an extract run decides before touching the output dir: the model (resolved, config read, layers
+ * checked), the dataset and its fingerprint, the prompt plan and this worker's part of it, the batch plan, and
+ * the size estimate. Pure with respect to the output: a bad flag, a missing file or an out-of-range layer fails
+ * here, before any work and before anything is written.
+ *
+ * @example
+ * ```ts
+ * import { prepareRun } from "./prepare.ts";
+ * const run = await prepareRun(config);
+ * console.log(run.items.length, run.outDir, run.estimateBytes);
+ * ```
+ */
+import { join } from "node:path";
+import type { ExtractConfig } from "../cli/extract_flags.ts";
+import { loadArcDataset } from "../arc/dataset.ts";
+import { loadModelConfig, type Qwen2Config } from "../model/config.ts";
+import { validateLayers } from "../model/qwen2.ts";
+import { buildPromptPlan, loadPromptFormat } from "../prompts/plan.ts";
+import { Tokenizer } from "../tokenizer/mod.ts";
+import { planBatches } from "./batching.ts";
+import { estimateOutputBytes } from "./disk.ts";
+import { datasetSha256, modelSha256, type RunFingerprint, sha256File } from "./fingerprint.ts";
+import type { PromptTokens } from "./overlap.ts";
+import { splitWork, workerDirName } from "./work_split.ts";
+
+/** Batches per length-sorting window (see planBatches); 1 under --keep_padding, the seed's batching. */
+export const SORT_WINDOW = 4;
+
+/** The outcome of {@link prepareRun}. */
+export interface PreparedRun {
+  config: ExtractConfig;
+  modelDir: string;
+  modelConfig: Qwen2Config;
+  /** Requested layers, validated, ascending. */
+  layers: number[];
+  /** This worker's prompts in sample_idx order (sample_idx stays global). */
+  items: PromptTokens[];
+  /** Prompts in the whole run (all workers). */
+  totalPrompts: number;
+  /** Batches of positions in `items`. */
+  plan: number[][];
+  padId: number;
+  /** Where this worker's shards and metadata.json go. */
+  outDir: string;
+  /** Sub-prefix of this worker under the run's root ("" for a single worker). */
+  workerDir: string;
+  fingerprint: RunFingerprint;
+  /** Tokens stored (padded lengths under --keep_padding). */
+  storedTokens: number;
+  /** Estimated bytes of all shards of this worker. */
+  estimateBytes: number;
+}
+
+/** Resolve, load and plan; throws an ActshardError on anything a user can get wrong. */
+export async function prepareRun(config: ExtractConfig): Promise<PreparedRun> {
+  const modelDir = await resolveModel(config.model_path);
+  const modelConfig = await loadModelConfig(modelDir);
+  const layers = validateLayers(modelConfig, config.layers_to_extract);
+  const tasks = await loadArcDataset(config.dataset_path, { nTasks: config.n_tasks ?? undefined });
+  const format = await loadPromptFormat(config.prompt_format);
+  const tokenizer = await Tokenizer.fromModelDir(modelDir);
+  const all = buildPromptPlan({
+    tasks,
+    format,
+    tokenizer,
+    predictionsPerTask: config.predictions_per_task,
+    augment: config.augment,
+    randomSeed: config.random_seed,
+    maxSeqLength: config.max_seq_length,
+  });
+
+  let items: PromptTokens[] = all;
+  let workerDir = "";
+  if (config.num_workers > 1) {
+    const mine = new Set(
+      splitWork(
+        all.map((p) => ({ sample_idx: p.sample_idx, n_tokens: p.input_ids.length })),
+        config.num_workers,
+        config.worker_index,
+      ),
+    );
+    items = all.filter((p) => mine.has(p.sample_idx));
+    workerDir = workerDirName(config.worker_index, config.num_workers);
+  }
+  items = [...items].sort((a, b) => a.sample_idx - b.sample_idx);
+
+  const lengths = items.map((p) => p.input_ids.length);
+  const plan = planBatches(lengths, {
+    batchSize: config.batch_size,
+    window: config.keep_padding ? 1 : SORT_WINDOW,
+  });
+  let storedTokens = 0;
+  for (const b of plan) {
+    storedTokens += config.keep_padding
+      ? b.length * Math.max(...b.map((p) => lengths[p]))
+      : b.reduce((s, p) => s + lengths[p], 0);
+  }
+
+  const fingerprint: RunFingerprint = {
+    model_path: config.model_path,
+    model_sha256: await modelSha256(modelDir),
+    dataset_path: config.dataset_path,
+    dataset_sha256: await datasetSha256(config.dataset_path),
+    n_tasks: config.n_tasks,
+    layers_to_extract: layers,
+    prompt_format: config.prompt_format ? await sha256File(config.prompt_format) : "default",
+    random_seed: config.random_seed,
+    predictions_per_task: config.predictions_per_task,
+    max_seq_length: config.max_seq_length,
+    augment: config.augment,
+    dtype: config.dtype,
+    format: config.format,
+    codec: config.codec,
+    shard_size_gb: config.shard_size_gb,
+    keep_padding: config.keep_padding,
+    batch_size: config.keep_padding ? config.batch_size : null,
+    num_workers: config.num_workers,
+    worker_index: config.worker_index,
+    n_prompts: items.length,
+  };
+
+  return {
+    config,
+    modelDir,
+    modelConfig,
+    layers,
+    items,
+    totalPrompts: all.length,
+    plan,
+    padId: tokenizer.padId,
+    outDir: workerDir ? join(config.output_dir, workerDir) : config.output_dir,
+    workerDir,
+    fingerprint,
+    storedTokens,
+    estimateBytes: estimateOutputBytes({
+      tokens: storedTokens,
+      hidden: modelConfig.hidden_size,
+      layers: layers.length,
+      dtype: config.dtype,
+      prompts: items.length,
+    }),
+  };
+}
+
+/** A model directory as given, else a Hub id resolved through the local HF cache. */
+async function resolveModel(pathOrId: string): Promise<string> {
+  const isDir = await Deno.stat(pathOrId).then((s) => s.isDirectory, () => false);
+  if (isDir) return pathOrId;
+  const { resolveModelDir } = await import("../model/hub.ts");
+  return await resolveModelDir(pathOrId);
+}
