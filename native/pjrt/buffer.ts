@@ -1,0 +1,122 @@
+/**
+ * Device buffers. A {@link PjrtBuffer} counts the calls in flight that use it; `destroy()` during such a call is
+ * deferred until the last one completes, so a buffer referenced by an execution or a transfer stays alive until
+ * that work's events complete.
+ *
+ * @example
+ * ```ts
+ * import type { PjrtBuffer } from "./buffer.ts";
+ * async function read(b: PjrtBuffer): Promise<Float32Array> {
+ *   return new Float32Array((await b.toHost()).buffer);
+ * }
+ * ```
+ */
+import { ARGS, ELEMENT_TYPE, type ElementType } from "./api.ts";
+import { type PjrtApi, type Ptr, Struct } from "./ffi.ts";
+
+const TYPE_NAMES = new Map<number, ElementType>(
+  Object.entries(ELEMENT_TYPE).map(([k, v]) => [v, k as ElementType]),
+);
+
+/** A `PJRT_Buffer*` owned by JS. */
+export class PjrtBuffer {
+  readonly api: PjrtApi;
+  #handle: Ptr;
+  #inFlight = 0;
+  #destroyRequested = false;
+  #onDestroyed?: (b: PjrtBuffer) => void;
+
+  constructor(api: PjrtApi, handle: Ptr, onDestroyed?: (b: PjrtBuffer) => void) {
+    this.api = api;
+    this.#handle = handle;
+    this.#onDestroyed = onDestroyed;
+    api.live.buffers++;
+  }
+
+  /** The raw handle (throws once destroyed). */
+  get handle(): NonNullable<Ptr> {
+    if (this.#handle === null || this.#destroyRequested) throw new Error("PJRT buffer used after destroy()");
+    return this.#handle;
+  }
+
+  /** Whether destroy() has been requested. */
+  get destroyed(): boolean {
+    return this.#destroyRequested;
+  }
+
+  /** Mark the buffer in use by an asynchronous call; the returned function releases it. */
+  retain(): () => void {
+    void this.handle;
+    this.#inFlight++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      if (--this.#inFlight === 0 && this.#destroyRequested) this.#destroyNow();
+    };
+  }
+
+  /** Element type. */
+  elementType(): ElementType {
+    const a = new Struct(ARGS.Buffer_ElementType.size).setPtr(ARGS.Buffer_ElementType.buffer, this.handle);
+    this.api.call("Buffer_ElementType", a);
+    const t = a.i32At(ARGS.Buffer_ElementType.type);
+    const name = TYPE_NAMES.get(t);
+    if (!name) throw new Error(`unsupported PJRT element type ${t}`);
+    return name;
+  }
+
+  /** Dimensions. */
+  dims(): number[] {
+    const a = new Struct(ARGS.Buffer_Dimensions.size).setPtr(ARGS.Buffer_Dimensions.buffer, this.handle);
+    this.api.call("Buffer_Dimensions", a);
+    const n = a.u64At(ARGS.Buffer_Dimensions.numDims);
+    const p = a.ptrAt(ARGS.Buffer_Dimensions.dims);
+    if (n === 0 || p === null) return [];
+    const v = new Deno.UnsafePointerView(p);
+    return Array.from({ length: n }, (_, i) => Number(v.getBigInt64(8 * i)));
+  }
+
+  /** Copy to host (dense row-major bytes). `into` may be given to avoid an allocation. */
+  async toHost(into?: Uint8Array): Promise<Uint8Array> {
+    const release = this.retain();
+    try {
+      const A = ARGS.Buffer_ToHostBuffer;
+      const q = new Struct(A.size).setPtr(A.src, this.handle);
+      this.api.call("Buffer_ToHostBuffer", q); // dst = NULL: asks for the size
+      const size = q.u64At(A.dstSize);
+      const dst = into ?? new Uint8Array(size);
+      if (dst.byteLength < size) throw new Error(`toHost: destination ${dst.byteLength} < ${size} bytes`);
+      const a = new Struct(A.size).setPtr(A.src, this.handle).setPtr(
+        A.dst,
+        Deno.UnsafePointer.of(dst as BufferSource),
+      )
+        .setU64(A.dstSize, dst.byteLength);
+      this.api.call("Buffer_ToHostBuffer", a);
+      // `dst` is written by the plugin until the event completes: keep it referenced until then.
+      await this.api.awaitEvent("Buffer_ToHostBuffer", this.api.adoptEvent(a.ptrAt(A.event)), dst);
+      return dst.byteLength === size ? dst : dst.subarray(0, size);
+    } finally {
+      release();
+    }
+  }
+
+  /** Destroy now, or as soon as the calls using it complete. Idempotent. */
+  destroy(): void {
+    if (this.#destroyRequested || this.#handle === null) return;
+    this.#destroyRequested = true;
+    if (this.#inFlight === 0) this.#destroyNow();
+  }
+
+  #destroyNow(): void {
+    const h = this.#handle;
+    if (h === null) return;
+    this.#handle = null;
+    this.api.live.buffers--;
+    this.#onDestroyed?.(this);
+    this.api.call(
+      "Buffer_Destroy",
+      new Struct(ARGS.Buffer_Destroy.size).setPtr(ARGS.Buffer_Destroy.buffer, h),
+    );
+  }
+}

@@ -1,0 +1,269 @@
+/**
+ * The PJRT binding (native/pjrt/) against the C TEST DOUBLE plugin (native/pjrt_test_plugin/plugin.c): ABI
+ * checks, 1 and 4 devices, transfers, multi-device execution (output j = copy of argument j), errors injected
+ * synchronously and through events completed on other threads, deferred destroy, and leak accounting.
+ */
+import { assert, assertEquals, assertRejects } from "./_assert.ts";
+import { ensureTestPlugin, pluginCounts, preloadTestPlugin } from "./support/pjrt_test_plugin.ts";
+import { MIN_API_STRUCT_SIZE, PjrtApi, PjrtClient, PjrtError, PjrtLoadError } from "../native/pjrt/mod.ts";
+import { compileOptionsBytes } from "../lib/backend/pjrt/compile_options.ts";
+
+preloadTestPlugin();
+PjrtApi.open(ensureTestPlugin()).close(); // dlopen once, outside any test (plugins stay loaded)
+
+const PROGRAM_2_RESULTS = `module @m {
+  func.func public @main(%arg0: tensor<2x3xf32>, %arg1: tensor<4xi32>) -> (tensor<2x3xf32>, tensor<4xi32>) {
+    return %arg0, %arg1 : tensor<2x3xf32>, tensor<4xi32>
+  }
+}`;
+
+/** Open the plugin + a client, run `fn`, close both, and check nothing leaked on either side. */
+async function withClient(
+  options: Record<string, string | number>,
+  fn: (client: PjrtClient, api: PjrtApi) => Promise<void>,
+): Promise<void> {
+  const api = PjrtApi.open(ensureTestPlugin());
+  const client = PjrtClient.create(api, options);
+  try {
+    await fn(client, api);
+  } finally {
+    client.close();
+    assertEquals(api.live, { events: 0, buffers: 0, executables: 0, clients: 0 });
+    api.close();
+  }
+  const c = pluginCounts();
+  assertEquals({ ...c }, {
+    errors: 0,
+    events: 0,
+    buffers: 0,
+    executables: 0,
+    clients: 0,
+    violations: 0,
+    all: 0,
+  });
+}
+
+function withEnv(vars: Record<string, string>, fn: () => void): void {
+  const old = Object.fromEntries(Object.keys(vars).map((k) => [k, Deno.env.get(k)]));
+  for (const [k, v] of Object.entries(vars)) Deno.env.set(k, v);
+  try {
+    fn();
+  } finally {
+    for (const [k, v] of Object.entries(old)) v === undefined ? Deno.env.delete(k) : Deno.env.set(k, v);
+  }
+}
+
+Deno.test("pjrt binding: opens the test plugin, checks its ABI and lists 1 or 4 devices", async () => {
+  await withClient({}, (client, api) => {
+    assertEquals(api.version, { major: 0, minor: 90 });
+    assertEquals(api.tableSize, 1064);
+    assertEquals(client.platformName, "actshard_test_double");
+    assertEquals(client.devices.map((d) => d.id), [0]);
+    return Promise.resolve();
+  });
+  await withClient({ num_devices: 4 }, (client) => {
+    assertEquals(client.devices.map((d) => d.id), [0, 1, 2, 3]);
+    assertEquals(client.devices[2].kind, "TestDouble host device");
+    return Promise.resolve();
+  });
+});
+
+Deno.test("pjrt binding: wrong major version, short table, missing file -> PjrtLoadError", () => {
+  const path = ensureTestPlugin();
+  withEnv({ PJRT_TEST_PLUGIN_MAJOR: "1" }, () => {
+    try {
+      PjrtApi.open(path);
+      throw new Error("expected a version error");
+    } catch (e) {
+      assert(e instanceof PjrtLoadError && e.problem === "version", String(e));
+      assert(/C API 1\.90/.test(e.message), e.message);
+    }
+  });
+  withEnv({ PJRT_TEST_PLUGIN_API_SIZE: "200" }, () => {
+    try {
+      PjrtApi.open(path);
+      throw new Error("expected a table-size error");
+    } catch (e) {
+      assert(e instanceof PjrtLoadError && e.problem === "table", String(e));
+      assert(e.message.includes(String(MIN_API_STRUCT_SIZE)), e.message);
+    }
+  });
+  try {
+    PjrtApi.open("/nonexistent/libnothing.so");
+    throw new Error("expected an open error");
+  } catch (e) {
+    assert(e instanceof PjrtLoadError && e.problem === "open", String(e));
+  }
+});
+
+Deno.test("pjrt binding: host<->device round trips on each of 4 devices (f32, s32, bf16 words)", async () => {
+  await withClient({ num_devices: 4, delay_us: 2000 }, async (client) => {
+    for (const dev of client.devices) {
+      const f = Float32Array.from({ length: 6 }, (_, i) => i * 1.5 - dev.id);
+      const b = await client.bufferFromHost(f, [2, 3], "f32", dev);
+      assertEquals(b.dims(), [2, 3]);
+      assertEquals(b.elementType(), "f32");
+      assertEquals(new Float32Array((await b.toHost()).buffer), f);
+      const s = Int32Array.from([7, -8, dev.id]);
+      const sb = await client.bufferFromHost(s, [3], "s32", dev);
+      assertEquals(new Int32Array((await sb.toHost()).buffer), s);
+      const h = Uint16Array.from([0x3f80, 0xc000]);
+      const hb = await client.bufferFromHost(h, [2], "bf16", dev);
+      assertEquals(hb.elementType(), "bf16");
+      assertEquals(new Uint16Array((await hb.toHost()).buffer), h);
+      const scalar = await client.bufferFromHost(new Float32Array([3]), [], "f32", dev);
+      assertEquals(scalar.dims(), []);
+      b.destroy();
+      sb.destroy();
+    }
+    assertEquals(client.liveCounts().buffers, 8); // hb + scalar per device, released by close()
+  });
+});
+
+Deno.test("pjrt binding: executes one replica per device with per-device argument lists", async () => {
+  await withClient({ num_devices: 4, delay_us: 1000 }, async (client) => {
+    const exe = client.compile(PROGRAM_2_RESULTS, compileOptionsBytes({ numReplicas: 4 }));
+    assertEquals(exe.numOutputs, 2);
+    const args = await Promise.all(client.devices.map(async (dev) => [
+      await client.bufferFromHost(
+        Float32Array.from({ length: 6 }, (_, i) => 10 * dev.id + i),
+        [2, 3],
+        "f32",
+        dev,
+      ),
+      await client.bufferFromHost(Int32Array.from([dev.id, 1, 2, 3]), [4], "s32", dev),
+    ]));
+    const outs = await exe.execute(args);
+    assertEquals(outs.length, 4);
+    for (let d = 0; d < 4; d++) {
+      assertEquals(outs[d][0].dims(), [2, 3]);
+      assertEquals(
+        Array.from(new Float32Array((await outs[d][0].toHost()).buffer)),
+        Array.from({ length: 6 }, (_, i) => 10 * d + i),
+      );
+      assertEquals(Array.from(new Int32Array((await outs[d][1].toHost()).buffer)), [d, 1, 2, 3]);
+    }
+    // Arguments on the wrong device and a replica-count mismatch are the plugin's errors, typed.
+    const swapped = [args[1], args[0], args[2], args[3]];
+    await assertRejects(() => exe.execute(swapped), PjrtError);
+    await exe.execute(args.slice(0, 2)).then(
+      () => {
+        throw new Error("expected a replica mismatch");
+      },
+      (err) =>
+        assert(err instanceof PjrtError && err.code === 3 && /4 replicas/.test(err.message), String(err)),
+    );
+  });
+});
+
+Deno.test("pjrt binding: destroy() during an execution is deferred until its event completes", async () => {
+  await withClient({ num_devices: 1, delay_us: 30000 }, async (client) => {
+    const exe = client.compile(PROGRAM_2_RESULTS, compileOptionsBytes({ numReplicas: 1 }));
+    const dev = client.devices[0];
+    const a = await client.bufferFromHost(new Float32Array(6).fill(2), [2, 3], "f32", dev);
+    const b = await client.bufferFromHost(new Int32Array(4).fill(5), [4], "s32", dev);
+    const running = exe.execute([[a, b]]);
+    a.destroy();
+    b.destroy();
+    exe.destroy();
+    assertEquals(pluginCounts().buffers, 4); // 2 args still alive + 2 outputs while running
+    const [[o1, o2]] = await running;
+    assertEquals(Array.from(new Float32Array((await o1.toHost()).buffer)), [2, 2, 2, 2, 2, 2]);
+    assertEquals(Array.from(new Int32Array((await o2.toHost()).buffer)), [5, 5, 5, 5]);
+    assertEquals(client.liveCounts(), { buffers: 2, executables: 0 });
+    assertEquals(pluginCounts().violations, 0);
+  });
+});
+
+Deno.test("pjrt binding: many concurrent transfers complete from plugin threads", async () => {
+  await withClient({ num_devices: 4, delay_us: 5000 }, async (client) => {
+    const bufs = await Promise.all(
+      Array.from(
+        { length: 32 },
+        (_, i) => client.bufferFromHost(Float32Array.from([i, i + 0.5]), [2], "f32", client.devices[i % 4]),
+      ),
+    );
+    const back = await Promise.all(bufs.map((b) => b.toHost()));
+    back.forEach((u, i) => assertEquals(Array.from(new Float32Array(u.buffer)), [i, i + 0.5]));
+  });
+});
+
+async function expectPjrtError(
+  p: Promise<unknown> | (() => unknown),
+  code: number,
+  re: RegExp,
+): Promise<void> {
+  try {
+    await (typeof p === "function" ? p() : p);
+  } catch (e) {
+    assert(e instanceof PjrtError, `not a PjrtError: ${e}`);
+    assertEquals(e.code, code, e.message);
+    assert(re.test(e.message), e.message);
+    return;
+  }
+  throw new Error("expected a PjrtError");
+}
+
+Deno.test("pjrt binding: injected errors become typed PjrtErrors (sync and through events)", async () => {
+  const dev0 = (c: PjrtClient) => c.devices[0];
+  await withClient({ fail: "compile" }, async (client) => {
+    await expectPjrtError(
+      () => client.compile(PROGRAM_2_RESULTS, compileOptionsBytes({ numReplicas: 1 })),
+      3,
+      /Client_Compile failed: INVALID_ARGUMENT: test plugin: injected compile error/,
+    );
+  });
+  await withClient({}, async (client) => {
+    await expectPjrtError(
+      () => client.compile("module {}", compileOptionsBytes({ numReplicas: 1 })),
+      3,
+      /@main/,
+    );
+    await expectPjrtError(() => client.compile(PROGRAM_2_RESULTS, new Uint8Array()), 3, /num_replicas = 0/);
+    await expectPjrtError(
+      () => client.compile(PROGRAM_2_RESULTS, compileOptionsBytes({ numReplicas: 2 })),
+      3,
+      /> 1/,
+    );
+  });
+  await withClient({ fail: "from_host" }, async (client) => {
+    await expectPjrtError(
+      client.bufferFromHost(new Float32Array(1), [1], "f32", dev0(client)),
+      8,
+      /RESOURCE_EXHAUSTED/,
+    );
+  });
+  await withClient({ fail: "to_host", delay_us: 1000 }, async (client) => {
+    const b = await client.bufferFromHost(new Float32Array(2), [2], "f32", dev0(client));
+    await expectPjrtError(
+      b.toHost(),
+      13,
+      /Buffer_ToHostBuffer failed: INTERNAL: test plugin: injected device-to-host/,
+    );
+  });
+  for (
+    const [fail, re] of [["execute", /injected execute failure/], ["execute_async", /asynchronous/]] as const
+  ) {
+    await withClient({ fail, num_devices: 2, delay_us: 1000 }, async (client) => {
+      const exe = client.compile(PROGRAM_2_RESULTS, compileOptionsBytes({ numReplicas: 2 }));
+      const args = await Promise.all(client.devices.map(async (d) => [
+        await client.bufferFromHost(new Float32Array(6), [2, 3], "f32", d),
+        await client.bufferFromHost(new Int32Array(4), [4], "s32", d),
+      ]));
+      await expectPjrtError(exe.execute(args), 13, re);
+      assertEquals(client.liveCounts().buffers, 4); // failed outputs were destroyed, arguments remain
+    });
+  }
+  const api = PjrtApi.open(ensureTestPlugin());
+  try {
+    await expectPjrtError(
+      () => PjrtClient.create(api, { no_such_option: 1 }),
+      3,
+      /unknown or ill-typed create option/,
+    );
+    await expectPjrtError(() => PjrtClient.create(api, { num_devices: 99 }), 3, /num_devices must be/);
+  } finally {
+    api.close();
+  }
+  assertEquals(pluginCounts().all, 0);
+});
