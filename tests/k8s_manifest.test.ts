@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { parseAllDocuments } from "yaml";
 import { Job } from "kubernetes-models/batch/v1/Job";
 import type { IJob } from "kubernetes-models/batch/v1/Job";
+import { type ExtractConfig, parseExtractFlags } from "../lib/cli/extract_flags.ts";
 
 const DIR = join(REPO_ROOT, "deploy", "k8s");
 const EXTRACT = ["extract-tpu.yaml", "extract-gpu.yaml"];
@@ -104,6 +105,9 @@ Deno.test("k8s: extract Jobs are Indexed, retried per index, and tell each pod t
     assertEquals(cmd.slice(0, 3), ["deno", "task", "extract"], f);
     assert(cmd.includes("--upload_to_gcs"), `${f}: workers must upload (pod disks are ephemeral)`);
     assert(!cmd.some((a) => /^--(num_workers|worker_index)/.test(a)), `${f}: no per-index arguments`);
+    // The arguments are ones extract accepts (names and values), as parsed by extract itself.
+    const config = parseExtractFlags(c.args ?? []) as ExtractConfig;
+    assertEquals([config.upload_to_gcs, config.backend], [true, "pjrt"], f);
     const limits = c.resources?.limits ?? {};
     const accel = f.includes("tpu") ? "google.com/tpu" : "nvidia.com/gpu";
     assert(Number(limits[accel]) >= 1, `${f}: ${accel} limit`);
