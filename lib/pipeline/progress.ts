@@ -68,7 +68,7 @@ export class Progress {
   #write: (line: string) => void;
   #now: () => number;
   #start: number;
-  #last = -Infinity;
+  #last: number;
   #counts: ProgressCounts = { prompts: 0, tokens: 0, bytes: 0 };
   #barShown = false;
 
@@ -80,6 +80,8 @@ export class Progress {
     this.#write = opts.write ?? stderrLine;
     this.#now = opts.now ?? (() => performance.now());
     this.#start = this.#now();
+    // Plain lines start after one interval; the live bar draws at once.
+    this.#last = this.tty ? -Infinity : this.#start;
     this.#counts.prompts = this.#already;
   }
 
