@@ -64,14 +64,16 @@ const CASES: { name: string; opts: TinyModelOptions; lengths: number[] }[] = [
   },
 ];
 
-for (const c of CASES) {
-  Deno.test(`onnx vs reference interpreter: ${c.name}`, async () => {
+for (const [i, c] of CASES.entries()) {
+  // Both attention emitters: ORT's fused GroupQueryAttention (the default) and standard ops.
+  const fusedAttention = i % 2 === 0;
+  Deno.test(`onnx vs reference interpreter: ${c.name} (fused attention ${fusedAttention})`, async () => {
     await using dir = await tempDir();
     await writeTinyModel(dir.path, { ...c.opts, tokenizer: false });
     const layers = [...Array(c.opts.layers!).keys()];
     const batch = makeBatch(c.lengths, c.opts.vocab!);
     const ref = await referenceForward(dir.path, batch, layers);
-    const be = await createOnnxBackend(dir.path, { layers, threads: 1 });
+    const be = await createOnnxBackend(dir.path, { layers, threads: 1, fusedAttention });
     try {
       assertEquals(be.hiddenSize, c.opts.hidden);
       const out = await be.forward(batch, layers);
@@ -87,37 +89,39 @@ for (const c of CASES) {
   });
 }
 
-Deno.test("onnx: real tokens of a padded batch equal each prompt run alone", async () => {
-  await using dir = await tempDir();
-  const opts = { hidden: 64, layers: 2, heads: 4, kvHeads: 2, vocab: 400, seed: 5, tokenizer: false };
-  await writeTinyModel(dir.path, opts);
-  const lengths = [4, 10, 7];
-  const batch = makeBatch(lengths, 400, 11);
-  const be = await createOnnxBackend(dir.path, { layers: [0, 1] });
-  try {
-    const together = await be.forward(batch, [0, 1]);
-    for (let b = 0; b < lengths.length; b++) {
-      const alone: TokenBatch = {
-        ids: batch.ids.slice(b * batch.seqLen, b * batch.seqLen + lengths[b]),
-        lengths: Int32Array.from([lengths[b]]),
-        batch: 1,
-        seqLen: lengths[b],
+for (const fusedAttention of [true, false]) {
+  Deno.test(`onnx: real tokens of a padded batch equal each prompt run alone (fused ${fusedAttention})`, async () => {
+    await using dir = await tempDir();
+    const opts = { hidden: 64, layers: 2, heads: 4, kvHeads: 2, vocab: 400, seed: 5, tokenizer: false };
+    await writeTinyModel(dir.path, opts);
+    const lengths = [4, 10, 7];
+    const batch = makeBatch(lengths, 400, 11);
+    const be = await createOnnxBackend(dir.path, { layers: [0, 1], fusedAttention });
+    try {
+      const together = await be.forward(batch, [0, 1]);
+      for (let b = 0; b < lengths.length; b++) {
+        const alone: TokenBatch = {
+          ids: batch.ids.slice(b * batch.seqLen, b * batch.seqLen + lengths[b]),
+          lengths: Int32Array.from([lengths[b]]),
+          batch: 1,
+          seqLen: lengths[b],
+        };
+        const single = await be.forward(alone, [1]);
+        const e = maxRelError(realTokens(together.get(1)!, batch, 64, b), single.get(1)!);
+        assert(e <= 1e-5, `row ${b}: padded vs alone max rel error ${e}`);
+      }
+      // Changing padding ids changes nothing for real tokens.
+      const repadded = {
+        ...batch,
+        ids: batch.ids.map((v, i) => (i % batch.seqLen) >= lengths[(i / batch.seqLen) | 0] ? 399 : v),
       };
-      const single = await be.forward(alone, [1]);
-      const e = maxRelError(realTokens(together.get(1)!, batch, 64, b), single.get(1)!);
-      assert(e <= 1e-5, `row ${b}: padded vs alone max rel error ${e}`);
+      const again = await be.forward(repadded, [1]);
+      assertEquals(realTokens(again.get(1)!, batch, 64), realTokens(together.get(1)!, batch, 64));
+    } finally {
+      await be.close();
     }
-    // Changing padding ids changes nothing for real tokens.
-    const repadded = {
-      ...batch,
-      ids: batch.ids.map((v, i) => (i % batch.seqLen) >= lengths[(i / batch.seqLen) | 0] ? 399 : v),
-    };
-    const again = await be.forward(repadded, [1]);
-    assertEquals(realTokens(again.get(1)!, batch, 64), realTokens(together.get(1)!, batch, 64));
-  } finally {
-    await be.close();
-  }
-});
+  });
+}
 
 Deno.test("onnx: forward rejects layers not built and out-of-vocab ids; bad layer at build", async () => {
   await using dir = await tempDir();
@@ -143,37 +147,39 @@ Deno.test("onnx: forward rejects layers not built and out-of-vocab ids; bad laye
   }
 });
 
-Deno.test("onnx: the emitted model passes onnx.checker.check_model (full_check)", async () => {
-  await using dir = await tempDir();
-  await writeTinyModel(dir.path, {
-    hidden: 56,
-    layers: 2,
-    heads: 7,
-    kvHeads: 1,
-    vocab: 200,
-    tokenizer: false,
+for (const fusedAttention of [false, true]) {
+  Deno.test(`onnx: the emitted model passes onnx.checker.check_model (full_check, fused ${fusedAttention})`, async () => {
+    await using dir = await tempDir();
+    await writeTinyModel(dir.path, {
+      hidden: 56,
+      layers: 2,
+      heads: 7,
+      kvHeads: 1,
+      vocab: 200,
+      tokenizer: false,
+    });
+    const cfg = await loadModelConfig(dir.path);
+    const graph = buildQwen2Graph(cfg, [0, 1]);
+    const w = await CheckpointWeights.open(dir.path);
+    const refs = new Map(
+      graphWeights(graph).map((n) => {
+        const t = w.info(n.name);
+        return [n.name, { location: "model.safetensors", offset: t.offset, length: t.byteLength }];
+      }),
+    );
+    w.close();
+    const path = join(dir.path, "model.onnx");
+    await Deno.writeFile(path, emitOnnx(graph, (n) => refs.get(n)!, { fusedAttention }));
+    const py = new Deno.Command("/usr/bin/python3", {
+      args: [
+        "-c",
+        "import onnx,sys; onnx.checker.check_model(sys.argv[1], full_check=True); print('ok')",
+        path,
+      ],
+    });
+    const r = await py.output();
+    const err = new TextDecoder().decode(r.stderr);
+    assert(r.success, `check_model failed: ${err}`);
+    assertEquals(new TextDecoder().decode(r.stdout).trim(), "ok");
   });
-  const cfg = await loadModelConfig(dir.path);
-  const graph = buildQwen2Graph(cfg, [0, 1]);
-  const w = await CheckpointWeights.open(dir.path);
-  const refs = new Map(
-    graphWeights(graph).map((n) => {
-      const t = w.info(n.name);
-      return [n.name, { location: "model.safetensors", offset: t.offset, length: t.byteLength }];
-    }),
-  );
-  w.close();
-  const path = join(dir.path, "model.onnx");
-  await Deno.writeFile(path, emitOnnx(graph, (n) => refs.get(n)!));
-  const py = new Deno.Command("/usr/bin/python3", {
-    args: [
-      "-c",
-      "import onnx,sys; onnx.checker.check_model(sys.argv[1], full_check=True); print('ok')",
-      path,
-    ],
-  });
-  const r = await py.output();
-  const err = new TextDecoder().decode(r.stderr);
-  assert(r.success, `check_model failed: ${err}`);
-  assertEquals(new TextDecoder().decode(r.stdout).trim(), "ok");
-});
+}

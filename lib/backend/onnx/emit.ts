@@ -30,8 +30,22 @@ const FLOAT = onnx.TensorProto.DataType.FLOAT;
 const INT32 = onnx.TensorProto.DataType.INT32;
 const INT64 = onnx.TensorProto.DataType.INT64;
 
+/** Emitter choices. */
+export interface EmitOptions {
+  /**
+   * Use onnxruntime's fused `com.microsoft.GroupQueryAttention` for attention (default false: standard ops
+   * only). It is causal only, with every row's total length = seq: exact for real tokens of right-padded rows
+   * (a real query i < length sees only keys j <= i < length); padded rows get other (finite) values.
+   */
+  fusedAttention?: boolean;
+}
+
 /** Emit `graph` as an ONNX model; `weightRef(name)` says where each weight's f32 bytes are. */
-export function emitOnnx(graph: Graph, weightRef: (name: string) => ExternalRef): Uint8Array {
+export function emitOnnx(
+  graph: Graph,
+  weightRef: (name: string) => ExternalRef,
+  opts: EmitOptions = {},
+): Uint8Array {
   const e = new Emitter();
   const name = (id: number) => `n${id}`;
   const inputs: InstanceType<typeof onnx.ValueInfoProto>[] = [];
@@ -96,7 +110,8 @@ export function emitOnnx(graph: Graph, weightRef: (name: string) => ExternalRef)
         emitRope(e, n, ins[0], out);
         break;
       case "attention":
-        emitAttention(e, n, graph.nodes[n.inputs[1]], ins, out);
+        if (opts.fusedAttention) emitFusedAttention(e, n, graph.nodes[n.inputs[1]], ins, out);
+        else emitAttention(e, n, graph.nodes[n.inputs[1]], ins, out);
         break;
       default:
         throw new Error(`onnx emitter: unhandled op ${(n as Node).op}`);
@@ -109,7 +124,9 @@ export function emitOnnx(graph: Graph, weightRef: (name: string) => ExternalRef)
   const model = onnx.ModelProto.create({
     irVersion: 8,
     producerName: "actshard",
-    opsetImport: [{ domain: "", version: 17 }],
+    opsetImport: opts.fusedAttention
+      ? [{ domain: "", version: 17 }, { domain: "com.microsoft", version: 1 }]
+      : [{ domain: "", version: 17 }],
     graph: onnx.GraphProto.create({
       name: "qwen2",
       node: e.nodes,
@@ -183,6 +200,36 @@ function emitAttention(e: Emitter, n: AttentionNode, kNode: Node, ins: string[],
   const o5 = e.node("MatMul", [p, v5], [e.tmp()]); // [b, Hkv, g, s, D]
   const oT = e.node("Transpose", [o5], [e.tmp()], { perm: [0, 3, 1, 2, 4] }); // [b, s, Hkv, g, D]
   e.node("Reshape", [oT, e.constI64([0, 0, Hq, D])], [out]);
+}
+
+/** onnxruntime's GroupQueryAttention (CPU kernel), causal over the full padded length. */
+function emitFusedAttention(e: Emitter, n: AttentionNode, kNode: Node, ins: string[], out: string): void {
+  const [q, k, v] = ins;
+  const Hq = n.shape[2] as number, D = n.shape[3] as number, Hkv = kNode.shape[2] as number;
+  const flat = (x: string, h: number) => e.node("Reshape", [x, e.constI64([0, 0, h * D])], [e.tmp()]);
+  let lens = e.cache.get("gqa-lens") as [string, string] | undefined;
+  if (!lens) {
+    const shape = e.node("Shape", [e.ids], [e.tmp()]);
+    const b = e.node("Gather", [shape, e.constI64([0])], [e.tmp()], { axis: 0 }); // [1]
+    const s = e.node("Gather", [shape, e.scalarI64(1)], [e.tmp()], { axis: 0 }); // scalar
+    const s32 = e.node("Cast", [s], [e.tmp()], { to: INT32 });
+    const sm1 = e.node("Sub", [s32, e.node("Cast", [e.scalarI64(1)], [e.tmp()], { to: INT32 })], [e.tmp()]);
+    lens = [e.node("Expand", [sm1, b], [e.tmp()]), s32];
+    e.cache.set("gqa-lens", lens);
+  }
+  const o = e.tmp();
+  e.nodes.push(onnx.NodeProto.create({
+    opType: "GroupQueryAttention",
+    domain: "com.microsoft",
+    input: [flat(q, Hq), flat(k, Hkv), flat(v, Hkv), "", "", lens[0], lens[1]],
+    output: [o, e.tmp(), e.tmp()],
+    attribute: [
+      { name: "num_heads", type: onnx.AttributeProto.AttributeType.INT, i: Hq },
+      { name: "kv_num_heads", type: onnx.AttributeProto.AttributeType.INT, i: Hkv },
+      { name: "scale", type: onnx.AttributeProto.AttributeType.FLOAT, f: n.scale },
+    ],
+  }));
+  e.node("Reshape", [o, e.constI64([0, 0, Hq, D])], [out]);
 }
 
 type Attr = number | number[];

@@ -30,6 +30,8 @@ export interface OnnxBackendOptions {
   threads?: number;
   /** Where model.onnx and converted weights go (default: a temp dir removed on close). */
   cacheDir?: string;
+  /** onnxruntime's fused GroupQueryAttention instead of standard ops (default true; see emit.ts). */
+  fusedAttention?: boolean;
 }
 
 /** Build the ONNX model for `modelDir` and open an onnxruntime session on it. */
@@ -47,7 +49,12 @@ export async function createOnnxBackend(modelDir: string, opts: OnnxBackendOptio
     // A unique name: model.onnx may have to live next to the checkpoint, shared with other runs.
     modelPath = join(prep.modelDir, `.actshard-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}.onnx`);
     cleanup = [...prep.cleanup, modelPath];
-    await Deno.writeFile(modelPath, emitOnnx(graph, (name) => prep.refs.get(name)!));
+    await Deno.writeFile(
+      modelPath,
+      emitOnnx(graph, (name) => prep.refs.get(name)!, {
+        fusedAttention: opts.fusedAttention ?? true,
+      }),
+    );
   } finally {
     weights.close();
   }
