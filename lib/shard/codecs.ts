@@ -3,7 +3,8 @@
  * - gzip: the payload is cut into fixed-size chunks, each compressed as an independent gzip member in a pool of
  *   Workers (so every core works); members are written in order. A multi-member file is plain gzip (RFC 1952):
  *   Python's `gzip.open`, `gunzip` and node:zlib read it as one stream. Headers carry mtime 0: deterministic.
- * - zstd: one zstd frame per chunk via node:zlib (concatenated frames are one valid zstd stream).
+ * - zstd: one zstd frame per chunk via node:zlib, in the same kind of Worker pool (concatenated frames are one
+ *   valid zstd stream).
  * Decompression streams through node:zlib (which reads multi-member gzip and multi-frame zstd).
  *
  * @example
@@ -16,7 +17,7 @@
  * ```
  */
 import { Duplex } from "node:stream";
-import { constants, createGunzip, createZstdDecompress, zstdCompressSync } from "node:zlib";
+import { createGunzip, createZstdDecompress } from "node:zlib";
 import { ActshardError } from "../errors.ts";
 import { compressMember } from "./gzip_worker.ts";
 
@@ -39,7 +40,7 @@ export interface Compressor {
 
 /** Options for {@link createCompressor}. */
 export interface CompressorOptions {
-  /** gzip workers; 0 compresses on the calling thread. Default: number of cores. */
+  /** gzip/zstd workers; 0 compresses on the calling thread. Default: number of cores. */
   workers?: number;
   /** Input bytes per gzip member / zstd frame. Default 4 MiB. */
   chunkBytes?: number;
@@ -47,7 +48,7 @@ export interface CompressorOptions {
   level?: number;
   /** gzip engine: native zlib (default, fastest measured) or fflate (pure JS). */
   gzipEngine?: "zlib" | "fflate";
-  /** A shared gzip pool (then workers/level/engine come from it, and it is not closed here). */
+  /** A shared pool (then workers/level/engine come from it, and it is not closed here). */
   pool?: GzipWorkers;
 }
 
@@ -57,30 +58,20 @@ export type ByteSink = (bytes: Uint8Array) => Promise<void>;
 /** A compressor for `codec` writing into `sink`. */
 export function createCompressor(codec: Codec, sink: ByteSink, opts: CompressorOptions = {}): Compressor {
   const chunkBytes = opts.chunkBytes ?? 4 << 20;
-  if (codec === "none") return new Chunker(chunkBytes, (b) => sink(b.slice()), () => {});
-  if (codec === "zstd") {
-    const level = opts.level ?? 3;
-    return new Chunker(
-      chunkBytes,
-      (b) => {
-        const out = zstdCompressSync(b, { params: { [constants.ZSTD_c_compressionLevel]: level } });
-        return sink(new Uint8Array(out.buffer, out.byteOffset, out.byteLength));
-      },
-      () => {},
-      true,
-    );
-  }
+  if (codec === "none") return new Chunker(chunkBytes, sink, () => {});
   const own = !opts.pool;
-  const pool = opts.pool ??
-    new GzipWorkers(
-      opts.workers ?? navigator.hardwareConcurrency ?? 1,
-      opts.level ?? 6,
-      opts.gzipEngine ?? "zlib",
-    );
+  const pool = opts.pool ?? new GzipWorkers(
+    opts.workers ?? navigator.hardwareConcurrency ?? 1,
+    opts.level ?? (codec === "zstd" ? 3 : 6),
+    codec === "zstd" ? "zstd" : opts.gzipEngine ?? "zlib",
+  );
+  if ((pool.engine === "zstd") !== (codec === "zstd")) {
+    throw new ActshardError(`compressor pool is for ${pool.engine}, not ${codec}`, { kind: "internal" });
+  }
   const ordered = new OrderedGzip(pool, sink);
   return new Chunker(
     chunkBytes,
-    (b) => ordered.submit(b.slice()),
+    (b) => ordered.submit(b),
     () => own && pool.close(),
     true,
     () => ordered.drain(),
@@ -112,7 +103,9 @@ class Chunker implements Compressor {
     }
   }
   async #flush(): Promise<void> {
+    // The filled buffer is handed over (emitters may transfer it to a Worker); a fresh one takes its place.
     const b = this.#buf.subarray(0, this.#n);
+    this.#buf = new Uint8Array(this.#buf.length);
     this.#n = 0;
     this.#emitted = true;
     await this.emit(b);
@@ -141,7 +134,11 @@ export class GzipWorkers {
   #nextId = 0;
   #resolvers = new Map<number, { ok: (b: Uint8Array) => void; err: (e: unknown) => void }>();
 
-  constructor(readonly size: number, readonly level = 6, readonly engine: "zlib" | "fflate" = "zlib") {
+  constructor(
+    readonly size: number,
+    readonly level = 6,
+    readonly engine: "zlib" | "fflate" | "zstd" = "zlib",
+  ) {
     for (let i = 0; i < size; i++) {
       const w = new Worker(new URL("./gzip_worker.ts", import.meta.url), { type: "module" });
       w.onmessage = (ev: MessageEvent<{ id: number; out?: Uint8Array; error?: string }>) => {
@@ -157,7 +154,7 @@ export class GzipWorkers {
     }
   }
 
-  /** Compress one member (on this thread when the pool has no workers). Takes ownership of `chunk`. */
+  /** Compress one member/frame (on this thread when the pool has no workers). Takes ownership of `chunk`. */
   async compress(chunk: Uint8Array): Promise<Uint8Array> {
     if (this.size === 0) return compressMember(chunk, this.level, this.engine);
     while (this.#idle.length === 0) await new Promise<void>((r) => this.#waiting.push(r));

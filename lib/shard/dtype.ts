@@ -55,11 +55,9 @@ export function f16BitsToF32(h: number): number {
   return sign * (1 + mant / 1024) * 2 ** (exp - 15);
 }
 
-/** Encode float32 values as the stored dtype's little-endian bytes (a fresh buffer). */
+/** Encode float32 values as the stored dtype's little-endian bytes (float32: a view on `values`, no copy). */
 export function encodeActivation(values: Float32Array, dtype: ActivationDType): Uint8Array {
-  if (dtype === "float32") {
-    return new Uint8Array(values.buffer.slice(values.byteOffset, values.byteOffset + values.byteLength));
-  }
+  if (dtype === "float32") return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
   const out = new Uint16Array(values.length);
   if (dtype === "float16") {
     for (let i = 0; i < values.length; i++) out[i] = f32ToF16Bits(values[i]);

@@ -43,7 +43,7 @@ export interface ShardWriterOptions {
   existing?: DatasetMetadata;
   /** Called after a shard's rename + metadata rewrite. */
   onShardCommitted?: (entry: ShardEntry) => void | Promise<void>;
-  /** gzip Workers (default: cores). */
+  /** Compression Workers for gzip and zstd (default: cores). */
   gzipWorkers?: number;
 }
 

@@ -1,0 +1,198 @@
+/**
+ * `deno task bench shard`: shard-writer throughput per format × codec on activation-like float32 data
+ * (gaussian × per-channel scales, a few outlier channels), next to a Python baseline writing the same arrays the
+ * seed's way (`pickle.dump` into `gzip.open`, default level 9) in the same run; raw deflate engines
+ * (fflate, node:zlib, CompressionStream) single-threaded; and peak RSS writing 2 GB with `--shard_size_gb 1`
+ * vs `0.01` (each in a child process).
+ */
+import { gzipSync as fflateGzip } from "fflate";
+import { gzipSync as zlibGzip } from "node:zlib";
+import { ShardWriter } from "../lib/shard/writer.ts";
+import type { ActivationRecord } from "../lib/types.ts";
+import { activation } from "../tests/_shard_fixtures.ts";
+
+const TOKENS = 600, HIDDEN = 896, LAYERS = 8;
+const MB = 1e6;
+
+function records(prompts: number, distinct = true): ActivationRecord[][] {
+  const pool = distinct ? null : Array.from({ length: LAYERS }, (_, l) => activation(TOKENS, HIDDEN, l));
+  return Array.from({ length: prompts }, (_, s) =>
+    Array.from({ length: LAYERS }, (_, l) => ({
+      task_id: `t${s}`,
+      sample_idx: s,
+      layer: 10 + l,
+      activation: pool ? pool[l] : activation(TOKENS, HIDDEN, s * 100 + l),
+      shape: [TOKENS, HIDDEN] as [number, number],
+      prompt: `prompt ${s}`,
+    })));
+}
+
+async function writeAll(
+  dir: string,
+  groups: ActivationRecord[][],
+  format: "pickle" | "safetensors",
+  codec: "gzip" | "zstd" | "none",
+  shardGb = 1,
+) {
+  const w = await ShardWriter.open({
+    dir,
+    format,
+    codec,
+    dtype: "float32",
+    shardSizeBytes: shardGb * 2 ** 30,
+    base: { shard_size_gb: shardGb },
+  });
+  for (const g of groups) await w.write(g);
+  return await w.close();
+}
+
+async function pythonBaseline(
+  groups: ActivationRecord[][],
+  dir: string,
+): Promise<{ mbps: number; ratio: number } | null> {
+  const raw = `${dir}/raw.f32`;
+  const f = await Deno.open(raw, { write: true, create: true });
+  for (const g of groups) for (const r of g) await f.write(new Uint8Array(r.activation.buffer));
+  f.close();
+  const code = `
+import gzip, pickle, time, sys, os
+import numpy as np
+P, L, T, H = ${groups.length}, ${LAYERS}, ${TOKENS}, ${HIDDEN}
+a = np.fromfile(sys.argv[1], dtype=np.float32).reshape(P, L, T, H)
+data = {10 + l: [] for l in range(L)}
+for s in range(P):
+    for l in range(L):
+        data[10 + l].append({'task_id': f't{s}', 'sample_idx': s, 'activation': a[s, l].copy(), 'shape': (T, H), 'prompt': f'prompt {s}'})
+t = time.perf_counter()
+with gzip.open(sys.argv[2], 'wb') as f:
+    pickle.dump(data, f)
+dt = time.perf_counter() - t
+print(a.nbytes / dt / 1e6, os.path.getsize(sys.argv[2]) / a.nbytes)
+`;
+  for (const exe of ["python3", "/usr/bin/python3"]) {
+    try {
+      const out = await new Deno.Command(exe, {
+        args: ["-c", code, raw, `${dir}/base.pkl.gz`],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      if (!out.success) continue;
+      const [mbps, ratio] = new TextDecoder().decode(out.stdout).trim().split(" ").map(Number);
+      return { mbps, ratio };
+    } catch { /* try the next python */ }
+  }
+  return null;
+}
+
+async function engines(): Promise<void> {
+  const data = new Uint8Array(activation(4 * TOKENS, HIDDEN, 9).buffer as ArrayBuffer); // ≈ 8.6 MB
+  const time = (fn: () => Uint8Array | Promise<Uint8Array>) => async () => {
+    const t = performance.now();
+    const out = await fn();
+    return { mbps: data.length / MB / ((performance.now() - t) / 1000), ratio: out.length / data.length };
+  };
+  const cases: [string, () => Promise<{ mbps: number; ratio: number }>][] = [
+    ["fflate gzipSync level 6", time(() => fflateGzip(data, { level: 6, mtime: 0 }))],
+    ["node:zlib gzipSync level 6", time(() => zlibGzip(data, { level: 6 }))],
+    ["node:zlib gzipSync level 9", time(() => zlibGzip(data, { level: 9 }))],
+    [
+      "CompressionStream gzip",
+      time(async () =>
+        new Uint8Array(
+          await new Response(new Blob([data]).stream().pipeThrough(new CompressionStream("gzip")))
+            .arrayBuffer(),
+        )
+      ),
+    ],
+  ];
+  console.log(
+    "deflate engines, one thread (all three emit a fixed header: fflate with mtime 0, node:zlib, CompressionStream)",
+  );
+  for (const [name, fn] of cases) {
+    const r = await fn();
+    console.log(
+      `  ${name.padEnd(28)} ${r.mbps.toFixed(1).padStart(7)} MB/s  size ratio ${r.ratio.toFixed(3)}`,
+    );
+  }
+}
+
+async function peakRss(shardGb: number): Promise<number> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL(import.meta.url).pathname, "--rss-child", String(shardGb)],
+    stdout: "piped",
+  }).output();
+  return Number(new TextDecoder().decode(out.stdout).trim());
+}
+
+async function rssChild(shardGb: number): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "actshard-bench-" });
+  try {
+    const per = TOKENS * HIDDEN * 4 * LAYERS;
+    const groups = records(1, false)[0];
+    const w = await ShardWriter.open({
+      dir,
+      format: "pickle",
+      codec: "zstd",
+      dtype: "float32",
+      shardSizeBytes: shardGb * 2 ** 30,
+      base: {},
+    });
+    for (let s = 0; s * per < 2e9; s++) await w.write(groups.map((r) => ({ ...r, sample_idx: s })));
+    await w.close();
+    const status = await Deno.readTextFile("/proc/self/status");
+    console.log(Number(status.match(/VmHWM:\s+(\d+)/)![1]) / 1024);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/** Print the benchmark. */
+export async function run(): Promise<void> {
+  await engines();
+  const groups = records(24); // 24 prompts × 8 layers × 600 × 896 float32 ≈ 413 MB
+  const payload = groups.length * LAYERS * TOKENS * HIDDEN * 4;
+  const dir = await Deno.makeTempDir({ prefix: "actshard-bench-" });
+  try {
+    const base = await pythonBaseline(groups, dir);
+    console.log(
+      `writer, ${(payload / MB).toFixed(0)} MB float32 payload, ${navigator.hardwareConcurrency} cores`,
+    );
+    if (base) {
+      console.log(
+        `  python baseline (pickle.dump → gzip.open, level 9)  ${
+          base.mbps.toFixed(1).padStart(7)
+        } MB/s  size ratio ${base.ratio.toFixed(3)}`,
+      );
+    } else console.log("  python baseline: no python3 with numpy; ratios not printed");
+    for (const format of ["pickle", "safetensors"] as const) {
+      for (const codec of ["gzip", "zstd", "none"] as const) {
+        const out = `${dir}/${format}-${codec}`;
+        const t = performance.now();
+        const meta = await writeAll(out, groups, format, codec);
+        const mbps = payload / MB / ((performance.now() - t) / 1000);
+        const bytes = meta.shards.reduce((s, e) => s + e.bytes, 0);
+        const vs = base ? `  ${(mbps / base.mbps).toFixed(2)}× baseline` : "";
+        console.log(
+          `  ${`${format} + ${codec}`.padEnd(50)} ${mbps.toFixed(1).padStart(7)} MB/s  size ratio ${
+            (bytes / payload).toFixed(3)
+          }${vs}`,
+        );
+        await Deno.remove(out, { recursive: true });
+      }
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+  const big = await peakRss(1), small = await peakRss(0.01);
+  console.log(
+    `peak RSS writing 2 GB (pickle + zstd): --shard_size_gb 1: ${big.toFixed(0)} MiB, 0.01: ${
+      small.toFixed(0)
+    } MiB, ratio ${(big / small).toFixed(3)} (target ≤ 1.10)`,
+  );
+}
+
+if (import.meta.main) {
+  const i = Deno.args.indexOf("--rss-child");
+  if (i >= 0) await rssChild(Number(Deno.args[i + 1]));
+  else await run();
+}
