@@ -1,0 +1,158 @@
+/**
+ * The PJRT {@link ReplicaRunner}: weights uploaded once to every device and kept resident, one executable per
+ * (per-replica batch, sequence bucket) compiled with `num_replicas = devices`, RoPE tables cached per bucket,
+ * inputs uploaded per call, outputs copied back and released.
+ *
+ * @example
+ * ```ts
+ * import { PjrtRunner } from "./runner.ts";
+ * // const runner = await PjrtRunner.create(client, devices, graph, weights, "float32");
+ * // const outs = await runner.run({ batch: 2, seq: 16 }, inputs);
+ * ```
+ */
+import { ActshardError } from "../../errors.ts";
+import type { Graph } from "../../model/ir.ts";
+import { floatToBf16Bits } from "../../model/safetensors.ts";
+import type { PjrtBuffer, PjrtClient, PjrtDevice, PjrtExecutable } from "../../../native/pjrt/mod.ts";
+import { PjrtError } from "../../../native/pjrt/mod.ts";
+import { compileOptionsBytes } from "./compile_options.ts";
+import { type ComputeDtype, emitStableHlo, type EmittedProgram, ropeTables } from "./emit.ts";
+import type { ReplicaInput, ReplicaRunner } from "./parallel.ts";
+
+/** Loads a weight as f32. */
+export type WeightSource = (name: string, shape: number[]) => Promise<Float32Array>;
+
+function toBf16Words(x: Float32Array): Uint16Array {
+  const out = new Uint16Array(x.length);
+  for (let i = 0; i < x.length; i++) out[i] = floatToBf16Bits(x[i]);
+  return out;
+}
+
+/** Runs emitted programs on PJRT devices, one replica per device. */
+export class PjrtRunner implements ReplicaRunner {
+  readonly replicas: number;
+  readonly client: PjrtClient;
+  readonly devices: readonly PjrtDevice[];
+  readonly graph: Graph;
+  readonly computeDtype: ComputeDtype;
+  /** Compiled shapes, e.g. "2x16"; exposed for tests and progress lines. */
+  readonly compiled = new Map<string, { exe: PjrtExecutable; program: EmittedProgram }>();
+  #weights: PjrtBuffer[][];
+  #rope = new Map<number, PjrtBuffer[][]>();
+
+  private constructor(
+    client: PjrtClient,
+    devices: readonly PjrtDevice[],
+    graph: Graph,
+    computeDtype: ComputeDtype,
+    weights: PjrtBuffer[][],
+  ) {
+    this.client = client;
+    this.devices = devices;
+    this.replicas = devices.length;
+    this.graph = graph;
+    this.computeDtype = computeDtype;
+    this.#weights = weights;
+  }
+
+  /** Upload every weight of `graph` to each device (in the emitter's argument order). */
+  static async create(
+    client: PjrtClient,
+    devices: readonly PjrtDevice[],
+    graph: Graph,
+    loadWeight: WeightSource,
+    computeDtype: ComputeDtype,
+  ): Promise<PjrtRunner> {
+    const order = emitStableHlo(graph, { batch: 1, seq: 1 }, computeDtype).weights;
+    const perDevice: PjrtBuffer[][] = devices.map(() => []);
+    for (const w of order) {
+      const f32 = await loadWeight(w.name, w.shape);
+      const host = w.dtype === "bf16" ? toBf16Words(f32) : f32;
+      const bufs = await Promise.all(devices.map((d) => client.bufferFromHost(host, w.shape, w.dtype, d)));
+      bufs.forEach((b, i) => perDevice[i].push(b));
+    }
+    return new PjrtRunner(client, devices, graph, computeDtype, perDevice);
+  }
+
+  #executable(batch: number, seq: number): { exe: PjrtExecutable; program: EmittedProgram } {
+    const key = `${batch}x${seq}`;
+    let hit = this.compiled.get(key);
+    if (!hit) {
+      const program = emitStableHlo(this.graph, { batch, seq }, this.computeDtype);
+      let exe: PjrtExecutable;
+      try {
+        exe = this.client.compile(program.text, compileOptionsBytes({ numReplicas: this.replicas }));
+      } catch (e) {
+        if (!(e instanceof PjrtError)) throw e;
+        throw new ActshardError(
+          `the PJRT plugin rejected the StableHLO program (${key}): ${e.codeName}: ${
+            e.pjrtMessage.split("\n")[0]
+          }`,
+          { kind: "internal", cause: e, hint: "rerun with ACTSHARD_DEBUG=1; --backend onnx avoids PJRT" },
+        );
+      }
+      hit = { exe, program };
+      this.compiled.set(key, hit);
+    }
+    return hit;
+  }
+
+  async #ropeBuffers(seq: number, program: EmittedProgram): Promise<PjrtBuffer[][]> {
+    let bufs = this.#rope.get(seq);
+    if (!bufs) {
+      const w = Math.max(program.ropeHalf, 1);
+      const { cos, sin } = ropeTables(seq, program.ropeHalf, program.ropeTheta);
+      bufs = await Promise.all(this.devices.map(async (d) => [
+        await this.client.bufferFromHost(cos, [seq, w], "f32", d),
+        await this.client.bufferFromHost(sin, [seq, w], "f32", d),
+      ]));
+      this.#rope.set(seq, bufs);
+    }
+    return bufs;
+  }
+
+  async run(shape: { batch: number; seq: number }, inputs: ReplicaInput[]): Promise<Float32Array[][]> {
+    const { batch: B, seq: S } = shape;
+    const { exe, program } = this.#executable(B, S);
+    const rope = await this.#ropeBuffers(S, program);
+    const perCall: PjrtBuffer[] = [];
+    try {
+      const args = await Promise.all(this.devices.map(async (d, r) => {
+        const ids = await this.client.bufferFromHost(inputs[r].ids, [B, S], "s32", d);
+        const lengths = await this.client.bufferFromHost(inputs[r].lengths, [B], "s32", d);
+        perCall.push(ids, lengths);
+        return [ids, lengths, ...rope[r], ...this.#weights[r]];
+      }));
+      const outs = await exe.execute(args);
+      perCall.push(...outs.flat());
+      return await Promise.all(outs.map((list) =>
+        Promise.all(list.map(async (buf, k) => {
+          const dims = buf.dims();
+          const want = this.#outputDims(k, B, S);
+          if (dims.join() !== want.join()) {
+            throw new ActshardError(
+              `PJRT output ${program.outputs[k]} has shape [${dims}], expected [${want}]`,
+              { kind: "internal", hint: "the plugin does not run the emitted program (a test double?)" },
+            );
+          }
+          return new Float32Array((await buf.toHost()).buffer);
+        }))
+      ));
+    } finally {
+      perCall.forEach((b) => b.destroy());
+    }
+  }
+
+  #outputDims(k: number, B: number, S: number): number[] {
+    const node = this.graph.nodes[this.graph.outputs[k].node];
+    return node.shape.map((d) => d === "batch" ? B : d === "seq" ? S : d);
+  }
+
+  close(): Promise<void> {
+    for (const { exe } of this.compiled.values()) exe.destroy();
+    this.compiled.clear();
+    for (const l of [...this.#weights, ...[...this.#rope.values()].flat()]) l.forEach((b) => b.destroy());
+    this.#rope.clear();
+    return Promise.resolve();
+  }
+}
