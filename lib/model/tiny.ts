@@ -115,9 +115,12 @@ export async function writeTinyModel(dir: string, opts: TinyModelOptions = {}): 
   await writeSafetensorsFile(join(dir, "model.safetensors"), tensors, { format: "pt" });
 
   if (opts.tokenizer ?? true) {
-    for (const f of ["tokenizer.json", "tokenizer_config.json"]) {
-      await Deno.copyFile(join(TOKENIZER_DIR, f), join(dir, f));
-    }
+    await Deno.copyFile(join(TOKENIZER_DIR, "tokenizer.json"), join(dir, "tokenizer.json"));
+    // The packaged config carries Qwen3's chat template (it adds an empty <think></think> block). Drop it so
+    // prompts render with plain ChatML, exactly as for Qwen2.5 and the seed's format.
+    const cfg = JSON.parse(await Deno.readTextFile(join(TOKENIZER_DIR, "tokenizer_config.json")));
+    delete cfg.chat_template;
+    await Deno.writeTextFile(join(dir, "tokenizer_config.json"), JSON.stringify(cfg, null, 2) + "\n");
   }
 }
 
