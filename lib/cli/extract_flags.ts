@@ -12,6 +12,7 @@
  * ```
  */
 import { usageError } from "../errors.ts";
+import { resolveWorker } from "../pipeline/work_split.ts";
 import { choiceFlag, type FlagSpec, numberFlag, parseFlags } from "./flags.ts";
 
 /** A checked extract configuration (snake_case: these are also the run's recorded config). */
@@ -175,14 +176,6 @@ export function parseLayers(raw: string): number[] {
   return [...out].sort((x, y) => x - y);
 }
 
-function envInt(name: string): string | undefined {
-  try {
-    return Deno.env.get(name) || undefined;
-  } catch {
-    return undefined; // no --allow-env: use the built-in default
-  }
-}
-
 function str(v: string | boolean | undefined): string | null {
   return typeof v === "string" && v !== "" ? v : null;
 }
@@ -215,15 +208,11 @@ export function parseExtractFlags(args: string[]): ExtractConfig | { help: strin
   if (upload && bucket === null) {
     throw usageError("--upload_to_gcs needs --gcs_bucket", "name the bucket, e.g. --gcs_bucket my-bucket");
   }
-  const numWorkers = int("num_workers", 1, v.num_workers ?? envInt("ACTSHARD_NUM_WORKERS")) ?? 1;
-  const workerIndex = int("worker_index", 0, v.worker_index ?? envInt("JOB_COMPLETION_INDEX")) ?? 0;
-  if (workerIndex >= numWorkers) {
-    throw usageError(
-      `--worker_index ${workerIndex} is out of range for --num_workers ${numWorkers}`,
-      "worker indices are 0..num_workers-1",
-      "--worker_index",
-    );
-  }
+  // One rule for worker identity everywhere (flags override $ACTSHARD_NUM_WORKERS / $JOB_COMPLETION_INDEX).
+  const { numWorkers, workerIndex } = resolveWorker({
+    num_workers: int("num_workers", 1, v.num_workers),
+    worker_index: int("worker_index", 0, v.worker_index),
+  });
   const randomSeed = numberFlag("random_seed", v.random_seed, { integer: true }) as number;
   return {
     model_path: v.model_path as string,
