@@ -10,7 +10,8 @@
  *    (executable_build_options = field 3, num_replicas = field 4) and must be 1..num_devices.
  *  - Execute: output j of device d is a copy of argument j of device d (so num_args >= num_outputs). Every
  *    argument of device d must live on device d. Work completes on a worker thread after `delay_us`.
- *  - Errors on demand: create option `fail` = compile | execute | execute_async | from_host | to_host.
+ *  - Errors on demand: create option `fail` (default: env PJRT_TEST_PLUGIN_FAIL) = compile | execute |
+ *    execute_async | from_host | to_host.
  *  - ABI knobs (read by GetPjrtApi): PJRT_TEST_PLUGIN_MAJOR, PJRT_TEST_PLUGIN_MINOR, PJRT_TEST_PLUGIN_API_SIZE.
  *  - Accounting: PjrtTestPlugin_Live(kind) counts objects handed out and not yet destroyed
  *    (0 errors, 1 events, 2 buffers, 3 executables, 4 clients, -1 all) and 5 = lifetime violations (a
@@ -231,6 +232,8 @@ static TP_Error* Client_Create(TP_Client_Create_Args* a) {
   TP_Client* c = calloc(1, sizeof *c);
   const char* env = getenv("PJRT_TEST_PLUGIN_DEVICES");
   c->num_devices = env ? atoi(env) : 1;
+  const char* fail = getenv("PJRT_TEST_PLUGIN_FAIL");
+  if (fail) snprintf(c->fail, sizeof c->fail, "%s", fail);
   for (size_t i = 0; i < a->num_options; i++) {
     const TP_NamedValue* v = &a->create_options[i];
     if (name_is(v, "num_devices") && v->type == 1) {
