@@ -29,21 +29,22 @@ export async function makeExtractFixture(
 }
 
 /** Start `deno run -A scripts/extract.ts ARGS` (stdout/stderr piped). */
-export function spawnExtract(args: string[]): Deno.ChildProcess {
+export function spawnExtract(args: string[], env: Record<string, string> = {}): Deno.ChildProcess {
   return new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", join(REPO_ROOT, "scripts/extract.ts"), ...args],
     cwd: REPO_ROOT,
     stdout: "piped",
     stderr: "piped",
-    env: { NO_COLOR: "1" },
+    env: { NO_COLOR: "1", ...env },
   }).spawn();
 }
 
 /** Run extract to the end; returns exit code and stderr. */
 export async function runExtractCli(
   args: string[],
+  env: Record<string, string> = {},
 ): Promise<{ code: number; stderr: string; stdout: string }> {
-  const out = await spawnExtract(args).output();
+  const out = await spawnExtract(args, env).output();
   const dec = new TextDecoder();
   return { code: out.code, stderr: dec.decode(out.stderr), stdout: dec.decode(out.stdout) };
 }

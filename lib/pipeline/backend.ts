@@ -6,28 +6,22 @@
  * @example
  * ```ts
  * import { createBackend } from "./backend.ts";
- * const backend = await createBackend(config, "/models/qwen", [10, 11]);
+ * const backend = await createBackend(config, "/models/qwen", [10, 11], console.error);
  * ```
  */
 import type { ExtractConfig } from "../cli/extract_flags.ts";
-import { ActshardError } from "../errors.ts";
 import type { Backend } from "../types.ts";
 
-/** Which backend `config.backend` means on this machine. */
-export async function chooseBackend(
-  config: ExtractConfig,
-): Promise<{ kind: "onnx" | "pjrt"; plugin: string | null }> {
-  if (config.backend === "onnx") return { kind: "onnx", plugin: null };
-  const pjrt = await import("../backend/pjrt/index.ts").catch(() => null);
-  const plugin = pjrt ? await pjrt.findPjrtPlugin(config.pjrt_plugin) : null;
-  if (config.backend === "pjrt" && !plugin) {
-    throw new ActshardError("no PJRT plugin found", {
-      where: "--backend pjrt",
-      hint:
-        "pass --pjrt_plugin PATH or set PJRT_PLUGIN_LIBRARY_PATH / TPU_LIBRARY_PATH (or use --backend onnx)",
-    });
+/** Which backend `config.backend` means on this machine (`auto`: pjrt when a plugin is found). */
+export async function chooseBackend(config: ExtractConfig): Promise<"onnx" | "pjrt"> {
+  if (config.backend !== "auto") return config.backend;
+  const { findPjrtPlugin } = await import("../backend/pjrt/index.ts");
+  try {
+    findPjrtPlugin(config.pjrt_plugin);
+    return "pjrt";
+  } catch {
+    return "onnx";
   }
-  return plugin ? { kind: "pjrt", plugin } : { kind: "onnx", plugin: null };
 }
 
 /** Create the backend the config asks for, compiled for `layers`. */
@@ -35,15 +29,16 @@ export async function createBackend(
   config: ExtractConfig,
   modelDir: string,
   layers: number[],
+  log?: (line: string) => void,
 ): Promise<Backend> {
-  const choice = await chooseBackend(config);
-  if (choice.kind === "pjrt") {
+  if ((await chooseBackend(config)) === "pjrt") {
     const { createPjrtBackend } = await import("../backend/pjrt/index.ts");
     return await createPjrtBackend(modelDir, {
       layers,
-      pluginPath: choice.plugin,
+      pluginPath: config.pjrt_plugin,
       dataParallel: !config.no_data_parallel,
       computeDtype: config.compute_dtype,
+      log: config.verbose ? log : undefined,
     });
   }
   const { createOnnxBackend } = await import("../backend/onnx/index.ts");

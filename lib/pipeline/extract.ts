@@ -105,7 +105,8 @@ export async function runExtract(config: ExtractConfig, hooks: ExtractHooks = {}
   }
 
   await Deno.mkdir(run.outDir, { recursive: true });
-  const backend = hooks.backend ?? await createBackend(config, run.modelDir, run.layers);
+  const backend = hooks.backend ?? await createBackend(config, run.modelDir, run.layers, log);
+  if (config.verbose) log(`extract: backend ${backend.name}`);
   const progress = new Progress({
     total: run.items.length,
     already: decision.durablePrompts,
