@@ -52,7 +52,7 @@ export interface CompressorOptions {
   pool?: GzipWorkers;
 }
 
-/** Sink receiving compressed bytes in file order. */
+/** Sink receiving compressed bytes in file order. It must not keep `bytes` after its promise resolves (reused). */
 export type ByteSink = (bytes: Uint8Array) => Promise<void>;
 
 /** A compressor for `codec` writing into `sink`. */
@@ -75,6 +75,7 @@ export function createCompressor(codec: Codec, sink: ByteSink, opts: CompressorO
     () => own && pool.close(),
     true,
     () => ordered.drain(),
+    (size) => pool.buffer(size),
   );
 }
 
@@ -89,6 +90,8 @@ class Chunker implements Compressor {
     private release: () => unknown,
     private emitEmpty = false,
     private drain: () => Promise<void> = () => Promise.resolve(),
+    /** When set, a flushed buffer is handed over (e.g. transferred to a Worker) and this supplies the next. */
+    private fresh?: (size: number) => Uint8Array,
   ) {
     this.#buf = new Uint8Array(size);
   }
@@ -103,9 +106,8 @@ class Chunker implements Compressor {
     }
   }
   async #flush(): Promise<void> {
-    // The filled buffer is handed over (emitters may transfer it to a Worker); a fresh one takes its place.
     const b = this.#buf.subarray(0, this.#n);
-    this.#buf = new Uint8Array(this.#buf.length);
+    if (this.fresh) this.#buf = this.fresh(this.#buf.length);
     this.#n = 0;
     this.#emitted = true;
     await this.emit(b);
@@ -132,6 +134,7 @@ export class GzipWorkers {
   #idle: Worker[] = [];
   #waiting: (() => void)[] = [];
   #nextId = 0;
+  #free: Uint8Array[] = [];
   #resolvers = new Map<number, { ok: (b: Uint8Array) => void; err: (e: unknown) => void }>();
 
   constructor(
@@ -141,8 +144,13 @@ export class GzipWorkers {
   ) {
     for (let i = 0; i < size; i++) {
       const w = new Worker(new URL("./gzip_worker.ts", import.meta.url), { type: "module" });
-      w.onmessage = (ev: MessageEvent<{ id: number; out?: Uint8Array; error?: string }>) => {
+      w.onmessage = (
+        ev: MessageEvent<{ id: number; out?: Uint8Array; input?: Uint8Array; error?: string }>,
+      ) => {
         const r = this.#resolvers.get(ev.data.id)!;
+        if (ev.data.input && this.#free.length < this.size + 2) {
+          this.#free.push(new Uint8Array(ev.data.input.buffer));
+        }
         this.#resolvers.delete(ev.data.id);
         this.#idle.push(w);
         this.#waiting.shift()?.();
@@ -152,6 +160,12 @@ export class GzipWorkers {
       this.#workers.push(w);
       this.#idle.push(w);
     }
+  }
+
+  /** A chunk buffer of `size` bytes: a recycled one when available (inputs come back from the Workers). */
+  buffer(size: number): Uint8Array {
+    const i = this.#free.findIndex((b) => b.length === size);
+    return i >= 0 ? this.#free.splice(i, 1)[0] : new Uint8Array(size);
   }
 
   /** Compress one member/frame (on this thread when the pool has no workers). Takes ownership of `chunk`. */

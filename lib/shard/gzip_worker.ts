@@ -19,7 +19,8 @@ ctx.onmessage = (ev: MessageEvent<Job>) => {
   const { id, data, level, engine } = ev.data;
   try {
     const out = compressMember(data, level, engine);
-    ctx.postMessage({ id, out }, [out.buffer]);
+    // The input goes back too, so the main thread can reuse it (no garbage per chunk).
+    ctx.postMessage({ id, out, input: data }, [out.buffer, data.buffer]);
   } catch (e) {
     ctx.postMessage({ id, error: e instanceof Error ? e.message : String(e) });
   }
@@ -33,12 +34,17 @@ export function compressMember(
 ): Uint8Array {
   if (engine === "zstd") {
     const z = zstdCompressSync(data, { params: { [constants.ZSTD_c_compressionLevel]: level } });
-    return new Uint8Array(z.buffer, z.byteOffset, z.byteLength).slice();
+    return owned(z);
   }
   if (engine === "fflate") {
     // deno-lint-ignore no-explicit-any
     return fflateGzipSync(data, { level: level as any, mtime: 0 });
   }
-  const b = zlibGzipSync(data, { level });
-  return new Uint8Array(b.buffer, b.byteOffset, b.byteLength).slice();
+  return owned(zlibGzipSync(data, { level }));
+}
+
+/** A Uint8Array that owns its whole buffer (transferable without copying when it already does). */
+function owned(b: Uint8Array): Uint8Array {
+  const v = new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+  return b.byteOffset === 0 && b.byteLength === b.buffer.byteLength ? v : v.slice();
 }
