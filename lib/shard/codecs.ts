@@ -20,6 +20,7 @@ import { Duplex } from "node:stream";
 import { createGunzip, createZstdDecompress } from "node:zlib";
 import { ActshardError } from "../errors.ts";
 import { compressMember } from "./gzip_worker.ts";
+import { crc32c } from "../util/crc32c.ts";
 
 /** Shard codecs. */
 export type Codec = "gzip" | "zstd" | "none";
@@ -52,8 +53,17 @@ export interface CompressorOptions {
   pool?: GzipWorkers;
 }
 
-/** Sink receiving compressed bytes in file order. It must not keep `bytes` after its promise resolves (reused). */
-export type ByteSink = (bytes: Uint8Array) => Promise<void>;
+/**
+ * Sink receiving compressed bytes in file order, with their CRC-32C when already known. It must not keep `bytes`
+ * after its promise resolves (buffers are reused).
+ */
+export type ByteSink = (bytes: Uint8Array, crc32c?: number) => Promise<void>;
+
+/** A compressed chunk and its CRC-32C (computed in the Worker, so the writer only combines). */
+export interface Compressed {
+  out: Uint8Array;
+  crc: number;
+}
 
 /** A compressor for `codec` writing into `sink`. */
 export function createCompressor(codec: Codec, sink: ByteSink, opts: CompressorOptions = {}): Compressor {
@@ -135,7 +145,7 @@ export class GzipWorkers {
   #waiting: (() => void)[] = [];
   #nextId = 0;
   #free: Uint8Array[] = [];
-  #resolvers = new Map<number, { ok: (b: Uint8Array) => void; err: (e: unknown) => void }>();
+  #resolvers = new Map<number, { ok: (b: Compressed) => void; err: (e: unknown) => void }>();
 
   constructor(
     readonly size: number,
@@ -145,7 +155,7 @@ export class GzipWorkers {
     for (let i = 0; i < size; i++) {
       const w = new Worker(new URL("./gzip_worker.ts", import.meta.url), { type: "module" });
       w.onmessage = (
-        ev: MessageEvent<{ id: number; out?: Uint8Array; input?: Uint8Array; error?: string }>,
+        ev: MessageEvent<{ id: number; out?: Uint8Array; crc?: number; input?: Uint8Array; error?: string }>,
       ) => {
         const r = this.#resolvers.get(ev.data.id)!;
         if (ev.data.input && this.#free.length < this.size + 2) {
@@ -154,7 +164,7 @@ export class GzipWorkers {
         this.#resolvers.delete(ev.data.id);
         this.#idle.push(w);
         this.#waiting.shift()?.();
-        if (ev.data.out) r.ok(ev.data.out);
+        if (ev.data.out) r.ok({ out: ev.data.out, crc: ev.data.crc! });
         else r.err(new ActshardError(`gzip worker failed: ${ev.data.error}`, { kind: "internal" }));
       };
       this.#workers.push(w);
@@ -169,12 +179,15 @@ export class GzipWorkers {
   }
 
   /** Compress one member/frame (on this thread when the pool has no workers). Takes ownership of `chunk`. */
-  async compress(chunk: Uint8Array): Promise<Uint8Array> {
-    if (this.size === 0) return compressMember(chunk, this.level, this.engine);
+  async compress(chunk: Uint8Array): Promise<Compressed> {
+    if (this.size === 0) {
+      const out = compressMember(chunk, this.level, this.engine);
+      return { out, crc: crc32c(out) };
+    }
     while (this.#idle.length === 0) await new Promise<void>((r) => this.#waiting.push(r));
     const w = this.#idle.pop()!;
     const id = this.#nextId++;
-    const p = new Promise<Uint8Array>((ok, err) => this.#resolvers.set(id, { ok, err }));
+    const p = new Promise<Compressed>((ok, err) => this.#resolvers.set(id, { ok, err }));
     w.postMessage({ id, data: chunk, level: this.level, engine: this.engine }, [chunk.buffer]);
     return p;
   }
@@ -199,7 +212,10 @@ class OrderedGzip {
     const p = this.pool.compress(chunk);
     p.catch(() => {});
     // Outputs are written strictly in submission order.
-    this.#chain = this.#chain.then(async () => this.sink(await p)).catch((e) => {
+    this.#chain = this.#chain.then(async () => {
+      const r = await p;
+      await this.sink(r.out, r.crc);
+    }).catch((e) => {
       this.#failed ??= e;
     });
     this.#pending.push(this.#chain);

@@ -1,10 +1,13 @@
 /**
  * Worker for parallel compression: compresses one independent gzip member (or zstd frame) per message, with the
  * engine asked for (`zlib` = Deno's native node:zlib, `fflate` = pure JS, `zstd` = node:zlib zstd). Both emit a fixed header (mtime 0, no name), so the same
- * input always gives the same bytes. Message in: `{id, data, level, engine}`; out: `{id, out}` or `{id, error}`.
+ * input always gives the same bytes.
+ * Message in: `{id, data, level, engine}`; out: `{id, out, crc, input}` (crc = CRC-32C of `out`; `input` is
+ * handed back for reuse) or `{id, error}`.
  */
 import { constants, gzipSync as zlibGzipSync, zstdCompressSync } from "node:zlib";
 import { gzipSync as fflateGzipSync } from "fflate";
+import { crc32c } from "../util/crc32c.ts";
 
 interface Job {
   id: number;
@@ -20,7 +23,7 @@ ctx.onmessage = (ev: MessageEvent<Job>) => {
   try {
     const out = compressMember(data, level, engine);
     // The input goes back too, so the main thread can reuse it (no garbage per chunk).
-    ctx.postMessage({ id, out, input: data }, [out.buffer, data.buffer]);
+    ctx.postMessage({ id, out, crc: crc32c(out), input: data }, [out.buffer, data.buffer]);
   } catch (e) {
     ctx.postMessage({ id, error: e instanceof Error ? e.message : String(e) });
   }

@@ -19,7 +19,8 @@ import { createHash } from "node:crypto";
 import { join } from "node:path";
 import type { ActivationDType, ActivationRecord } from "../types.ts";
 import { ActshardError } from "../errors.ts";
-import { Crc32c } from "../util/crc32c.ts";
+import { crc32c } from "../util/crc32c.ts";
+import { crc32cCombine } from "./crc_combine.ts";
 import { type Codec, codecSuffix, type Compressor, createCompressor, GzipWorkers } from "./codecs.ts";
 import { dtypeSize, encodeActivation } from "./dtype.ts";
 import { type DatasetMetadata, newMetadata, type ShardEntry, writeMetadataAtomic } from "./metadata.ts";
@@ -66,7 +67,7 @@ async function writeAll(f: Deno.FsFile, b: Uint8Array): Promise<void> {
 class OpenShard {
   file!: Deno.FsFile;
   comp!: Compressor;
-  crc = new Crc32c();
+  crc = 0;
   sha = createHash("sha256");
   bytes = 0;
   payload = 0;
@@ -145,8 +146,8 @@ export class ShardWriter {
     const name = shardFileName(id, this.opts.format, this.opts.codec);
     const s = new OpenShard(id, name, join(this.opts.dir, `.${name}.tmp`));
     s.file = await Deno.open(s.tmpPath, { write: true, create: true, truncate: true });
-    s.comp = createCompressor(this.opts.codec, async (b) => {
-      s.crc.update(b);
+    s.comp = createCompressor(this.opts.codec, async (b, crc) => {
+      s.crc = crc32cCombine(s.crc, crc ?? crc32c(b), b.length);
       s.sha.update(b);
       s.bytes += b.length;
       await writeAll(s.file, b);
@@ -245,7 +246,7 @@ export class ShardWriter {
       samples_per_layer: Object.fromEntries(layers.map((l) => [String(l), s.perLayer.get(l)!])),
       total_samples_in_shard: s.records,
       bytes: s.bytes,
-      crc32c: s.crc.value(),
+      crc32c: s.crc,
       sha256: s.sha.digest("hex"),
       sample_idx_min: s.minIdx,
       sample_idx_max: s.maxIdx,
