@@ -1,7 +1,7 @@
 /**
  * Worker for parallel compression: compresses one independent gzip member (or zstd frame) per message, with the
- * engine asked for (`zlib` = Deno's native node:zlib, `fflate` = pure JS, `zstd` = node:zlib zstd). Both emit a fixed header (mtime 0, no name), so the same
- * input always gives the same bytes.
+ * engine asked for (`zlib` = Deno's native node:zlib, `fflate` = pure JS, `zstd` = node:zlib zstd). The gzip
+ * engines emit a fixed header (mtime 0, no name), so the same input always gives the same bytes.
  * Message in: `{id, data, level, engine}`; out: `{id, out, crc, input}` (crc = CRC-32C of `out`; `input` is
  * handed back for reuse) or `{id, error}`.
  */
