@@ -215,6 +215,9 @@ class OrderedGzip {
     this.#chain = this.#chain.then(async () => {
       const r = await p;
       await this.sink(r.out, r.crc);
+      // Free the output's memory now rather than at the next GC (which a busy writer may not reach for a
+      // while): keeps peak RSS independent of how long the writer runs between shard commits.
+      (r.out.buffer as ArrayBuffer).transfer?.(0);
     }).catch((e) => {
       this.#failed ??= e;
     });
