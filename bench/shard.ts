@@ -6,7 +6,7 @@
  * vs `0.01` (each in a child process).
  */
 import { gzipSync as fflateGzip } from "fflate";
-import { gzipSync as zlibGzip } from "node:zlib";
+import { constants as zlibConstants, gzipSync as zlibGzip } from "node:zlib";
 import { ShardWriter } from "../lib/shard/writer.ts";
 import type { ActivationRecord } from "../lib/types.ts";
 import { activation } from "../tests/_shard_fixtures.ts";
@@ -95,6 +95,7 @@ async function engines(): Promise<void> {
     ["fflate gzipSync level 6", time(() => fflateGzip(data, { level: 6, mtime: 0 }))],
     ["node:zlib gzipSync level 6", time(() => zlibGzip(data, { level: 6 }))],
     ["node:zlib gzipSync level 9", time(() => zlibGzip(data, { level: 9 }))],
+    ["node:zlib level 6 Z_RLE", time(() => zlibGzip(data, { level: 6, strategy: zlibConstants.Z_RLE }))],
     [
       "CompressionStream gzip",
       time(async () =>
