@@ -18,6 +18,7 @@ import { type DatasetMetadata, type ShardEntry, writeMetadataAtomic } from "../s
 import { ShardWriter } from "../shard/writer.ts";
 import type { Backend } from "../types.ts";
 import { createBackend } from "./backend.ts";
+import { killPoint } from "./kill_point.ts";
 import { checkFreeDisk } from "./disk.ts";
 import { runBatches, type RunBatchesStats } from "./overlap.ts";
 import { type PreparedRun, prepareRun } from "./prepare.ts";
@@ -32,6 +33,8 @@ export interface ExtractSummary {
   /** "complete" after a run; "already_complete" when the output was complete before it started. */
   status: "complete" | "already_complete";
   resumed: boolean;
+  /** Where the resumed run's state came from: the local output dir, or GCS (the local dir held no run). */
+  resumed_from?: "local" | "gcs";
   /** Prompts of this worker, and how many were durable before this run. */
   prompts: number;
   prompts_skipped: number;
@@ -69,11 +72,33 @@ export async function runExtract(config: ExtractConfig, hooks: ExtractHooks = {}
   const t0 = performance.now();
   const log = hooks.log ?? ((l: string) => console.error(l));
   const run = await prepareRun(config);
-  const decision = await decideResume(run.outDir, run.fingerprint, {
+  const sampleIdx = run.items.map((p) => p.sample_idx);
+  let decision = await decideResume(run.outDir, run.fingerprint, {
     overwrite: config.overwrite,
-    sampleIdx: run.items.map((p) => p.sample_idx),
+    sampleIdx,
     layers: run.layers.length,
   });
+  // A replacement pod starts with an empty local dir: the previous attempt's state is what it published on GCS.
+  let fromGcs = false;
+  if (decision.mode === "fresh" && config.upload_to_gcs && config.gcs_bucket) {
+    const { decideRemoteResume } = await import("./remote_resume.ts");
+    const remote = await decideRemoteResume({
+      bucket: config.gcs_bucket,
+      prefix: gcsPrefixFor(config, run),
+      fingerprint: run.fingerprint,
+      sampleIdx,
+      layers: run.layers.length,
+      apiEndpoint: hooks.gcsEndpoint,
+    });
+    if (remote) {
+      decision = remote.decision;
+      fromGcs = true;
+      log(
+        `extract: no run in ${run.outDir}; ${remote.url} holds one (${remote.decision.existing!.status}, ` +
+          `${remote.listed} shards listed): continuing after its ${remote.kept} verified leading shards`,
+      );
+    }
+  }
   const remaining = run.items.length - decision.durablePrompts;
   const needBytes = remaining === 0 ? 0 : run.estimateBytes * (remaining / Math.max(1, run.items.length));
   const leaving = config.upload_to_gcs && config.delete_local_after_upload;
@@ -93,7 +118,7 @@ export async function runExtract(config: ExtractConfig, hooks: ExtractHooks = {}
   if (decision.mode === "resume") {
     log(
       `extract: resuming: ${decision.durablePrompts}/${run.items.length} prompts already durable ` +
-        `in ${decision.existing!.shards.length} shards`,
+        `in ${decision.existing!.shards.length} shards${fromGcs ? " on GCS" : ""}`,
     );
   }
   if (decision.mode === "overwrite") {
@@ -101,7 +126,12 @@ export async function runExtract(config: ExtractConfig, hooks: ExtractHooks = {}
     log(`extract: --overwrite: removed ${n} files of the previous run`);
   }
   if (decision.mode === "complete") {
-    return await finishComplete(run, decision, hooks, t0, log);
+    if (fromGcs) {
+      // Nothing to extract or upload; the local dir gets the dataset's metadata (its shards live on GCS).
+      await Deno.mkdir(run.outDir, { recursive: true });
+      await writeMetadataAtomic(run.outDir, decision.existing!);
+    }
+    return await finishComplete(run, decision, hooks, t0, log, fromGcs);
   }
 
   await Deno.mkdir(run.outDir, { recursive: true });
@@ -138,6 +168,7 @@ export async function runExtract(config: ExtractConfig, hooks: ExtractHooks = {}
       base: baseMetadata(run),
       existing: decision.existing ?? undefined,
       onShardCommitted: (entry: ShardEntry) => {
+        killPoint("committed", entry.shard_id);
         bytes += entry.bytes;
         progress.update({ bytes });
         if (config.verbose) {
@@ -154,8 +185,9 @@ export async function runExtract(config: ExtractConfig, hooks: ExtractHooks = {}
         uploads?.enqueue(entry);
       },
     });
-    // The fingerprint goes on disk before the first shard, so a run killed at any moment is recognised.
-    if (!decision.existing) await writeMetadataAtomic(run.outDir, writer.metadata);
+    // The fingerprint goes on disk before the first shard, so a run killed at any moment is recognised; after
+    // a resume from GCS, so do the remote shards it continues after (listed, their files only on GCS).
+    if (!decision.existing || fromGcs) await writeMetadataAtomic(run.outDir, writer.metadata);
     if (uploads && decision.existing) uploads.resumePending(decision.existing.shards);
     let tokens = 0;
     loop = await runBatches({
@@ -190,6 +222,7 @@ export async function runExtract(config: ExtractConfig, hooks: ExtractHooks = {}
     output_dir: run.outDir,
     status: "complete",
     resumed: decision.mode === "resume",
+    resumed_from: decision.mode === "resume" ? (fromGcs ? "gcs" : "local") : undefined,
     prompts: run.items.length,
     prompts_skipped: decision.durablePrompts,
     records: meta.total_samples,
@@ -216,6 +249,7 @@ async function finishComplete(
   hooks: ExtractHooks,
   t0: number,
   log: (l: string) => void,
+  fromGcs = false,
 ): Promise<ExtractSummary> {
   const meta = decision.existing!;
   let gcsUrl: string | undefined;
@@ -237,7 +271,9 @@ async function finishComplete(
     await writer.close();
     gcsUrl = uploads.url;
   } else {
-    log(`extract: ${run.outDir} is already complete (${meta.total_shards} shards); nothing to do`);
+    const where = fromGcs ? gcsUrlFor(run.config, run) : run.outDir;
+    log(`extract: ${where} is already complete (${meta.total_shards} shards); nothing to do`);
+    if (fromGcs) gcsUrl = where;
   }
   return {
     output_dir: run.outDir,
@@ -273,6 +309,10 @@ function baseMetadata(run: PreparedRun): Partial<DatasetMetadata> {
 export function gcsPrefixFor(c: ExtractConfig, run: Pick<PreparedRun, "workerDir">): string {
   const p = c.gcs_prefix.replace(/^\/+|\/+$/g, "");
   return run.workerDir ? (p ? `${p}/${run.workerDir}` : run.workerDir) : p;
+}
+
+function gcsUrlFor(c: ExtractConfig, run: Pick<PreparedRun, "workerDir">): string {
+  return `gs://${c.gcs_bucket}/${gcsPrefixFor(c, run)}`;
 }
 
 function fmtLayers(layers: number[]): string {

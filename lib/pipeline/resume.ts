@@ -77,11 +77,28 @@ export async function decideResume(
     });
   }
   const existing = await readMetadata(new LocalStore(dir));
+  return decideFromMetadata(existing, fingerprint, opts, {
+    where: dir,
+    hint: "use another --output_dir, rerun with the same settings, or pass --overwrite",
+  });
+}
+
+/**
+ * The resume decision for a run with `fingerprint` given a previous run's metadata (read from the output dir,
+ * or from GCS): refused when the settings differ (`refusal` says where and what to do), else resume after its
+ * durable records, or complete. `existing.shards` must be the durable shards, in order.
+ */
+export function decideFromMetadata(
+  existing: DatasetMetadata,
+  fingerprint: RunFingerprint,
+  opts: { sampleIdx: readonly number[]; layers: number },
+  refusal: { where: string; hint: string; what?: string },
+): ResumeDecision {
   const diffs = diffFingerprints(existing.config ?? {}, fingerprint as unknown as Record<string, unknown>);
   if (diffs.length) {
     throw new ActshardError(
-      `output dir holds a run with different settings: ${describeDiffs(diffs)}`,
-      { where: dir, hint: "use another --output_dir, rerun with the same settings, or pass --overwrite" },
+      `${refusal.what ?? "output dir"} holds a run with different settings: ${describeDiffs(diffs)}`,
+      { where: refusal.where, hint: refusal.hint },
     );
   }
   const records = existing.shards.reduce((s, e) => s + (e.n_records ?? e.total_samples_in_shard), 0);
@@ -93,7 +110,11 @@ export async function decideResume(
   if (!consistent) {
     throw new ActshardError(
       `metadata.json lists ${records} records (up to sample ${maxIdx}), which is not a prefix of this run`,
-      { where: dir, kind: "data", hint: "the output was edited or written by another tool; use --overwrite" },
+      {
+        where: refusal.where,
+        kind: "data",
+        hint: "the output was edited or written by another tool; use --overwrite",
+      },
     );
   }
   return {

@@ -17,6 +17,7 @@ import type { ShardEntry } from "../shard/metadata.ts";
 import type { ShardWriter } from "../shard/writer.ts";
 import { ShardUploader } from "../storage/shard_uploader.ts";
 import type { ObjectInfo } from "../storage/types.ts";
+import { killPoint } from "./kill_point.ts";
 import type { PreparedRun } from "./prepare.ts";
 
 /** An open upload session. */
@@ -62,6 +63,7 @@ export async function openUploader(
         gcs_generation: remote.generation,
         gcs_verified: true,
       });
+      killPoint("verified", entry.shard_id);
       if (config.verbose) log(`  ✓ Uploaded to GCS: ${gcsPath}`);
     },
     getMetadata: () => writer().metadata,
