@@ -1,7 +1,9 @@
 /**
  * Crash-safe resume: extract is killed with SIGKILL at five random moments and rerun after each; the final
  * dataset must equal an uninterrupted run's (same records — task_id, sample_idx, layer, activation bytes — no
- * duplicates, byte-identical shard files) and read back clean. Also: a different config against an existing
+ * duplicates, byte-identical shard files) and read back clean. The same at named kill points (ACTSHARD_TEST_KILL_AT:
+ * right after a shard that ends inside a prompt, and after the last shard before completion), where a random kill
+ * rarely lands. Also: a different config against an existing
  * output dir is refused and nothing is touched; --overwrite replaces it.
  */
 import { join } from "node:path";
@@ -16,6 +18,7 @@ import {
 } from "./_extract_fixture.ts";
 import { readMetadata } from "../lib/shard/metadata.ts";
 import { LocalStore } from "../lib/storage/local.ts";
+import { KILL_AT_ENV } from "../lib/pipeline/kill_point.ts";
 
 function baseArgs(fx: { model: string; dataset: string }, out: string): string[] {
   return [
@@ -167,4 +170,43 @@ Deno.test("extract: a different config against an existing output is refused and
   assertEquals(meta.config.layers_to_extract, [1, 2]);
   const keys = await recordKeys(out);
   assertEquals(new Set(keys.map((k) => k.split(" ")[2])), new Set(["1", "2"]));
+});
+
+Deno.test("extract: SIGKILL at named points (between a split prompt's shards, before uploads) + reruns = uninterrupted", async () => {
+  await using tmp = await tempDir();
+  const fx = await makeExtractFixture(tmp.path, { tasks: 4 });
+  const ref = join(tmp.path, "ref");
+  const first = await runExtractCli(baseArgs(fx, ref));
+  assertEquals(first.code, 0, first.stderr);
+  const refMeta = await readMetadata(new LocalStore(ref));
+  // Shards whose last record is not a prompt's last layer: the prompt continues in the next shard.
+  let cum = 0;
+  const splitAfter: number[] = [];
+  for (const s of refMeta.shards) {
+    cum += s.n_records;
+    if (cum % 3 !== 0) splitAfter.push(s.shard_id);
+  }
+  assert(splitAfter.length >= 2, `want prompts split across shards, got ${splitAfter}`);
+  const points = [
+    `committed:${splitAfter[0]}`,
+    `committed:${splitAfter[1]}`,
+    `committed:${refMeta.shards.length}`,
+  ];
+
+  const out = join(tmp.path, "killed");
+  for (const point of points) {
+    const child = spawnExtract(baseArgs(fx, out), { [KILL_AT_ENV]: point });
+    const st = await child.status;
+    await child.stdout.cancel();
+    await child.stderr.cancel();
+    assertEquals(st.signal, "SIGKILL", point);
+    const m = await readMetadata(new LocalStore(out));
+    assertEquals(m.shards.length, Number(point.split(":")[1]), `${point}: shards listed when killed`);
+    assertEquals(m.status, "in_progress");
+  }
+  const last = await runExtractCli(baseArgs(fx, out));
+  assertEquals(last.code, 0, last.stderr);
+  assertEquals(await recordKeys(out), await recordKeys(ref), "same records, same order");
+  assertEquals(await shardFiles(out), await shardFiles(ref), "shard files byte-identical");
+  assertEquals((await readMetadata(new LocalStore(out))).status, "complete");
 });
