@@ -19,6 +19,7 @@ import {
 import { readMetadata } from "../lib/shard/metadata.ts";
 import { LocalStore } from "../lib/storage/local.ts";
 import { KILL_AT_ENV } from "../lib/pipeline/kill_point.ts";
+import { describeDiffs, diffFingerprints, promptsSha256 } from "../lib/pipeline/fingerprint.ts";
 
 function baseArgs(fx: { model: string; dataset: string }, out: string): string[] {
   return [
@@ -209,4 +210,33 @@ Deno.test("extract: SIGKILL at named points (between a split prompt's shards, be
   assertEquals(await recordKeys(out), await recordKeys(ref), "same records, same order");
   assertEquals(await shardFiles(out), await shardFiles(ref), "shard files byte-identical");
   assertEquals((await readMetadata(new LocalStore(out))).status, "complete");
+});
+
+Deno.test("fingerprint: the prompt list's tokens are part of it (a changed tokenization is refused on resume)", () => {
+  const a = [{ sample_idx: 0, input_ids: Int32Array.of(1, 2, 3) }, {
+    sample_idx: 1,
+    input_ids: Int32Array.of(4),
+  }];
+  const same = [{ sample_idx: 0, input_ids: Int32Array.of(1, 2, 3) }, {
+    sample_idx: 1,
+    input_ids: Int32Array.of(4),
+  }];
+  const token = [{ sample_idx: 0, input_ids: Int32Array.of(1, 2, 3) }, {
+    sample_idx: 1,
+    input_ids: Int32Array.of(5),
+  }];
+  const moved = [{ sample_idx: 0, input_ids: Int32Array.of(1, 2) }, {
+    sample_idx: 1,
+    input_ids: Int32Array.of(3, 4),
+  }];
+  assertEquals(promptsSha256(a), promptsSha256(same));
+  assert(promptsSha256(a) !== promptsSha256(token), "a changed token id changes it");
+  assert(promptsSha256(a) !== promptsSha256(moved), "a moved prompt boundary changes it");
+  const diffs = diffFingerprints({ prompts_sha256: promptsSha256(a) }, {
+    prompts_sha256: promptsSha256(token),
+  });
+  assertEquals(diffs.map((d) => d.key), ["prompts_sha256"]);
+  assert(
+    /^prompts_sha256 \(stored sha256 [0-9a-f]{12}…, now sha256 [0-9a-f]{12}…\)$/.test(describeDiffs(diffs)),
+  );
 });

@@ -45,6 +45,13 @@ export interface RunFingerprint {
   worker_index: number;
   /** Prompts this worker extracts (a consistency check on the prompt plan). */
   n_prompts: number;
+  /**
+   * sha256 over the whole run's prompt list (every worker's: sample_idx and token ids), so a resume whose
+   * prompts or tokens came out differently (a changed tokenizer, prompt code or actshard version, e.g. a
+   * preempted pod restarted on a new image) is refused instead of mixing two prompt lists in one dataset.
+   * The same for all workers of a run, so merged workers still agree on it.
+   */
+  prompts_sha256: string;
 }
 
 /** Keys that describe but do not define a run. */
@@ -88,6 +95,19 @@ export function describeDiffs(diffs: FingerprintDiff[]): string {
 /** sha256 hex of bytes. */
 export function sha256Hex(data: Uint8Array | string): string {
   return createHash("sha256").update(data).digest("hex");
+}
+
+/** sha256 over a prompt list's (sample_idx, token ids), in list order. */
+export function promptsSha256(prompts: readonly { sample_idx: number; input_ids: Int32Array }[]): string {
+  const h = createHash("sha256");
+  const head = new Int32Array(2);
+  for (const p of prompts) {
+    head[0] = p.sample_idx;
+    head[1] = p.input_ids.length;
+    h.update(new Uint8Array(head.buffer));
+    h.update(new Uint8Array(p.input_ids.buffer, p.input_ids.byteOffset, p.input_ids.byteLength));
+  }
+  return h.digest("hex");
 }
 
 /** sha256 of a file, streamed. */

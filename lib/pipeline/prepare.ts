@@ -20,7 +20,7 @@ import { buildPromptPlan, loadPromptFormat } from "../prompts/plan.ts";
 import { Tokenizer } from "../tokenizer/mod.ts";
 import { planBatches } from "./batching.ts";
 import { estimateOutputBytes } from "./disk.ts";
-import { datasetSha256, modelSha256, type RunFingerprint, sha256File } from "./fingerprint.ts";
+import { datasetSha256, modelSha256, promptsSha256, type RunFingerprint, sha256File } from "./fingerprint.ts";
 import type { PromptTokens } from "./overlap.ts";
 import { splitWork, workerDirName } from "./work_split.ts";
 
@@ -118,6 +118,7 @@ export async function prepareRun(config: ExtractConfig): Promise<PreparedRun> {
     num_workers: config.num_workers,
     worker_index: config.worker_index,
     n_prompts: items.length,
+    prompts_sha256: promptsSha256(all),
   };
 
   return {
