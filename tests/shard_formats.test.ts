@@ -163,3 +163,36 @@ Deno.test("zstd and none codecs round-trip", async () => {
     assertEquals(back, data);
   }
 });
+
+function hasZstdCli(): boolean {
+  try {
+    return new Deno.Command("zstd", { args: ["--version"], stdout: "null", stderr: "null" }).outputSync()
+      .success;
+  } catch {
+    return false;
+  }
+}
+
+Deno.test({
+  name: "a zstd shard holds its data in one zstd frame (zstd -l), and the zstd CLI + pickle.load read it",
+  ignore: !hasZstdCli() || !hasNumpy("python3"),
+  async fn() {
+    await using d = await tempDir();
+    await writeDataset(d.path, 150, [1, 2], { codec: "zstd" }); // ≈ 340 KB: two 256 KiB chunks
+    const f = `${d.path}/shard_0001.pkl.zst`;
+    const list = new TextDecoder().decode(
+      (await new Deno.Command("zstd", { args: ["-l", f], stdout: "piped" }).output()).stdout,
+    );
+    const frames = Number(list.split("\n").find((l) => l.includes("shard_0001"))!.trim().split(/\s+/)[0]);
+    // All data in the first frame: at most one more, the empty 9-byte frame Deno's node:zlib appends on end().
+    const bytes = await Deno.readFile(f);
+    const tail = [...bytes.subarray(bytes.length - 9)].map((x) => x.toString(16).padStart(2, "0")).join("");
+    assert(frames === 1 || (frames === 2 && tail === "28b52ffd2000010000"), list);
+    const n = await python(
+      "python3",
+      "import pickle,subprocess,sys; d=pickle.loads(subprocess.run(['zstd','-dc',sys.argv[1]],capture_output=True,check=True).stdout); print(sum(len(v) for v in d.values()))",
+      [f],
+    );
+    assertEquals(n, "300");
+  },
+});

@@ -3,8 +3,8 @@
  * - gzip: the payload is cut into fixed-size chunks, each compressed as an independent gzip member in a pool of
  *   Workers (so every core works); members are written in order. A multi-member file is plain gzip (RFC 1952):
  *   Python's `gzip.open`, `gunzip` and node:zlib read it as one stream. Headers carry mtime 0: deterministic.
- * - zstd: one zstd frame per chunk via node:zlib, in the same kind of Worker pool (concatenated frames are one
- *   valid zstd stream).
+ * - zstd: one zstd frame per shard, streamed through a node:zlib zstd context in a Worker (zstd_stream.ts), so
+ *   every zstd reader reads it (python-zstandard's stream_reader stops after the first frame by default).
  * Decompression streams through node:zlib (which reads multi-member gzip and multi-frame zstd).
  *
  * @example
@@ -21,6 +21,7 @@ import { createGunzip, createZstdDecompress } from "node:zlib";
 import { ActshardError } from "../errors.ts";
 import { type CompressEngine, compressMember } from "./gzip_worker.ts";
 import { crc32c } from "../util/crc32c.ts";
+import { ZstdWorker } from "./zstd_stream.ts";
 
 /** Shard codecs. */
 export type Codec = "gzip" | "zstd" | "none";
@@ -49,7 +50,9 @@ export interface CompressorOptions {
   level?: number;
   /** gzip engine: native zlib with Z_RLE (default, fastest measured at the same ratio), zlib, or fflate. */
   gzipEngine?: "zlib-rle" | "zlib" | "fflate";
-  /** A shared pool (then workers/level/engine come from it, and it is not closed here). */
+  /** A shared zstd Worker (zstd codec; not closed here). */
+  zstd?: ZstdWorker;
+  /** A shared gzip pool (then workers/level/engine come from it, and it is not closed here). */
   pool?: GzipWorkers;
 }
 
@@ -67,16 +70,26 @@ export interface Compressed {
 
 /** A compressor for `codec` writing into `sink`. */
 export function createCompressor(codec: Codec, sink: ByteSink, opts: CompressorOptions = {}): Compressor {
-  const chunkBytes = opts.chunkBytes ?? 4 << 20;
+  const chunkBytes = opts.chunkBytes ?? 256 << 10;
   if (codec === "none") return new Chunker(chunkBytes, sink, () => {});
+  if (codec === "zstd") {
+    if (opts.zstd) return opts.zstd.compressor(sink, chunkBytes);
+    const w = new ZstdWorker(opts.level ?? 3);
+    const c = w.compressor(sink, chunkBytes);
+    return {
+      write: (b) => c.write(b),
+      finish: () => c.finish().finally(() => w.close()),
+      abort: () => (c.abort(), w.close()),
+    };
+  }
   const own = !opts.pool;
   const pool = opts.pool ?? new GzipWorkers(
     opts.workers ?? navigator.hardwareConcurrency ?? 1,
-    opts.level ?? (codec === "zstd" ? 3 : 6),
-    codec === "zstd" ? "zstd" : opts.gzipEngine ?? "zlib-rle",
+    opts.level ?? 6,
+    opts.gzipEngine ?? "zlib-rle",
   );
-  if ((pool.engine === "zstd") !== (codec === "zstd")) {
-    throw new ActshardError(`compressor pool is for ${pool.engine}, not ${codec}`, { kind: "internal" });
+  if (pool.engine === "zstd") {
+    throw new ActshardError("a zstd member pool cannot write a gzip shard", { kind: "internal" });
   }
   const ordered = new OrderedGzip(pool, sink);
   return new Chunker(

@@ -25,6 +25,7 @@ import { type Codec, codecSuffix, type Compressor, createCompressor, GzipWorkers
 import { dtypeSize, encodeActivation } from "./dtype.ts";
 import { type DatasetMetadata, newMetadata, type ShardEntry, writeMetadataAtomic } from "./metadata.ts";
 import { PickleShardEncoder } from "./pickle_writer.ts";
+import { ZstdWorker } from "./zstd_stream.ts";
 import { safetensorsHeader, type TensorEntry, tensorName } from "./safetensors.ts";
 
 /** Shard payload formats. */
@@ -44,7 +45,7 @@ export interface ShardWriterOptions {
   existing?: DatasetMetadata;
   /** Called after a shard's rename + metadata rewrite. */
   onShardCommitted?: (entry: ShardEntry) => void | Promise<void>;
-  /** Compression Workers for gzip and zstd (default: cores). */
+  /** gzip Workers (default: cores). zstd uses one Worker (a shard is one zstd frame). */
   gzipWorkers?: number;
 }
 
@@ -90,6 +91,7 @@ export class ShardWriter {
   #cur: OpenShard | null = null;
   #nextId: number;
   #pool: GzipWorkers | undefined;
+  #zstd: ZstdWorker | undefined;
   #metaChain: Promise<void> = Promise.resolve();
   #closed = false;
 
@@ -117,6 +119,7 @@ export class ShardWriter {
     if (opts.codec === "gzip") {
       w.#pool = new GzipWorkers(opts.gzipWorkers ?? navigator.hardwareConcurrency ?? 1);
     }
+    if (opts.codec === "zstd") w.#zstd = new ZstdWorker();
     return w;
   }
 
@@ -151,7 +154,7 @@ export class ShardWriter {
       s.sha.update(b);
       s.bytes += b.length;
       await writeAll(s.file, b);
-    }, { pool: this.#pool });
+    }, { pool: this.#pool, zstd: this.#zstd });
     if (this.opts.format === "pickle") {
       s.pickle = new PickleShardEncoder(this.opts.dtype);
       await s.comp.write(s.pickle.begin());
@@ -289,6 +292,7 @@ export class ShardWriter {
     } finally {
       this.#closed = true;
       this.#pool?.close();
+      this.#zstd?.close();
     }
     return this.#meta;
   }
@@ -300,6 +304,7 @@ export class ShardWriter {
       await this.#drop();
     } finally {
       this.#pool?.close();
+      this.#zstd?.close();
     }
   }
 

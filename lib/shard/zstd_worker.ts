@@ -1,0 +1,67 @@
+/**
+ * Worker for zstd shards: one streaming zstd context per shard, so a shard's data is a single zstd frame
+ * (readable by every zstd reader, including python-zstandard's `stream_reader`, which stops after the first frame
+ * by default)
+ * while compression runs off the main thread. Messages are handled strictly in order:
+ * `{op: "begin", level}` starts a frame; `{op: "write", id, data}` → `{id, out, crc, input}` (whatever output is
+ * ready, maybe empty; `input` handed back for reuse); `{op: "end", id}` → `{id, out, crc}` (the frame's tail).
+ */
+import { constants, createZstdCompress } from "node:zlib";
+import { crc32c } from "../util/crc32c.ts";
+
+type Msg = { op: "begin"; level: number } | { op: "write"; id: number; data: Uint8Array } | {
+  op: "end";
+  id: number;
+};
+
+// deno-lint-ignore no-explicit-any
+const ctx = self as any;
+// deno-lint-ignore no-explicit-any
+let z: any = null;
+let parts: Uint8Array[] = [];
+let queue: Promise<void> = Promise.resolve();
+
+function take(): Uint8Array {
+  const n = parts.reduce((s, p) => s + p.length, 0);
+  const out = new Uint8Array(n);
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  parts = [];
+  return out;
+}
+
+async function handle(m: Msg): Promise<void> {
+  if (m.op === "begin") {
+    z = createZstdCompress({ params: { [constants.ZSTD_c_compressionLevel]: m.level } });
+    parts = [];
+    z.on("data", (d: Uint8Array) => parts.push(d));
+    return;
+  }
+  try {
+    if (m.op === "write") {
+      await new Promise<void>((res, rej) => z.write(m.data, (e: unknown) => (e ? rej(e) : res())));
+      const out = take();
+      ctx.postMessage({ id: m.id, out, crc: crc32c(out), input: m.data }, [out.buffer, m.data.buffer]);
+    } else {
+      // Deno 2.9's node:zlib follows the frame with an empty 9-byte frame (28b52ffd 2000010000) on end(); every
+      // data byte is in the first frame, so single-frame readers read the whole shard.
+      await new Promise<void>((res, rej) => {
+        z.once("end", () => res());
+        z.once("error", rej);
+        z.end();
+      });
+      z = null;
+      const out = take();
+      ctx.postMessage({ id: m.id, out, crc: crc32c(out) }, [out.buffer]);
+    }
+  } catch (e) {
+    ctx.postMessage({ id: m.id, error: e instanceof Error ? e.message : String(e) });
+  }
+}
+
+ctx.onmessage = (ev: MessageEvent<Msg>) => {
+  queue = queue.then(() => handle(ev.data));
+};
