@@ -44,7 +44,7 @@ export interface Compressor {
 export interface CompressorOptions {
   /** gzip/zstd workers; 0 compresses on the calling thread. Default: number of cores. */
   workers?: number;
-  /** Input bytes per gzip member / zstd frame. Default 4 MiB. */
+  /** Input bytes per gzip member / per write into the zstd stream. Default 256 KiB. */
   chunkBytes?: number;
   /** gzip level (default 6) or zstd level (default 3). */
   level?: number;
