@@ -22,6 +22,11 @@ import type { Bucket, File } from "@google-cloud/storage";
 import { ActshardError } from "../errors.ts";
 import { Crc32c, crc32c, crc32cBase64, crc32cFromBase64 } from "../util/crc32c.ts";
 import type { BlobStore, ObjectInfo } from "./types.ts";
+import { EventEmitter } from "node:events";
+
+// The client attaches an error/close listener per request to shared PassThrough streams, so a verify of a few
+// dozen objects trips Node's leak warning (10) on every run. The listeners are released when requests end.
+EventEmitter.defaultMaxListeners = Math.max(EventEmitter.defaultMaxListeners, 100);
 
 /** Parse `gs://bucket[/prefix]`; the prefix has no leading/trailing "/". */
 export function parseGsUrl(url: string): { bucket: string; prefix: string } {
