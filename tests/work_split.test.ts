@@ -1,4 +1,5 @@
 import { assert, assertEquals, assertThrows } from "./_assert.ts";
+import { mulberry32 } from "../lib/util/seeded.ts";
 import {
   parseWorkerDirName,
   resolveWorker,
@@ -10,17 +11,7 @@ import {
 } from "../lib/pipeline/work_split.ts";
 import { ActshardError } from "../lib/errors.ts";
 
-/** Deterministic PRNG (mulberry32) so failures reproduce. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = mulberry32;
 
 /** Checks every property the split promises; returns the per-worker token counts. */
 function checkSplit(items: WorkItem[], n: number): number[] {

@@ -10,16 +10,9 @@
  * console.log(rng.next() < 1, rng.int(10) < 10, rng.shuffle([1, 2, 3]).length); // true true 3
  * ```
  */
+import { hash32 } from "../util/seeded.ts";
 
-/** FNV-1a over the UTF-16 code units of `s`. */
-export function hash32(s: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < s.length; i++) {
-    h ^= s.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
-  }
-  return h >>> 0;
-}
+export { hash32 };
 
 function splitmix32(state: number): () => number {
   let s = state >>> 0;

@@ -10,6 +10,7 @@
  * await Deno.writeTextFile("tasks.json", JSON.stringify(tasks));
  * ```
  */
+import { mulberry32 } from "../util/seeded.ts";
 
 /** A grid of colours 0..9, row-major. */
 export type Grid = number[][];
@@ -45,17 +46,8 @@ const RULES: Record<string, Rule> = {
   scale2: (g) => g.flatMap((r) => [r.flatMap((v) => [v, v]), r.flatMap((v) => [v, v])]),
 };
 
-/** Deterministic PRNG (mulberry32): same seed, same tasks, on every platform. */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Deterministic PRNG (re-exported: same seed, same tasks, on every platform). */
+export { mulberry32 };
 
 function randomGrid(rng: () => number, maxSide: number): Grid {
   const side = () => 2 + Math.floor(rng() * (maxSide - 1));

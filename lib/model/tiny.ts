@@ -9,6 +9,7 @@
  * await writeTinyModel("/tmp/tiny", { hidden: 64, layers: 2, heads: 4, kvHeads: 2, vocab: 1000 });
  * ```
  */
+import { hash32, mulberry32 } from "../util/seeded.ts";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { floatToBf16Bits, type LazyTensor, writeSafetensorsFile } from "./safetensors.ts";
@@ -86,7 +87,8 @@ export async function writeTinyModel(dir: string, opts: TinyModelOptions = {}): 
       name,
       dtype,
       shape,
-      bytes: () => encode(gen(rng(hash(`${seed}:${name}`)), shape.reduce((a, b) => a * b, 1)), dtype),
+      bytes: () =>
+        encode(gen(mulberry32(hash32(`${seed}:${name}`)), shape.reduce((a, b) => a * b, 1)), dtype),
     });
   const uniform = (std: number, mean = 0) => (r: () => number, n: number) => {
     const a = std * Math.sqrt(3), out = new Float32Array(n);
@@ -129,23 +131,4 @@ function encode(x: Float32Array, dtype: "F32" | "BF16"): Uint8Array {
   const out = new Uint16Array(x.length);
   for (let i = 0; i < x.length; i++) out[i] = floatToBf16Bits(x[i]);
   return new Uint8Array(out.buffer);
-}
-
-/** FNV-1a 32-bit. */
-function hash(s: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
-  return h >>> 0;
-}
-
-/** mulberry32: a small, fast, deterministic PRNG in [0, 1). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
