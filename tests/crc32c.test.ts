@@ -17,3 +17,22 @@ Deno.test("crc32c: incremental equals one-shot at every split point", () => {
     assertEquals(c.value(), whole, `cut at ${cut}`);
   }
 });
+
+Deno.test("crc32c: word-wise path equals a bit-wise reference at every length and alignment", () => {
+  const bitwise = (b: Uint8Array) => {
+    let c = 0xffffffff;
+    for (const x of b) {
+      c ^= x;
+      for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0x82f63b78 : c >>> 1;
+    }
+    return (c ^ 0xffffffff) >>> 0;
+  };
+  const data = new Uint8Array(300).map((_, i) => (i * 197 + 11) & 0xff);
+  for (let off = 0; off < 4; off++) {
+    for (let len = 0; len <= 70; len++) {
+      const v = data.subarray(off, off + len);
+      assertEquals(crc32c(v), bitwise(v), `offset ${off} length ${len}`);
+    }
+  }
+  assertEquals(crc32c(data), bitwise(data));
+});
