@@ -73,6 +73,7 @@ export { type FaultRule, type GcsEmulator, startGcsEmulator } from "./lib/storag
 // The extract job and scale-out.
 export { type ExtractConfig, parseExtractFlags } from "./lib/cli/extract_flags.ts";
 export { type ExtractHooks, type ExtractSummary, runExtract } from "./lib/pipeline/extract.ts";
+export { decideRemoteResume, durablePrefix } from "./lib/pipeline/remote_resume.ts";
 export {
   NUM_WORKERS_ENV,
   resolveWorker,
