@@ -10,11 +10,19 @@ import { syntheticArcTasks } from "../lib/arc/synthetic.ts";
 import { Dataset } from "../lib/shard/reader.ts";
 import { REPO_ROOT } from "./_shared.ts";
 
+/** The paths of {@link makeExtractFixture}. */
+export interface ExtractFixture {
+  /** Model directory (tiny random-weight checkpoint + tokenizer). */
+  model: string;
+  /** Generated ARC tasks file. */
+  dataset: string;
+}
+
 /** A tiny model dir and a generated dataset file under `root`. */
 export async function makeExtractFixture(
   root: string,
   opts: { tasks?: number; layers?: number; hidden?: number } = {},
-): Promise<{ model: string; dataset: string }> {
+): Promise<ExtractFixture> {
   const model = join(root, "tiny");
   await writeTinyModel(model, {
     hidden: opts.hidden ?? 64,
@@ -28,10 +36,36 @@ export async function makeExtractFixture(
   return { model, dataset };
 }
 
+/** `--model_path`, `--dataset_path` (the fixture's, unless `dataset` is given) and `--output_dir` flags. */
+export function fixturePathArgs(fx: ExtractFixture, out: string, dataset = fx.dataset): string[] {
+  return ["--model_path", fx.model, "--dataset_path", dataset, "--output_dir", out];
+}
+
+/**
+ * The resume and scale-out runs' flags: layers 0-2, 2 predictions per task, `batchSize`, and ~430 KB shards
+ * (about one prompt each, ~480 KB, many split across two shards), so a run commits many shards.
+ */
+export function smallShardArgs(fx: ExtractFixture, out: string, batchSize: number): string[] {
+  return [
+    ...fixturePathArgs(fx, out),
+    ...["--layers_to_extract", "0", "1", "2", "--predictions_per_task", "2"],
+    ...["--batch_size", String(batchSize), "--shard_size_gb", "0.0004"],
+  ];
+}
+
 /** Start `deno run -A scripts/extract.ts ARGS` (stdout/stderr piped). */
 export function spawnExtract(args: string[], env: Record<string, string> = {}): Deno.ChildProcess {
+  return spawnScript("extract.ts", args, env);
+}
+
+/** Start `deno run -A scripts/<script> ARGS` with extra environment (stdout/stderr piped, NO_COLOR). */
+export function spawnScript(
+  script: string,
+  args: string[],
+  env: Record<string, string> = {},
+): Deno.ChildProcess {
   return new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", join(REPO_ROOT, "scripts/extract.ts"), ...args],
+    args: ["run", "-A", join(REPO_ROOT, "scripts", script), ...args],
     cwd: REPO_ROOT,
     stdout: "piped",
     stderr: "piped",

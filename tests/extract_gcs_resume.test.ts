@@ -9,7 +9,13 @@
 import { join } from "node:path";
 import { assert, assertEquals } from "./_assert.ts";
 import { REPO_ROOT, tempDir } from "./_shared.ts";
-import { makeExtractFixture, runExtractCli, spawnExtract } from "./_extract_fixture.ts";
+import {
+  type ExtractFixture,
+  fixturePathArgs,
+  makeExtractFixture,
+  runExtractCli,
+  spawnExtract,
+} from "./_extract_fixture.ts";
 import { type DatasetMetadata, readMetadata, type ShardEntry } from "../lib/shard/metadata.ts";
 import { LocalStore } from "../lib/storage/local.ts";
 import { GcsStore } from "../lib/storage/gcs.ts";
@@ -17,9 +23,9 @@ import { startGcsEmulator } from "../lib/storage/gcs_emulator/server.ts";
 import { durablePrefix } from "../lib/pipeline/remote_resume.ts";
 import { KILL_AT_ENV } from "../lib/pipeline/kill_point.ts";
 
-function args(fx: { model: string; dataset: string }, out: string, prefix: string): string[] {
+function args(fx: ExtractFixture, out: string, prefix: string): string[] {
   return [
-    ...["--model_path", fx.model, "--dataset_path", fx.dataset, "--output_dir", out],
+    ...fixturePathArgs(fx, out),
     ...["--layers_to_extract", "0-2", "--predictions_per_task", "2", "--shard_size_gb", "0.0008"],
     ...["--upload_to_gcs", "--gcs_bucket", "bkt", "--gcs_prefix", prefix],
   ];

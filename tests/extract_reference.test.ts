@@ -6,7 +6,7 @@
 import { join } from "node:path";
 import { assert, assertClose, assertEquals, assertRejects } from "./_assert.ts";
 import { sharedPath, sharedTest, tempDir } from "./_shared.ts";
-import { makeExtractFixture, runExtractCli } from "./_extract_fixture.ts";
+import { fixturePathArgs, makeExtractFixture, runExtractCli } from "./_extract_fixture.ts";
 import { parseExtractFlags } from "../lib/cli/extract_flags.ts";
 import { runExtract } from "../lib/pipeline/extract.ts";
 import { prepareRun } from "../lib/pipeline/prepare.ts";
@@ -36,14 +36,9 @@ sharedTest(
     const fx = await makeExtractFixture(tmp.path);
     const out = join(tmp.path, "out");
     const args = [
-      "--model_path",
-      fx.model,
-      "--dataset_path",
-      sharedPath("data/arc/training_challenges.json"),
+      ...fixturePathArgs(fx, out, sharedPath("data/arc/training_challenges.json")),
       "--n_tasks",
       "5",
-      "--output_dir",
-      out,
       "--layers_to_extract",
       "0",
       "2",
@@ -128,34 +123,14 @@ Deno.test("extract: layers out of range are refused before any work", async () =
   const out = join(tmp.path, "out");
   await assertRejects(
     runExtract(
-      config([
-        "--model_path",
-        fx.model,
-        "--dataset_path",
-        fx.dataset,
-        "--output_dir",
-        out,
-        "--layers_to_extract",
-        "20",
-        "21",
-      ]),
+      config([...fixturePathArgs(fx, out), "--layers_to_extract", "20", "21"]),
       quiet,
     ),
     (e: unknown) =>
       e instanceof ActshardError && e.kind === "usage" && /layer index 20 is out of range/.test(e.message),
   );
   await assertRejects(Deno.stat(out), Deno.errors.NotFound, "nothing created");
-  const cli = await runExtractCli([
-    "--model_path",
-    fx.model,
-    "--dataset_path",
-    fx.dataset,
-    "--output_dir",
-    out,
-    "--layers_to_extract",
-    "2",
-    "3",
-  ]);
+  const cli = await runExtractCli([...fixturePathArgs(fx, out), "--layers_to_extract", "2", "3"]);
   assertEquals(cli.code, 2);
   assertEquals(cli.stderr.trim().split("\n").length, 1, cli.stderr);
   assert(

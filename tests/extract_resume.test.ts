@@ -10,10 +10,12 @@ import { join } from "node:path";
 import { assert, assertEquals } from "./_assert.ts";
 import { tempDir } from "./_shared.ts";
 import {
+  type ExtractFixture,
   makeExtractFixture,
   recordKeys,
   runExtractCli,
   shardFiles,
+  smallShardArgs,
   spawnExtract,
 } from "./_extract_fixture.ts";
 import { readMetadata } from "../lib/shard/metadata.ts";
@@ -21,26 +23,9 @@ import { LocalStore } from "../lib/storage/local.ts";
 import { KILL_AT_ENV } from "../lib/pipeline/kill_point.ts";
 import { describeDiffs, diffFingerprints, promptsSha256 } from "../lib/pipeline/fingerprint.ts";
 
-function baseArgs(fx: { model: string; dataset: string }, out: string): string[] {
-  return [
-    "--model_path",
-    fx.model,
-    "--dataset_path",
-    fx.dataset,
-    "--output_dir",
-    out,
-    "--layers_to_extract",
-    "0",
-    "1",
-    "2",
-    "--predictions_per_task",
-    "2",
-    "--batch_size",
-    "3",
-    // ~430 KB shards: about one prompt each (~480 KB), many split across two shards.
-    "--shard_size_gb",
-    "0.0004",
-  ];
+/** Batches of 3 prompts, ~430 KB shards (see smallShardArgs). */
+function baseArgs(fx: ExtractFixture, out: string): string[] {
+  return smallShardArgs(fx, out, 3);
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

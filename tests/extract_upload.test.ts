@@ -6,7 +6,13 @@
 import { join } from "node:path";
 import { assert, assertEquals } from "./_assert.ts";
 import { tempDir } from "./_shared.ts";
-import { makeExtractFixture, recordKeys, runExtractCli, spawnExtract } from "./_extract_fixture.ts";
+import {
+  fixturePathArgs,
+  makeExtractFixture,
+  recordKeys,
+  runExtractCli,
+  spawnExtract,
+} from "./_extract_fixture.ts";
 import { readMetadata } from "../lib/shard/metadata.ts";
 import { verifyDataset } from "../lib/shard/verify.ts";
 import { LocalStore } from "../lib/storage/local.ts";
@@ -21,12 +27,7 @@ Deno.test("extract --upload_to_gcs: killed mid-run, rerun → all shards verifie
   try {
     const out = join(tmp.path, "out");
     const args = [
-      "--model_path",
-      fx.model,
-      "--dataset_path",
-      fx.dataset,
-      "--output_dir",
-      out,
+      ...fixturePathArgs(fx, out),
       "--layers_to_extract",
       "0-2",
       "--predictions_per_task",

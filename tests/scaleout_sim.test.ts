@@ -9,45 +9,24 @@
  */
 import { join } from "node:path";
 import { assert, assertEquals, maxRelError } from "./_assert.ts";
-import { REPO_ROOT, tempDir } from "./_shared.ts";
-import { makeExtractFixture, recordKeys, runExtractCli } from "./_extract_fixture.ts";
+import { tempDir } from "./_shared.ts";
+import {
+  type ExtractFixture,
+  makeExtractFixture,
+  recordKeys,
+  runExtractCli,
+  smallShardArgs,
+  spawnScript,
+} from "./_extract_fixture.ts";
 import { Dataset } from "../lib/shard/reader.ts";
 import { splitAll, workerDirName } from "../lib/pipeline/work_split.ts";
 
 const N = 3;
 const KILLED = 1;
 
-function extractArgs(fx: { model: string; dataset: string }, out: string): string[] {
-  return [
-    "--model_path",
-    fx.model,
-    "--dataset_path",
-    fx.dataset,
-    "--output_dir",
-    out,
-    "--layers_to_extract",
-    "0",
-    "1",
-    "2",
-    "--predictions_per_task",
-    "2",
-    "--batch_size",
-    "2",
-    // ~430 KB shards: about one prompt each, so every worker commits several shards.
-    "--shard_size_gb",
-    "0.0004",
-  ];
-}
-
-/** `deno run -A scripts/<script> ARGS` with extra environment. */
-function spawn(script: string, args: string[], env: Record<string, string> = {}): Deno.ChildProcess {
-  return new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", join(REPO_ROOT, "scripts", script), ...args],
-    cwd: REPO_ROOT,
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1", ...env },
-  }).spawn();
+/** Batches of 2 prompts, ~430 KB shards: every worker commits several shards (see smallShardArgs). */
+function extractArgs(fx: ExtractFixture, out: string): string[] {
+  return smallShardArgs(fx, out, 2);
 }
 
 async function result(p: Deno.ChildProcess) {
@@ -81,7 +60,7 @@ async function progress(dir: string): Promise<{ shards: number; status: string }
 async function startAndKillMidRun(args: string[], dir: string): Promise<number> {
   for (let attempt = 1; attempt <= 4; attempt++) {
     await Deno.remove(dir, { recursive: true }).catch(() => {});
-    const child = spawn("extract.ts", args, workerEnv(KILLED));
+    const child = spawnScript("extract.ts", args, workerEnv(KILLED));
     const done = result(child);
     let exited = false;
     done.then(() => (exited = true));
@@ -115,7 +94,7 @@ Deno.test("scale-out: 3 workers from JOB_COMPLETION_INDEX, one killed and restar
   assertEquals(ref.code, 0, ref.stderr);
 
   // Three workers at once, identity from the environment only; worker 1 is killed mid-run.
-  const others = [0, 2].map((i) => result(spawn("extract.ts", extractArgs(fx, out), workerEnv(i))));
+  const others = [0, 2].map((i) => result(spawnScript("extract.ts", extractArgs(fx, out), workerEnv(i))));
   const killedAt = await startAndKillMidRun(extractArgs(fx, out), join(out, workerDirName(KILLED, N)));
   for (const r of await Promise.all(others)) assertEquals(r.code, 0, r.stderr);
   assert(killedAt >= 1);
@@ -123,7 +102,7 @@ Deno.test("scale-out: 3 workers from JOB_COMPLETION_INDEX, one killed and restar
   assertEquals((await progress(join(out, workerDirName(KILLED, N))))?.status, "in_progress");
 
   // Merge refuses while worker 1 is incomplete, naming it, and writes nothing.
-  const early = await result(spawn("shard.ts", ["--merge", out, "--output", out]));
+  const early = await result(spawnScript("shard.ts", ["--merge", out, "--output", out]));
   assertEquals(early.code, 1, early.stdout);
   assert(
     /^shard: cannot merge: 1 of 3 workers not complete: worker-00001-of-00003 \(status in_progress/.test(
@@ -134,12 +113,12 @@ Deno.test("scale-out: 3 workers from JOB_COMPLETION_INDEX, one killed and restar
   assertEquals(await Deno.stat(join(out, "metadata.json")).catch(() => null), null);
 
   // The restarted pod: same command, same index; it resumes its own directory.
-  const again = await result(spawn("extract.ts", extractArgs(fx, out), workerEnv(KILLED)));
+  const again = await result(spawnScript("extract.ts", extractArgs(fx, out), workerEnv(KILLED)));
   assertEquals(again.code, 0, again.stderr);
 
-  const merged = await result(spawn("shard.ts", ["--merge", out, "--output", out]));
+  const merged = await result(spawnScript("shard.ts", ["--merge", out, "--output", out]));
   assertEquals(merged.code, 0, merged.stderr);
-  const verify = await result(spawn("verify.ts", [out]));
+  const verify = await result(spawnScript("verify.ts", [out]));
   assertEquals(verify.code, 0, verify.stdout + verify.stderr);
   assert(/\nOK$/.test(verify.stdout.trim()), verify.stdout);
   assert(!/warning|error/.test(verify.stdout), verify.stdout);
