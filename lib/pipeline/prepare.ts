@@ -13,11 +13,10 @@
  */
 import { join } from "node:path";
 import type { ExtractConfig } from "../cli/extract_flags.ts";
-import { loadArcDataset } from "../arc/dataset.ts";
 import { loadModelConfig, type Qwen2Config } from "../model/config.ts";
 import { validateLayers } from "../model/qwen2.ts";
-import { buildPromptPlan, loadPromptFormat } from "../prompts/plan.ts";
-import { Tokenizer } from "../tokenizer/mod.ts";
+import { buildPromptPlan } from "../prompts/plan.ts";
+import { loadPromptPlanOptions } from "../prompts/plan_inputs.ts";
 import { planBatches } from "./batching.ts";
 import { estimateOutputBytes } from "./disk.ts";
 import { datasetSha256, modelSha256, promptsSha256, type RunFingerprint, sha256File } from "./fingerprint.ts";
@@ -57,18 +56,8 @@ export async function prepareRun(config: ExtractConfig): Promise<PreparedRun> {
   const modelDir = await resolveModel(config.model_path);
   const modelConfig = await loadModelConfig(modelDir);
   const layers = validateLayers(modelConfig, config.layers_to_extract);
-  const tasks = await loadArcDataset(config.dataset_path, { nTasks: config.n_tasks ?? undefined });
-  const format = await loadPromptFormat(config.prompt_format);
-  const tokenizer = await Tokenizer.fromModelDir(modelDir);
-  const all = buildPromptPlan({
-    tasks,
-    format,
-    tokenizer,
-    predictionsPerTask: config.predictions_per_task,
-    augment: config.augment,
-    randomSeed: config.random_seed,
-    maxSeqLength: config.max_seq_length,
-  });
+  const planOptions = await loadPromptPlanOptions(config, modelDir);
+  const all = buildPromptPlan(planOptions);
 
   let items: PromptTokens[] = all;
   let workerDir = "";
@@ -129,7 +118,7 @@ export async function prepareRun(config: ExtractConfig): Promise<PreparedRun> {
     items,
     totalPrompts: all.length,
     plan,
-    padId: tokenizer.padId,
+    padId: planOptions.tokenizer.padId,
     outDir: workerDir ? join(config.output_dir, workerDir) : config.output_dir,
     workerDir,
     fingerprint,

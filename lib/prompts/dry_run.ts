@@ -13,11 +13,9 @@
  * ```
  */
 import type { ExtractConfig } from "../cli/extract_flags.ts";
-import { loadArcDataset } from "../arc/dataset.ts";
 import { ActshardError } from "../errors.ts";
-import { Tokenizer } from "../tokenizer/bpe.ts";
-import { loadPromptFormat } from "./format.ts";
 import { promptDumpLine, promptPlanItems } from "./plan.ts";
+import { loadPromptPlanOptions } from "./plan_inputs.ts";
 
 /** Counts of a dry run. */
 export interface DryRunSummary {
@@ -53,26 +51,16 @@ async function requireModelDir(path: string): Promise<void> {
 /** Build (and optionally dump) the prompt plan of `config` without loading any weights. */
 export async function dryRun(config: ExtractConfig): Promise<DryRunSummary> {
   await requireModelDir(config.model_path);
-  const tasks = await loadArcDataset(config.dataset_path, { nTasks: config.n_tasks });
-  const format = await loadPromptFormat(config.prompt_format);
-  const tokenizer = await Tokenizer.fromModelDir(config.model_path);
+  const planOptions = await loadPromptPlanOptions(config, config.model_path);
   const summary: DryRunSummary = {
-    tasks: tasks.length,
+    tasks: planOptions.tasks.length,
     prompts: 0,
     tokens: 0,
     truncated: 0,
     maxTokens: 0,
     dumpPath: config.dump_prompts,
   };
-  const items = promptPlanItems({
-    tasks,
-    format,
-    tokenizer,
-    predictionsPerTask: config.predictions_per_task,
-    augment: config.augment,
-    randomSeed: config.random_seed,
-    maxSeqLength: config.max_seq_length,
-  });
+  const items = promptPlanItems(planOptions);
   const file = config.dump_prompts === null ? null : await Deno.open(config.dump_prompts, {
     write: true,
     create: true,

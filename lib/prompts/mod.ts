@@ -19,3 +19,4 @@ export {
   type PromptPlanOptions,
   renderTaskPrompts,
 } from "./plan.ts";
+export { loadPromptPlanOptions, type PromptPlanFlags } from "./plan_inputs.ts";
