@@ -36,6 +36,17 @@ Deno.test("k8s: manifests pass the Kubernetes schema (kubernetes-models validato
   }
 });
 
+/** `deno check FILE` in the repo (for its node_modules), output piped. */
+function denoCheck(file: string): Promise<Deno.CommandOutput> {
+  return new Deno.Command(Deno.execPath(), {
+    args: ["check", file],
+    cwd: REPO_ROOT,
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).output();
+}
+
 Deno.test("k8s: manifests have no unknown fields (TypeScript excess-property check against IJob)", async () => {
   await Deno.mkdir(join(REPO_ROOT, ".cache"), { recursive: true });
   const dir = await Deno.makeTempDir({ dir: join(REPO_ROOT, ".cache"), prefix: "k8s-check-" });
@@ -44,13 +55,7 @@ Deno.test("k8s: manifests have no unknown fields (TypeScript excess-property che
     ALL.forEach((f, i) => lines.push(`export const m${i}: IJob = ${JSON.stringify(loadJob(f), null, 1)};`));
     const file = join(dir, "manifests.ts");
     await Deno.writeTextFile(file, lines.join("\n") + "\n");
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: ["check", file],
-      cwd: REPO_ROOT,
-      stdout: "piped",
-      stderr: "piped",
-      env: { NO_COLOR: "1" },
-    }).output();
+    const out = await denoCheck(file);
     const msg = new TextDecoder().decode(out.stderr);
     assert(out.success, `type check of the manifests failed:\n${msg}`);
     // The check can fail: an unknown field is caught.
@@ -59,13 +64,7 @@ Deno.test("k8s: manifests have no unknown fields (TypeScript excess-property che
       `import type { IJob } from "kubernetes-models/batch/v1/Job";\nexport const m: IJob = { spec: ` +
         `{ backoffLimitPerIndx: 1, template: {} } };\n`,
     );
-    const bad = await new Deno.Command(Deno.execPath(), {
-      args: ["check", file],
-      cwd: REPO_ROOT,
-      stdout: "piped",
-      stderr: "piped",
-      env: { NO_COLOR: "1" },
-    }).output();
+    const bad = await denoCheck(file);
     assert(!bad.success && /backoffLimitPerIndx/.test(new TextDecoder().decode(bad.stderr)));
   } finally {
     await Deno.remove(dir, { recursive: true });
