@@ -21,7 +21,7 @@ import { createGunzip, createZstdDecompress } from "node:zlib";
 import { ActshardError } from "../errors.ts";
 import { type CompressEngine, compressMember } from "./gzip_worker.ts";
 import { crc32c } from "../util/crc32c.ts";
-import { ZstdWorker } from "./zstd_stream.ts";
+import { ZSTD_DEFAULT_LEVEL, ZstdWorker } from "./zstd_stream.ts";
 
 /** Shard codecs. */
 export type Codec = "gzip" | "zstd" | "none";
@@ -46,7 +46,7 @@ export interface CompressorOptions {
   workers?: number;
   /** Input bytes per gzip member / per write into the zstd stream. Default 256 KiB. */
   chunkBytes?: number;
-  /** gzip level (default 6) or zstd level (default 3). */
+  /** gzip level (default 6) or zstd level (default {@link ZSTD_DEFAULT_LEVEL}, 1). */
   level?: number;
   /** gzip engine: native zlib with Z_RLE (default, fastest measured at the same ratio), zlib, or fflate. */
   gzipEngine?: "zlib-rle" | "zlib" | "fflate";
@@ -74,7 +74,7 @@ export function createCompressor(codec: Codec, sink: ByteSink, opts: CompressorO
   if (codec === "none") return new Chunker(chunkBytes, sink, () => {});
   if (codec === "zstd") {
     if (opts.zstd) return opts.zstd.compressor(sink, chunkBytes);
-    const w = new ZstdWorker(opts.level ?? 3);
+    const w = new ZstdWorker(opts.level ?? ZSTD_DEFAULT_LEVEL);
     const c = w.compressor(sink, chunkBytes);
     return {
       write: (b) => c.write(b),

@@ -47,6 +47,8 @@ export interface ShardWriterOptions {
   onShardCommitted?: (entry: ShardEntry) => void | Promise<void>;
   /** gzip Workers (default: cores). zstd uses one Worker (a shard is one zstd frame). */
   gzipWorkers?: number;
+  /** zstd level (default 1: `ZSTD_DEFAULT_LEVEL`, same ratio as higher levels on activations, fastest). */
+  zstdLevel?: number;
 }
 
 /** `shard_0001.pkl.gz`-style name. */
@@ -119,7 +121,7 @@ export class ShardWriter {
     if (opts.codec === "gzip") {
       w.#pool = new GzipWorkers(opts.gzipWorkers ?? navigator.hardwareConcurrency ?? 1);
     }
-    if (opts.codec === "zstd") w.#zstd = new ZstdWorker();
+    if (opts.codec === "zstd") w.#zstd = new ZstdWorker(opts.zstdLevel);
     return w;
   }
 

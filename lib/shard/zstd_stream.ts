@@ -16,6 +16,17 @@
 import { ActshardError } from "../errors.ts";
 import type { ByteSink, Compressor } from "./codecs.ts";
 
+/**
+ * Default zstd level: 1. On float activations zstd's gain is entropy coding of exponent bytes and zero runs, which
+ * every level does alike; measured ratios: seed-written real activations 0.9243 (level 1) / 0.9244 (3) / 0.9243
+ * (9); synthetic float32 0.9331 / 0.9332; with half the rows zero (padding) 0.4702 / 0.4684, where level 1 runs
+ * ≈2.5× faster than level 3.
+ */
+export const ZSTD_DEFAULT_LEVEL = 1;
+
+/** Chunks queued at the Worker before `write` waits. */
+const IN_FLIGHT = 4;
+
 interface Reply {
   id: number;
   out?: Uint8Array;
@@ -32,12 +43,14 @@ export class ZstdWorker {
   #free: Uint8Array[] = [];
   #busy = false;
 
-  constructor(readonly level = 3) {
+  constructor(readonly level = ZSTD_DEFAULT_LEVEL) {
     this.#w = new Worker(new URL("./zstd_worker.ts", import.meta.url), { type: "module" });
     this.#w.onmessage = (ev: MessageEvent<Reply>) => {
       const r = this.#waiting.get(ev.data.id)!;
       this.#waiting.delete(ev.data.id);
-      if (ev.data.input && this.#free.length < 4) this.#free.push(new Uint8Array(ev.data.input.buffer));
+      if (ev.data.input && this.#free.length < IN_FLIGHT + 2) {
+        this.#free.push(new Uint8Array(ev.data.input.buffer));
+      }
       if (ev.data.error) {
         r.err(new ActshardError(`zstd worker failed: ${ev.data.error}`, { kind: "internal" }));
       } else r.ok(ev.data);
@@ -65,7 +78,7 @@ export class ZstdWorker {
     let buf = this.#buffer(chunkBytes);
     let n = 0;
     let chain: Promise<void> = Promise.resolve();
-    let previous: Promise<void> | null = null;
+    const inFlight: Promise<void>[] = [];
     const deliver = (p: Promise<Reply>) => {
       chain = chain.then(async () => {
         const r = await p;
@@ -75,11 +88,12 @@ export class ZstdWorker {
     };
     const flush = async () => {
       deliver(this.#send("write", buf.subarray(0, n)));
+      inFlight.push(chain);
       buf = this.#buffer(chunkBytes);
       n = 0;
-      // Two chunks in flight at most: this one in the Worker, the next being filled here.
-      if (previous) await previous;
-      previous = chain;
+      // A few chunks queued at the Worker, so it never waits for this thread's hashing and writing (with one
+      // chunk in flight the two threads mostly took turns); memory stays bounded at IN_FLIGHT + 1 chunks.
+      while (inFlight.length > IN_FLIGHT) await inFlight.shift();
     };
     return {
       write: async (chunk: Uint8Array) => {

@@ -35,7 +35,9 @@ function take(): Uint8Array {
 
 async function handle(m: Msg): Promise<void> {
   if (m.op === "begin") {
-    z = createZstdCompress({ params: { [constants.ZSTD_c_compressionLevel]: m.level } });
+    // A 1 MiB output buffer: with node:zlib's default 16 KiB, Deno's stream makes a JS round trip per 16 KiB of
+    // output and runs at about half the speed of zstd itself (measured: ≈530 vs ≈1200 MB/s at level 1).
+    z = createZstdCompress({ chunkSize: 1 << 20, params: { [constants.ZSTD_c_compressionLevel]: m.level } });
     parts = [];
     z.on("data", (d: Uint8Array) => parts.push(d));
     return;
