@@ -22,6 +22,14 @@ async function sharedTokenizerDir(dir: string): Promise<string> {
   return model;
 }
 
+/** `--dry_run` flags that dump the plain prompts (no augmentation, no truncation) of `dataset` to `out`. */
+function plainDumpArgs(model: string, dataset: string, out: string): string[] {
+  return [
+    ...["--dry_run", "--model_path", model, "--dataset_path", dataset],
+    ...["--augment", "none", "--max_seq_length", "0", "--dump_prompts", out],
+  ];
+}
+
 async function readDump(path: string): Promise<Record<string, unknown>[]> {
   return (await Deno.readTextFile(path)).split("\n").filter(Boolean).map((l) => JSON.parse(l));
 }
@@ -62,19 +70,8 @@ sharedTest("prompts: --dry_run --dump_prompts reproduces every reference prompt 
     for (const format of [SEED_FORMAT(), null]) {
       const out = join(tmp.path, "dump.jsonl");
       const args = [
-        "--dry_run",
-        "--model_path",
-        model,
-        "--dataset_path",
-        sharedPath(...dataset.split("/")),
-        "--n_tasks",
-        String(refs.length),
-        "--augment",
-        "none",
-        "--max_seq_length",
-        "0",
-        "--dump_prompts",
-        out,
+        ...plainDumpArgs(model, sharedPath(...dataset.split("/")), out),
+        ...["--n_tasks", String(refs.length)],
         ...(format ? ["--prompt_format", format] : []),
       ];
       assertEquals(await extractMain(args), 0);
@@ -97,19 +94,8 @@ sharedTest("prompts: the extract CLI (subprocess) dumps the seed's two reference
       "run",
       "-A",
       "scripts/extract.ts",
-      "--dry_run",
-      "--model_path",
-      model,
-      "--dataset_path",
-      sharedPath("data", "seed", "test_data_small.json"),
-      "--prompt_format",
-      SEED_FORMAT(),
-      "--augment",
-      "none",
-      "--max_seq_length",
-      "0",
-      "--dump_prompts",
-      out,
+      ...plainDumpArgs(model, sharedPath("data", "seed", "test_data_small.json"), out),
+      ...["--prompt_format", SEED_FORMAT()],
     ],
     cwd: REPO_ROOT,
     stdout: "piped",
