@@ -6,24 +6,13 @@
 import type { ActivationRecord } from "../lib/types.ts";
 import { ShardWriter, type ShardWriterOptions } from "../lib/shard/writer.ts";
 import type { DatasetMetadata } from "../lib/shard/metadata.ts";
-
-/** Deterministic PRNG (mulberry32). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 } from "../lib/util/seeded.ts";
 
 /** Activation-like values: gaussian × per-channel scale, with outlier channels. */
 export function activation(tokens: number, hidden: number, seed: number): Float32Array {
-  const r = rng(seed);
+  const r = mulberry32(seed);
   const scale = new Float32Array(hidden);
-  const sr = rng(12345);
+  const sr = mulberry32(12345);
   for (let c = 0; c < hidden; c++) scale[c] = 0.2 + sr() * 2 + (c % 97 === 5 ? 40 : 0);
   const a = new Float32Array(tokens * hidden);
   for (let i = 0; i < a.length; i += 2) {
