@@ -1,7 +1,9 @@
 /**
  * `deno task read DIR [--layer L] [--task_id T] [--sample_idx N] [--out FILE.npy]`: a summary table of a
  * dataset by default; with filters, one line per matching record; with `--out`, the first matching activation
- * as a .npy file (numpy.load reads it).
+ * as a .npy file (numpy.load reads it). DIR may be `gs://bucket/prefix`. With `--sample_idx`, uncompressed
+ * safetensors shards are read by range (the header, then only the matching tensors; the shard is picked from the
+ * metadata's per-shard sample ranges), so one record costs a few KiB of header plus its own bytes.
  */
 import { runCli } from "../lib/cli/run.ts";
 import { numberFlag, parseFlags } from "../lib/cli/flags.ts";

@@ -19,7 +19,7 @@ import { codecFromName, decompressStream } from "./codecs.ts";
 import { decodeActivation } from "./dtype.ts";
 import { type DatasetMetadata, METADATA_NAME, readMetadata, shardLocation } from "./metadata.ts";
 import { NdArray, unpickleRecords } from "./pickle_reader.ts";
-import { readSafetensors } from "./safetensors.ts";
+import { readHeaderRanged, readSafetensors, readTensorRanged, tensorFacts } from "./safetensors.ts";
 import { SHARD_FILE_RE } from "./writer.ts";
 
 /** A record as read back: float32 values plus the dtype it was stored in and its shard. */
@@ -114,30 +114,73 @@ export async function* readShard(
     }
   } else {
     for await (const t of readSafetensors(stream, where)) {
-      const f = t.facts as {
-        task_id?: string;
-        sample_idx?: number;
-        layer?: number;
-        prompt?: string;
-        extra?: Record<string, unknown>;
-      };
-      const m = t.name.match(/^layer_(\d+)\/sample_(\d+)$/);
-      const layer = f.layer ?? (m ? Number(m[1]) : -1);
-      const idx = f.sample_idx ?? (m ? Number(m[2]) : -1);
-      const task = f.task_id ?? "";
-      if (!matches(filter, layer, task, idx)) continue;
-      yield {
-        task_id: task,
-        sample_idx: idx,
-        layer,
-        activation: decodeActivation(t.data, t.dtype),
-        shape: [t.shape[0], t.shape[1] ?? 1],
-        prompt: f.prompt ?? "",
-        ...(f.extra ? { extra: f.extra } : {}),
-        dtype: t.dtype,
-        shard: name,
-      };
+      const keys = tensorKeys(t.name, t.facts);
+      if (!matches(filter, keys.layer, keys.task_id, keys.sample_idx)) continue;
+      yield tensorRecord(t, keys, t.data, name);
     }
+  }
+}
+
+interface TensorKeys {
+  layer: number;
+  sample_idx: number;
+  task_id: string;
+  prompt: string;
+  extra?: Record<string, unknown>;
+}
+
+/** A safetensors tensor's record keys: from its `__metadata__` facts, else from its name. */
+function tensorKeys(name: string, facts: Record<string, unknown>): TensorKeys {
+  const f = facts as Partial<TensorKeys>;
+  const m = name.match(/^layer_(\d+)\/sample_(\d+)$/);
+  return {
+    layer: f.layer ?? (m ? Number(m[1]) : -1),
+    sample_idx: f.sample_idx ?? (m ? Number(m[2]) : -1),
+    task_id: f.task_id ?? "",
+    prompt: f.prompt ?? "",
+    ...(f.extra ? { extra: f.extra } : {}),
+  };
+}
+
+function tensorRecord(
+  t: { dtype: ActivationDType; shape: number[] },
+  k: TensorKeys,
+  data: Uint8Array,
+  shard: string,
+): ReadRecord {
+  return {
+    task_id: k.task_id,
+    sample_idx: k.sample_idx,
+    layer: k.layer,
+    activation: decodeActivation(data, t.dtype),
+    shape: [t.shape[0], t.shape[1] ?? 1],
+    prompt: k.prompt,
+    ...(k.extra ? { extra: k.extra } : {}),
+    dtype: t.dtype,
+    shard,
+  };
+}
+
+/** True for shards whose tensors can be fetched by byte range (uncompressed safetensors). */
+export function isRangeReadable(name: string): boolean {
+  return /\.safetensors$/.test(name);
+}
+
+/**
+ * The matching records of an uncompressed safetensors shard through range reads only: the header (8 bytes, then
+ * the JSON), then each matching tensor's bytes. The rest of the shard is never fetched.
+ */
+export async function* readShardRanged(
+  store: BlobStore,
+  name: string,
+  filter?: RecordFilter,
+): AsyncIterable<ReadRecord> {
+  const where = `${store.url.replace(/\/$/, "")}/${name}`;
+  const h = await readHeaderRanged(store, name, where);
+  for (const t of h.tensors) {
+    const keys = tensorKeys(t.name, tensorFacts(h, t.name));
+    if (!matches(filter, keys.layer, keys.task_id, keys.sample_idx)) continue;
+    yield tensorRecord(t, keys, await readTensorRanged(store, name, h, t, where), name);
   }
 }
 
@@ -169,7 +212,11 @@ export class Dataset {
     return new Dataset(store, null, names);
   }
 
-  /** Stream records, shard by shard, in file order. */
+  /**
+   * Stream records, shard by shard, in file order. Shards outside the filter's layer / sample range (per
+   * metadata) are skipped; with a `sample_idx` filter, uncompressed safetensors shards are read by range (header,
+   * then only the matching tensors), never whole.
+   */
   async *records(filter?: RecordFilter): AsyncIterable<ReadRecord> {
     const wanted = this.metadata && filter?.layer !== undefined;
     for (const [i, name] of this.shards.entries()) {
@@ -182,7 +229,9 @@ export class Dataset {
         e && filter?.sample_idx !== undefined && typeof e.sample_idx_min === "number" &&
         (filter.sample_idx < e.sample_idx_min || filter.sample_idx > e.sample_idx_max)
       ) continue;
-      yield* readShard(this.store, name, filter);
+      if (filter?.sample_idx !== undefined && isRangeReadable(name)) {
+        yield* readShardRanged(this.store, name, filter);
+      } else yield* readShard(this.store, name, filter);
     }
   }
 }

@@ -14,6 +14,7 @@
 import type { ActivationDType } from "../types.ts";
 import { ActshardError } from "../errors.ts";
 import { ByteSource } from "./byte_source.ts";
+import type { BlobStore } from "../storage/types.ts";
 
 const ST_DTYPE: Record<ActivationDType, string> = { float32: "F32", float16: "F16", bfloat16: "BF16" };
 const FROM_ST: Record<string, ActivationDType> = { F32: "float32", F16: "float16", BF16: "bfloat16" };
@@ -69,20 +70,28 @@ function fail(where: string, msg: string): never {
   });
 }
 
-/** Stream the tensors of a safetensors file in data order. */
-export async function* readSafetensors(
-  stream: ReadableStream<Uint8Array>,
-  where: string,
-): AsyncGenerator<SafetensorsTensor> {
-  const src = new ByteSource(stream, where);
-  const lenBytes = await src.read(8);
-  const hlen = Number(new DataView(lenBytes.buffer, lenBytes.byteOffset, 8).getBigUint64(0, true));
+/** A parsed header: tensors in data order and the `__metadata__` strings. */
+export interface SafetensorsHeader {
+  /** Byte offset of the data section in the file (8 + header length). */
+  dataStart: number;
+  tensors: TensorEntry[];
+  meta: Record<string, string>;
+}
+
+/** The u64 header length from the first 8 bytes (checked for plausibility). */
+export function headerLength(first8: Uint8Array, where: string): number {
+  if (first8.length < 8) fail(where, "file is shorter than a safetensors header");
+  const hlen = Number(new DataView(first8.buffer, first8.byteOffset, 8).getBigUint64(0, true));
   if (hlen > 100_000_000) fail(where, `safetensors header length ${hlen} is implausible`);
+  return hlen;
+}
+
+/** Parse the JSON header (the `hlen` bytes after the length prefix). */
+export function parseHeader(json: Uint8Array, where: string): SafetensorsHeader {
   let header: Record<string, unknown>;
   try {
-    header = JSON.parse(new TextDecoder().decode(await src.read(hlen)));
-  } catch (e) {
-    if (e instanceof ActshardError) throw e;
+    header = JSON.parse(new TextDecoder().decode(json));
+  } catch {
     fail(where, "safetensors header is not valid JSON");
   }
   const meta = (header.__metadata__ ?? {}) as Record<string, string>;
@@ -95,18 +104,61 @@ export async function* readSafetensors(
     tensors.push({ name, dtype, shape: t.shape, begin: t.data_offsets[0], end: t.data_offsets[1] });
   }
   tensors.sort((a, b) => a.begin - b.begin);
+  return { dataStart: 8 + json.length, tensors, meta };
+}
+
+/** A tensor's `__metadata__` facts, parsed (empty when absent or not JSON: a foreign file). */
+export function tensorFacts(h: SafetensorsHeader, name: string): Record<string, unknown> {
+  try {
+    return h.meta[name] ? JSON.parse(h.meta[name]) : {};
+  } catch {
+    return {};
+  }
+}
+
+/** Stream the tensors of a safetensors file in data order. */
+export async function* readSafetensors(
+  stream: ReadableStream<Uint8Array>,
+  where: string,
+): AsyncGenerator<SafetensorsTensor> {
+  const src = new ByteSource(stream, where);
+  const h = parseHeader(await src.read(headerLength(await src.read(8), where)), where);
   let pos = 0;
-  for (const t of tensors) {
+  for (const t of h.tensors) {
     if (t.begin < pos) fail(where, `tensor ${t.name} overlaps another`);
     if (t.begin > pos) await src.read(t.begin - pos);
     const data = await src.read(t.end - t.begin);
     pos = t.end;
-    let facts: Record<string, unknown> = {};
-    try {
-      facts = meta[t.name] ? JSON.parse(meta[t.name]) : {};
-    } catch { /* a foreign file's metadata: keep the tensor, no facts */ }
-    yield { name: t.name, dtype: t.dtype, shape: t.shape, data, facts };
+    yield { name: t.name, dtype: t.dtype, shape: t.shape, data, facts: tensorFacts(h, t.name) };
   }
   if (!(await src.atEnd())) fail(where, "trailing bytes after the last tensor");
   await src.cancel();
+}
+
+/**
+ * The header of an uncompressed safetensors object through two small range reads (the 8-byte length, then the
+ * JSON), so single tensors can then be fetched by range without reading the file.
+ */
+export async function readHeaderRanged(
+  store: BlobStore,
+  name: string,
+  where: string,
+): Promise<SafetensorsHeader> {
+  const hlen = headerLength(await store.readRange(name, 0, 8), where);
+  const json = await store.readRange(name, 8, 8 + hlen);
+  if (json.length !== hlen) fail(where, `safetensors header cut short (${json.length} of ${hlen} bytes)`);
+  return parseHeader(json, where);
+}
+
+/** One tensor's bytes by range (after {@link readHeaderRanged}). */
+export async function readTensorRanged(
+  store: BlobStore,
+  name: string,
+  h: SafetensorsHeader,
+  t: TensorEntry,
+  where: string,
+): Promise<Uint8Array> {
+  const data = await store.readRange(name, h.dataStart + t.begin, h.dataStart + t.end);
+  if (data.length !== t.end - t.begin) fail(where, `tensor ${t.name} cut short: the file is truncated`);
+  return data;
 }
