@@ -63,6 +63,8 @@ Deno.test("verify: truncated shard, missing shard, counts that disagree, unliste
   const errs = errorsOf(r);
   assert(errs.some((e) => /^shard_0001.*size .* \(truncated\?\)/.test(e)), errs.join("\n"));
   assert(errs.some((e) => /^shard_0001.*cannot decode/.test(e)), errs.join("\n"));
+  // One prefix, and the shard's path is not repeated after its name.
+  assert(errs.every((e) => !/cannot decode: cannot decode|\(.*shard_0001[^)]*\)/.test(e)), errs.join("\n"));
   assert(errs.some((e) => /^shard_0003.*missing/.test(e)), errs.join("\n"));
   assert(errs.some((e) => /^shard_0002.*layer 1: \d+ records, metadata says/.test(e)), errs.join("\n"));
   assert(r.issues.some((i) => i.level === "warning" && i.shard === "shard_0042.pkl.gz"));

@@ -19,33 +19,9 @@
  */
 import { ActshardError } from "../errors.ts";
 import { ByteSource } from "./byte_source.ts";
+import { buildNumpy, callNumpy, NdArray, resolveGlobal } from "./pickle_numpy.ts";
 
-/** A numpy array as found in a pickle. */
-export class NdArray {
-  shape: number[] = [];
-  /** numpy type code without byte order, e.g. "f4", "f2". */
-  descr = "";
-  byteorder = "<";
-  fortran = false;
-  data: Uint8Array = new Uint8Array(0);
-}
-
-class DType {
-  constructor(public descr: string) {}
-  byteorder = "=";
-}
-
-class Global {
-  constructor(public name: string) {}
-}
-
-const ALLOWED = new Set([
-  "numpy.core.multiarray._reconstruct",
-  "numpy._core.multiarray._reconstruct",
-  "numpy.ndarray",
-  "numpy.dtype",
-  "_codecs.encode",
-]);
+export { NdArray };
 
 const MARK = Symbol("mark");
 type Value = unknown;
@@ -113,17 +89,7 @@ export async function* unpickleRecords(
     }
     return latin1.decode(new Uint8Array(bytes));
   };
-  const resolve = (module: string, name: string): Global => {
-    const full = `${module}.${name}`;
-    if (!ALLOWED.has(full)) {
-      throw new ActshardError(`refusing to unpickle global "${full}": only numpy array globals are allowed`, {
-        where,
-        kind: "data",
-        hint: "this file is not an activation shard (or is malicious); nothing was executed",
-      });
-    }
-    return new Global(full);
-  };
+  const resolve = (module: string, name: string) => resolveGlobal(module, name, where);
   const layerOf = (list: Value[], pos: number): number | undefined => {
     const known = listLayer.get(list);
     if (known !== undefined) return known;
@@ -146,49 +112,12 @@ export async function* unpickleRecords(
       (d as Record<string, Value>)[String(k)] = v;
     }
   };
-  const callGlobal = (fn: Value, args: Value): Value => {
-    if (!(fn instanceof Global) || !Array.isArray(args)) fail(where, "pickle REDUCE on a non-callable");
-    if (fn.name.endsWith("._reconstruct")) {
-      if (!(args[0] instanceof Global) || args[0].name !== "numpy.ndarray") {
-        fail(where, "_reconstruct of a non-ndarray");
-      }
-      return new NdArray();
-    }
-    if (fn.name === "numpy.dtype") return new DType(String(args[0]));
-    if (fn.name === "_codecs.encode") {
-      if (typeof args[0] !== "string" || !/^latin-?1$/.test(String(args[1] ?? ""))) {
-        fail(where, "_codecs.encode with unexpected arguments");
-      }
-      const s = args[0];
-      const b = new Uint8Array(s.length);
-      for (let i = 0; i < s.length; i++) b[i] = s.charCodeAt(i);
-      return b;
-    }
-    fail(where, `cannot call ${fn.name}`);
-  };
-  const build = (obj: Value, state: Value) => {
-    if (obj instanceof DType && Array.isArray(state)) {
-      obj.byteorder = String(state[1]);
-      return;
-    }
-    if (obj instanceof NdArray && Array.isArray(state)) {
-      const [, shape, dt, fortran, data] = state;
-      if (!(dt instanceof DType) || !Array.isArray(shape)) fail(where, "bad ndarray state");
-      obj.shape = shape.map(Number);
-      const m = dt.descr.match(/^([<>|=]?)(\w+)$/);
-      obj.descr = m ? m[2] : dt.descr;
-      obj.byteorder = m && m[1] ? m[1] : dt.byteorder;
-      obj.fortran = fortran === true;
-      if (!(data instanceof Uint8Array)) fail(where, "ndarray data is not bytes");
-      obj.data = data;
-      return;
-    }
-    fail(where, "pickle BUILD on an unsupported object");
-  };
+  const callGlobal = (fn: Value, args: Value) => callNumpy(fn, args, where);
+  const build = (obj: Value, state: Value) => buildNumpy(obj, state, where);
 
   for (;;) {
     const op = await src.byte();
-    if (op < 0) fail(where, "unexpected end of pickle (truncated shard?)", "the shard is truncated");
+    if (op < 0) fail(where, "unexpected end of pickle", "the shard is truncated");
     switch (op) {
       case 0x80: // PROTO
         await readN(1);

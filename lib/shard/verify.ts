@@ -239,7 +239,7 @@ export async function verifyDataset(store: BlobStore, opts: VerifyOptions = {}):
         L.sample_idx_max = Math.max(L.sample_idx_max, r.sample_idx);
       }
     } catch (x) {
-      decodeError = errorLine(x);
+      decodeError = decodeLine(x, name);
     }
     if (decodeError !== null) {
       hashes = null;
@@ -254,8 +254,9 @@ export async function verifyDataset(store: BlobStore, opts: VerifyOptions = {}):
     if (h && typeof e.sha256 === "string" && h.sha256 !== e.sha256) {
       err(`sha256 mismatch (file changed or corrupt)`);
     }
-    if (decodeError !== null) err(`cannot decode: ${decodeError}`);
-    else {
+    if (decodeError !== null) {
+      err(/^cannot decode\b/.test(decodeError) ? decodeError : `cannot decode: ${decodeError}`);
+    } else {
       if (e.samples_per_layer) {
         for (const [l, n] of Object.entries(e.samples_per_layer)) {
           const got = perLayer.get(Number(l)) ?? 0;
@@ -305,4 +306,15 @@ export async function verifyDataset(store: BlobStore, opts: VerifyOptions = {}):
   report.dtypes = [...dtypes];
   report.hidden = [...hidden];
   return report;
+}
+
+/**
+ * A decode failure as one line for a report whose lines already start with the shard's name: the error's own
+ * `(where)` is dropped when it is just that shard's path.
+ */
+function decodeLine(x: unknown, name: string): string {
+  if (x instanceof ActshardError && x.where?.endsWith(name)) {
+    return `${x.message.replace(/\s*\n\s*/g, " ")}${x.hint ? `: ${x.hint}` : ""}`;
+  }
+  return errorLine(x);
 }
