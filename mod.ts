@@ -52,7 +52,13 @@ export { PjrtApi, PjrtClient, PjrtError, PjrtLoadError } from "./native/pjrt/mod
 
 // Shards: writer, reader, metadata, verify, merge.
 export { ShardWriter, type ShardWriterOptions } from "./lib/shard/writer.ts";
-export { Dataset, type ReadRecord, readShard, type RecordFilter } from "./lib/shard/reader.ts";
+export {
+  Dataset,
+  type ReadRecord,
+  readShard,
+  readShardRanged,
+  type RecordFilter,
+} from "./lib/shard/reader.ts";
 export {
   type DatasetMetadata,
   readMetadata,
