@@ -121,6 +121,23 @@ export async function writeMetadataAtomic(dir: string, meta: DatasetMetadata): P
     f.close();
   }
   await Deno.rename(tmp, join(dir, METADATA_NAME));
+  await syncDir(dir);
+}
+
+/**
+ * fsync a directory so the renames in it (the shard's and metadata.json's) survive a host crash, not only a
+ * killed process. Best effort: some filesystems refuse to sync a directory handle.
+ */
+async function syncDir(dir: string): Promise<void> {
+  let d: Deno.FsFile | undefined;
+  try {
+    d = await Deno.open(dir, { read: true });
+    await d.sync();
+  } catch {
+    // not supported here: the file data itself was already fsynced
+  } finally {
+    d?.close();
+  }
 }
 
 /** Fresh metadata from the writer's base fields. */
