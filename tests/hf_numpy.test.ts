@@ -4,7 +4,7 @@
  * checkpoint, against the reference interpreter's `hidden_states[i+1]`. Ignored when numpy is unavailable.
  */
 import { assertClose } from "./_assert.ts";
-import { tempDir } from "./_shared.ts";
+import { REQUIRE_PYTHON, tempDir } from "./_shared.ts";
 import { referenceForward } from "../lib/model/reference.ts";
 import { writeTinyModel } from "../lib/model/tiny.ts";
 
@@ -52,7 +52,7 @@ const hasNumpy = await new Deno.Command("/usr/bin/python3", { args: ["-c", "impo
 
 Deno.test({
   name: "qwen2 definition matches a numpy port of HF modeling_qwen2 (GQA ratio 3, 3 layers)",
-  ignore: !hasNumpy,
+  ignore: !hasNumpy && !REQUIRE_PYTHON,
   fn: async () => {
     await using dir = await tempDir();
     await writeTinyModel(dir.path, {
