@@ -223,3 +223,37 @@ Deno.test("upload CLI: missing --gcs_bucket is a one-line usage error (exit 2)",
   assertEquals(err.split("\n").length, 1, err);
   assert(/--gcs_bucket is required/.test(err), err);
 });
+
+Deno.test("ShardUploader: a complete local dataset with a shard not yet on GCS is published as in_progress", async () => {
+  // The writer marks its metadata complete at close() while the last uploads are still running; each verified
+  // upload publishes metadata.json. A published "complete" that lacks a shard would make a replacement pod
+  // (resume from GCS) finish with that shard never uploaded, and readers take a partial dataset for the whole.
+  await using tmp = await tempDir();
+  const emu = await startGcsEmulator({ port: 0 });
+  try {
+    const meta = await makeDataset(tmp.path); // closed: status "complete"
+    assertEquals(meta.status, "complete");
+    assert(meta.shards.length >= 3, `want >= 3 shards, got ${meta.shards.length}`);
+    const last = meta.shards[meta.shards.length - 1];
+    emu.faults.add({ op: "upload-start", kind: "status", status: 400, objectPrefix: `p/${last.filename}` });
+    const up = await ShardUploader.create({
+      bucket: "actshard-test",
+      prefix: "p",
+      localDir: tmp.path,
+      apiEndpoint: emu.url,
+      ...FAST,
+      onVerified: (e) => {
+        e.gcs_verified = true;
+        return Promise.resolve();
+      },
+      getMetadata: () => meta,
+    });
+    for (const s of meta.shards) up.enqueue(s);
+    await caught(() => up.drain());
+    const remote = await readMetadata(await GcsStore.open("actshard-test", "p", { apiEndpoint: emu.url }));
+    assertEquals(remote.shards.length, meta.shards.length - 1);
+    assertEquals(remote.status, "in_progress");
+  } finally {
+    await emu.close();
+  }
+});

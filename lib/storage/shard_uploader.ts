@@ -54,11 +54,15 @@ export interface ShardUploaderOptions {
   publishEach?: boolean;
 }
 
-/** Metadata as published to GCS: only verified shards, totals recomputed for them. */
+/**
+ * Metadata as published to GCS: only verified shards, totals recomputed for them. `complete` only once every
+ * shard is verified: the writer marks itself complete at close while its last uploads are still running.
+ */
 export function publishedMetadata(m: DatasetMetadata): DatasetMetadata {
   const shards = m.shards.filter((s) => s.gcs_verified === true);
   return {
     ...m,
+    status: m.status === "complete" && shards.length === m.shards.length ? "complete" : "in_progress",
     shards,
     total_shards: shards.length,
     total_samples: shards.reduce((s, e) => s + (e.total_samples_in_shard ?? 0), 0),
