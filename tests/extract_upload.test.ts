@@ -83,3 +83,31 @@ Deno.test("extract --upload_to_gcs: killed mid-run, rerun → all shards verifie
     await emu.close();
   }
 });
+
+Deno.test("extract --upload_to_gcs over a complete local run: uploads it and publishes metadata.json as complete", async () => {
+  // The 'already complete, finish pending uploads' path: the published metadata must end up `complete` (merge
+  // and remote resume read that status), not the in_progress of the writer reopened for the uploads.
+  await using tmp = await tempDir();
+  const fx = await makeExtractFixture(tmp.path, { tasks: 2 });
+  const emu = await startGcsEmulator({ port: 0, buckets: ["bkt"] });
+  try {
+    const out = join(tmp.path, "out");
+    const args = [
+      ...fixturePathArgs(fx, out),
+      ...["--layers_to_extract", "0-2", "--predictions_per_task", "1", "--shard_size_gb", "0.0008"],
+    ];
+    const first = await runExtractCli(args);
+    assertEquals(first.code, 0, first.stderr);
+    const upload = ["--upload_to_gcs", "--gcs_bucket", "bkt", "--gcs_prefix", "runs/c"];
+    const rerun = await runExtractCli([...args, ...upload], { STORAGE_EMULATOR_HOST: emu.url });
+    assertEquals(rerun.code, 0, rerun.stderr);
+    const local = await readMetadata(new LocalStore(out));
+    assertEquals(local.status, "complete");
+    assert(local.shards.every((s) => s.gcs_verified === true), "every shard verified");
+    const remoteMeta = await readMetadata(await GcsStore.open("bkt", "runs/c", { apiEndpoint: emu.url }));
+    assertEquals(remoteMeta.shards.map((s) => s.filename), local.shards.map((s) => s.filename));
+    assertEquals(remoteMeta.status, "complete");
+  } finally {
+    await emu.close();
+  }
+});

@@ -267,8 +267,10 @@ async function finishComplete(
     const { openUploader } = await import("./upload.ts");
     const uploads = await openUploader(run.config, run, () => writer!, hooks.gcsEndpoint, log);
     uploads.resumePending(meta.shards);
-    await uploads.finish();
+    // Closed first: close() marks the metadata complete again (open() made it in_progress), and the
+    // metadata.json that finish() publishes must say so once every shard is verified.
     await writer.close();
+    await uploads.finish();
     gcsUrl = uploads.url;
   } else {
     const where = fromGcs ? gcsUrlFor(run.config, run) : run.outDir;
