@@ -8,6 +8,7 @@ import { tempDir } from "./_shared.ts";
 import { ActshardError } from "../lib/errors.ts";
 import { type DownloadProgress, resolveModelDir, resolveTokenizerDir } from "../lib/model/hub.ts";
 import { writeTinyModel } from "../lib/model/tiny.ts";
+import { CheckpointWeights, encodeSafetensors, readSafetensorsHeader } from "../lib/model/safetensors.ts";
 
 /** Serve `dir` as repo `repo` at /REPO/resolve/main/FILE; records requested paths. */
 function serveHub(dir: string, repo: string) {
@@ -107,5 +108,67 @@ Deno.test("hub: no network and not cached → one clear error saying how to fetc
     );
   } finally {
     await hub.server.shutdown();
+  }
+});
+
+Deno.test("hub: a sharded download cut off mid-shard is not taken for a cached model; the rerun completes it", async () => {
+  await using src = await tempDir();
+  await using cache = await tempDir();
+  await writeTinyModel(src.path, { hidden: 32, layers: 1, heads: 2, kvHeads: 1, vocab: 50 });
+  // Re-shard the checkpoint into two files plus an index, as larger Hub models are stored.
+  const single = join(src.path, "model.safetensors");
+  const header = await readSafetensorsHeader(single);
+  const bytes = await Deno.readFile(single);
+  const names = [...header.tensors.keys()];
+  const shardNames = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"];
+  const weightMap: Record<string, string> = {};
+  for (const [s, part] of [names.slice(0, 3), names.slice(3)].entries()) {
+    const tensors = part.map((n) => {
+      const t = header.tensors.get(n)!;
+      weightMap[n] = shardNames[s];
+      return {
+        name: n,
+        dtype: t.dtype,
+        shape: t.shape,
+        data: bytes.slice(t.offset, t.offset + t.byteLength),
+      };
+    });
+    await Deno.writeFile(join(src.path, shardNames[s]), encodeSafetensors(tensors));
+  }
+  await Deno.remove(single);
+  await Deno.writeTextFile(
+    join(src.path, "model.safetensors.index.json"),
+    JSON.stringify({ metadata: {}, weight_map: weightMap }),
+  );
+
+  // First attempt: the second shard fails (a preempted VM looks the same: the shard never completes).
+  let failShard = true;
+  const inner = serveHub(src.path, "org/sharded");
+  const relay = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, (req) => {
+    if (failShard && req.url.endsWith(shardNames[1])) return new Response("boom", { status: 503 });
+    return fetch(new URL(new URL(req.url).pathname, inner.endpoint));
+  });
+  const endpoint = `http://127.0.0.1:${relay.addr.port}`;
+  try {
+    await assertRejects(
+      () => resolveModelDir("org/sharded", { endpoint, cacheDir: cache.path }),
+      /HTTP 503/,
+    );
+    // Offline now: the partial snapshot must not pass for the model.
+    await assertRejects(
+      () => resolveModelDir("org/sharded", { download: false, cacheDir: cache.path }),
+      /not in the local Hugging Face cache/,
+    );
+    failShard = false;
+    const dir = await resolveModelDir("org/sharded", { endpoint, cacheDir: cache.path });
+    const w = await CheckpointWeights.open(dir);
+    try {
+      assertEquals(w.tensors.size, names.length);
+    } finally {
+      w.close();
+    }
+  } finally {
+    await relay.shutdown();
+    await inner.server.shutdown();
   }
 });

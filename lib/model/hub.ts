@@ -10,7 +10,7 @@
  * const dir = await resolveModelDir("KathirKs/qwen-2.5-0.5b"); // cache hit, or a download with progress
  * ```
  */
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { ActshardError } from "../errors.ts";
 
 /** The default model (the seed's). */
@@ -86,6 +86,24 @@ async function resolve(spec: string, opts: ResolveOptions, need: "model" | "toke
   return await download(repo, endpoint, repoDir, need, opts.onProgress ?? defaultProgress(), howTo);
 }
 
+/**
+ * Whether `dir` has a sharded index and every shard it lists (an interrupted download, ours or
+ * huggingface-cli's, can leave the index without all its shards).
+ */
+async function indexComplete(dir: string): Promise<boolean> {
+  let map: unknown;
+  try {
+    map = JSON.parse(await Deno.readTextFile(join(dir, "model.safetensors.index.json"))).weight_map;
+  } catch {
+    return false;
+  }
+  if (typeof map !== "object" || map === null) return false;
+  for (const shard of new Set(Object.values(map as Record<string, string>))) {
+    if (!(await isFile(join(dir, basename(String(shard)))))) return false;
+  }
+  return true;
+}
+
 /** A snapshot directory holding what `need` requires, preferring the one `refs/main` names. */
 async function findSnapshot(repoDir: string, need: "model" | "tokenizer"): Promise<string | null> {
   const snaps = join(repoDir, "snapshots");
@@ -103,7 +121,7 @@ async function findSnapshot(repoDir: string, need: "model" | "tokenizer"): Promi
     const d = join(snaps, n);
     const has = async (f: string) => await isFile(join(d, f));
     const tok = await has("tokenizer.json") || (await has("vocab.json") && await has("merges.txt"));
-    const weights = await has("model.safetensors") || await has("model.safetensors.index.json");
+    const weights = await has("model.safetensors") || await indexComplete(d);
     if (await has("config.json") && (need === "tokenizer" ? tok : weights)) return d;
   }
   return null;
@@ -169,8 +187,16 @@ async function download(
     const index = await get("model.safetensors.index.json");
     if (index) {
       const text = await index.text();
-      await Deno.writeTextFile(join(snap, "model.safetensors.index.json"), text);
-      const shards = new Set(Object.values((JSON.parse(text).weight_map ?? {}) as Record<string, string>));
+      let shards: Set<string>;
+      try {
+        shards = new Set(Object.values((JSON.parse(text).weight_map ?? {}) as Record<string, string>));
+      } catch (e) {
+        throw new ActshardError("model.safetensors.index.json on the Hub is not valid JSON", {
+          where: url("model.safetensors.index.json"),
+          kind: "remote",
+          cause: e,
+        });
+      }
       for (const s of shards) {
         const r = await get(s);
         if (!r) {
@@ -181,6 +207,12 @@ async function download(
         }
         await save(r, join(snap, s), s, onProgress);
       }
+      // The index goes in last: with it, the snapshot counts as complete (findSnapshot).
+      await Deno.writeTextFile(join(snap, "model.safetensors.index.json.incomplete"), text);
+      await Deno.rename(
+        join(snap, "model.safetensors.index.json.incomplete"),
+        join(snap, "model.safetensors.index.json"),
+      );
     } else if (!(await fetchOptional("model.safetensors"))) {
       throw new ActshardError(`model ${repo} has no safetensors weights on the Hub`, {
         where: url("model.safetensors"),
