@@ -6,6 +6,6 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 mkdir -p "$here/build"
 cc -shared -fPIC -O2 -pthread -Wall -Wextra -Wno-unused-parameter \
-  -o "$here/build/libpjrt_test_plugin.so.tmp" "$here/pjrt_test_plugin/plugin.c"
-mv "$here/build/libpjrt_test_plugin.so.tmp" "$here/build/libpjrt_test_plugin.so"
+  -o "$here/build/libpjrt_test_plugin.so.tmp$$" "$here/pjrt_test_plugin/plugin.c"
+mv "$here/build/libpjrt_test_plugin.so.tmp$$" "$here/build/libpjrt_test_plugin.so"
 echo "built $here/build/libpjrt_test_plugin.so"

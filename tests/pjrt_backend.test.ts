@@ -161,3 +161,27 @@ Deno.test("scripts/pjrt_forward.ts: plugin not found, wrong ABI version, compile
   const usage = await cli(["--rows", rows]);
   assertEquals(usage.code, 2, usage.stderr);
 });
+
+Deno.test("pjrt backend (test double): replicas run on the devices their inputs were put on, whatever the plugin's default assignment", async () => {
+  await using dir = await tempDir();
+  await writeTinyModel(dir.path, TINY);
+  const backend = await createPjrtBackend(dir.path, {
+    layers: [1],
+    pluginPath: ensureTestPlugin(),
+    clientOptions: { num_devices: 4, default_assignment: "reversed" },
+  });
+  try {
+    // Execution itself must succeed; the test double's copy semantics then fail the output shape check.
+    await assertRejects(
+      () => backend.forward(padRows([[1, 2, 3], [4], [5, 6], [7]]), [1]),
+      (e: unknown) => {
+        assert(e instanceof ActshardError, String(e));
+        assertMatch(e.line(), /^PJRT output layer_1 has shape/);
+        return true;
+      },
+    );
+  } finally {
+    await backend.close();
+  }
+  assertEquals(pluginCounts().all, 0);
+});

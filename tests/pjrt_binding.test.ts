@@ -267,3 +267,32 @@ Deno.test("pjrt binding: injected errors become typed PjrtErrors (sync and throu
   }
   assertEquals(pluginCounts().all, 0);
 });
+
+Deno.test("pjrt binding: a device assignment in the compile options places replica r on the device named", async () => {
+  // A plugin whose default assignment is not device order (TPU's is not), as the test double can be told to be.
+  await withClient({ num_devices: 4, default_assignment: "reversed" }, async (client) => {
+    const args = await Promise.all(client.devices.map(async (dev) => [
+      await client.bufferFromHost(Int32Array.from([dev.id, 0, 0, 0]), [4], "s32", dev),
+      await client.bufferFromHost(Int32Array.from([dev.id, 1, 1, 1]), [4], "s32", dev),
+    ]));
+    const program = PROGRAM_2_RESULTS.replaceAll("tensor<2x3xf32>", "tensor<4xi32>");
+    // Without an assignment, argument lists in device order land on the wrong replicas: the plugin refuses.
+    const generic = client.compile(program, compileOptionsBytes({ numReplicas: 4 }));
+    await assertRejects(() => generic.execute(args), PjrtError);
+    generic.destroy();
+    const ids = client.devices.map((d) => d.id);
+    const exe = client.compile(program, compileOptionsBytes({ numReplicas: 4, deviceIds: ids }));
+    const outs = await exe.execute(args);
+    for (let r = 0; r < 4; r++) {
+      assertEquals(Array.from(new Int32Array((await outs[r][0].toHost()).buffer)), [ids[r], 0, 0, 0]);
+    }
+    // A permuted assignment takes argument lists in that order.
+    const perm = [2, 0, 3, 1];
+    const permuted = client.compile(
+      program,
+      compileOptionsBytes({ numReplicas: 4, deviceIds: perm.map((i) => ids[i]) }),
+    );
+    const pOuts = await permuted.execute(perm.map((i) => args[i]));
+    assertEquals(Array.from(new Int32Array((await pOuts[0][1].toHost()).buffer)), [ids[2], 1, 1, 1]);
+  });
+});

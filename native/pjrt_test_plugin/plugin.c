@@ -8,8 +8,12 @@
  *  - Compile: format must be "mlir"; the text must contain `@main(`; the number of results is the number of
  *    `tensor<` types in main's result list; num_replicas is read from the serialized CompileOptionsProto
  *    (executable_build_options = field 3, num_replicas = field 4) and must be 1..num_devices.
- *  - Execute: output j of device d is a copy of argument j of device d (so num_args >= num_outputs). Every
- *    argument of device d must live on device d. Work completes on a worker thread after `delay_us`.
+ *    A device_assignment (executable_build_options field 9) maps replica r to a device; without one the
+ *    default is device order, or the reverse with the create option `default_assignment` = "reversed" (a
+ *    stand-in for plugins, like TPU's, whose default assignment is not device order).
+ *  - Execute: output j of replica r is a copy of argument j of replica r (so num_args >= num_outputs). Every
+ *    argument of replica r must live on replica r's device. Work completes on a worker thread after
+ *    `delay_us`.
  *  - Errors on demand: create option `fail` (default: env PJRT_TEST_PLUGIN_FAIL) = compile | execute |
  *    execute_async | from_host | to_host.
  *  - ABI knobs (read by GetPjrtApi): PJRT_TEST_PLUGIN_MAJOR, PJRT_TEST_PLUGIN_MINOR, PJRT_TEST_PLUGIN_API_SIZE.
@@ -204,6 +208,7 @@ struct TP_Client {
   TP_Device* device_ptrs[MAX_DEVICES];
   char fail[32];
   int64_t delay_us;
+  bool reversed_default_assignment;
 };
 
 static TP_Error* Plugin_Initialize(TP_Plugin_Initialize_Args* a) {
@@ -242,6 +247,8 @@ static TP_Error* Client_Create(TP_Client_Create_Args* a) {
       c->delay_us = v->int64_value;
     } else if (name_is(v, "fail") && v->type == 0 && v->value_size < sizeof c->fail) {
       memcpy(c->fail, v->string_value, v->value_size);
+    } else if (name_is(v, "default_assignment") && v->type == 0) {
+      c->reversed_default_assignment = v->value_size == 8 && memcmp(v->string_value, "reversed", 8) == 0;
     } else {
       free(c);
       return new_error(3, "test plugin: unknown or ill-typed create option '%.*s'", (int)v->name_size, v->name);
@@ -543,6 +550,7 @@ struct TP_Executable {
   bool loaded;
   int num_outputs;
   int num_replicas;
+  int replica_device[MAX_DEVICES]; /* device index of each replica (the device assignment) */
   TP_Client* client;
 };
 
@@ -584,6 +592,64 @@ static bool proto_varint(const unsigned char* p, const unsigned char* end, int o
     }
   }
   return false;
+}
+
+/* The length-delimited field `want` of the message [p, end): its bytes in [*sp, *se). */
+static bool proto_sub(const unsigned char* p, const unsigned char* end, int want, const unsigned char** sp,
+                      const unsigned char** se) {
+  while (p < end) {
+    uint64_t tag, v;
+    if (!read_varint(&p, end, &tag)) return false;
+    int field = (int)(tag >> 3), wt = (int)(tag & 7);
+    if (wt == 0) {
+      if (!read_varint(&p, end, &v)) return false;
+    } else if (wt == 2) {
+      if (!read_varint(&p, end, &v) || v > (uint64_t)(end - p)) return false;
+      if (field == want) {
+        *sp = p;
+        *se = p + v;
+        return true;
+      }
+      p += v;
+    } else if (wt == 1) {
+      p += 8;
+    } else if (wt == 5) {
+      p += 4;
+    } else {
+      return false;
+    }
+  }
+  return false;
+}
+
+/*
+ * replica_device_ids of computation 0 in executable_build_options (3).device_assignment (9)
+ * .computation_devices (3), packed or not. Returns the count (0 when there is no device assignment), -1 when
+ * malformed.
+ */
+static int assigned_devices(const unsigned char* p, const unsigned char* end, int64_t* ids, int max) {
+  const unsigned char *b, *be, *da, *dae, *cd, *cde;
+  if (!proto_sub(p, end, 3, &b, &be) || !proto_sub(b, be, 9, &da, &dae)) return 0;
+  if (!proto_sub(da, dae, 3, &cd, &cde)) return -1;
+  int n = 0;
+  while (cd < cde) {
+    uint64_t tag, v;
+    if (!read_varint(&cd, cde, &tag)) return -1;
+    if ((tag >> 3) == 1 && (tag & 7) == 0) {
+      if (!read_varint(&cd, cde, &v) || n >= max) return -1;
+      ids[n++] = (int64_t)v;
+    } else if ((tag >> 3) == 1 && (tag & 7) == 2) {
+      if (!read_varint(&cd, cde, &v) || v > (uint64_t)(cde - cd)) return -1;
+      const unsigned char* pe = cd + v;
+      while (cd < pe) {
+        if (!read_varint(&cd, pe, &v) || n >= max) return -1;
+        ids[n++] = (int64_t)v;
+      }
+    } else {
+      return -1;
+    }
+  }
+  return n;
 }
 
 static int count_substr(const char* s, size_t n, const char* needle) {
@@ -642,10 +708,25 @@ static TP_Error* Client_Compile(TP_Client_Compile_Args* a) {
   if (replicas > (uint64_t)c->num_devices) {
     return new_error(3, "test plugin: num_replicas %llu > %d devices", (unsigned long long)replicas, c->num_devices);
   }
+  int64_t ids[MAX_DEVICES];
+  int n_ids = assigned_devices(opts, opts + a->compile_options_size, ids, MAX_DEVICES);
+  if (n_ids < 0 || (n_ids > 0 && n_ids != (int)replicas)) {
+    return new_error(3, "test plugin: device_assignment does not list one device per replica");
+  }
+  for (int r = 0; r < n_ids; r++) {
+    if (ids[r] < 0 || ids[r] >= c->num_devices) {
+      return new_error(3, "test plugin: device_assignment names device %lld", (long long)ids[r]);
+    }
+  }
   TP_Executable* e = calloc(1, sizeof *e);
   e->loaded = true;
   e->num_outputs = results;
   e->num_replicas = (int)replicas;
+  /* Without a device assignment the plugin picks its default: device order, or (default_assignment =
+   * "reversed") the last devices first, as a stand-in for plugins (TPU) whose default is not device order. */
+  for (int r = 0; r < (int)replicas; r++) {
+    e->replica_device[r] = n_ids ? (int)ids[r] : c->reversed_default_assignment ? c->num_devices - 1 - r : r;
+  }
   e->client = c;
   live_add(3, 1);
   a->executable = e;
@@ -727,7 +808,7 @@ static TP_Error* LoadedExecutable_Execute(TP_LoadedExecutable_Execute_Args* a) {
                      a->num_args);
   }
   for (size_t d = 0; d < nd; d++) {
-    int want = a->execute_device ? a->execute_device->index : (int)d;
+    int want = a->execute_device ? a->execute_device->index : e->replica_device[d];
     for (size_t i = 0; i < a->num_args; i++) {
       TP_Buffer* b = a->argument_lists[d][i];
       if (!b) return new_error(3, "test plugin: argument %zu of device %zu is null", i, d);

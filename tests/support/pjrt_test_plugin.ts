@@ -9,12 +9,21 @@ import { REPO_ROOT } from "../_shared.ts";
 export const TEST_PLUGIN_PATH: string = join(REPO_ROOT, "native", "build", "libpjrt_test_plugin.so");
 
 let built = false;
-/** Build the test plugin if it is missing (needs `cc`); returns its path. */
+/** Modification time of `path` in ms (0 when missing). */
+function mtime(path: string): number {
+  try {
+    return Deno.statSync(path).mtime?.getTime() ?? 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** Build the test plugin if it is missing or older than its sources (needs `cc`); returns its path. */
 export function ensureTestPlugin(): string {
   if (built) return TEST_PLUGIN_PATH;
-  try {
-    Deno.statSync(TEST_PLUGIN_PATH);
-  } catch {
+  const src = join(REPO_ROOT, "native", "pjrt_test_plugin");
+  const sources = Math.max(mtime(join(src, "plugin.c")), mtime(join(src, "pjrt_abi.h")));
+  if (mtime(TEST_PLUGIN_PATH) < sources) {
     const r = new Deno.Command("bash", { args: [join(REPO_ROOT, "native", "build.sh")] }).outputSync();
     if (!r.success) throw new Error(`native/build.sh failed: ${new TextDecoder().decode(r.stderr)}`);
   }

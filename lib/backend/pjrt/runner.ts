@@ -81,7 +81,10 @@ export class PjrtRunner implements ReplicaRunner {
       const program = emitStableHlo(this.graph, { batch, seq }, this.computeDtype);
       let exe: PjrtExecutable;
       try {
-        exe = this.client.compile(program.text, compileOptionsBytes({ numReplicas: this.replicas }));
+        exe = this.client.compile(
+          program.text,
+          compileOptionsBytes({ numReplicas: this.replicas, deviceIds: this.devices.map((d) => d.id) }),
+        );
       } catch (e) {
         if (!(e instanceof PjrtError)) throw e;
         throw new ActshardError(
