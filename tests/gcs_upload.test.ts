@@ -159,6 +159,34 @@ Deno.test("GcsStore: an existing different object is never overwritten; same obj
   }
 });
 
+Deno.test("upload stage: a different object already at a shard's name says so, not 'rerun the same command'", async () => {
+  await using tmp = await tempDir();
+  const emu = await startGcsEmulator({ port: 0 });
+  try {
+    const meta = await makeDataset(tmp.path);
+    const store = await GcsStore.open("actshard-test", "taken", { apiEndpoint: emu.url, ...FAST });
+    await Deno.writeTextFile(join(tmp.path, "other"), "another run's shard");
+    await store.uploadFile(join(tmp.path, "other"), meta.shards[0].filename);
+    const e = await caught(() =>
+      uploadDataset({
+        outputDir: tmp.path,
+        bucket: "actshard-test",
+        prefix: "taken",
+        apiEndpoint: emu.url,
+        ...FAST,
+      })
+    );
+    assert(e instanceof ActshardError, String(e));
+    const line = e.line();
+    assert(/different object already exists/.test(line), line);
+    assert(/another --gcs_prefix/.test(line), line);
+    assert(!/rerun the same command/.test(line), line);
+    assertEquals(new TextDecoder().decode(await store.read(meta.shards[0].filename)), "another run's shard");
+  } finally {
+    await emu.close();
+  }
+});
+
 Deno.test("upload stage: idempotent second run, resumable after a partial run; gs:// read/verify", async () => {
   await using tmp = await tempDir();
   const emu = await startGcsEmulator({ port: 0 });

@@ -194,7 +194,9 @@ export class ShardUploader {
         {
           where: first.where,
           kind: "remote",
-          hint: "local shards were kept; rerun the same command (or `deno task upload`) to finish the upload",
+          // the failure's own remedy first: for a different object already at that name, rerunning cannot help
+          hint: first.hint ??
+            "local shards were kept; rerun the same command (or `deno task upload`) to finish the upload",
           cause: first,
         },
       );
