@@ -24,6 +24,7 @@ import {
   encodeSafetensors,
   floatToBf16Bits,
   halfToFloat,
+  toFloat32,
 } from "../lib/model/safetensors.ts";
 import { writeTinyModel } from "../lib/model/tiny.ts";
 
@@ -239,4 +240,21 @@ Deno.test("make-tiny-model CLI: missing --out → one line, exit 2; BF16 output 
   const w = await CheckpointWeights.open(dir.path);
   assertEquals(w.info("model.layers.1.mlp.down_proj.weight").dtype, "BF16");
   w.close();
+});
+
+Deno.test("safetensors: toFloat32 reads a view at a non-zero offset into a larger buffer (BF16, F16, F32)", () => {
+  const backing = new Uint8Array(16);
+  const view = new DataView(backing.buffer);
+  // Two BF16 values (1.5, -2) at byte 6, two F16 values (0.5, 3) at byte 10; junk elsewhere.
+  backing.fill(0x7f);
+  view.setUint16(6, 0x3fc0, true);
+  view.setUint16(8, 0xc000, true);
+  view.setUint16(10, 0x3800, true);
+  view.setUint16(12, 0x4200, true);
+  assertEquals(Array.from(toFloat32(backing.subarray(6, 10), "BF16")), [1.5, -2]);
+  assertEquals(Array.from(toFloat32(backing.subarray(10, 14), "F16")), [0.5, 3]);
+  const f = new Uint8Array(12);
+  new DataView(f.buffer).setFloat32(4, 0.25, true);
+  new DataView(f.buffer).setFloat32(8, -7, true);
+  assertEquals(Array.from(toFloat32(f.subarray(4, 12), "F32")), [0.25, -7]);
 });

@@ -229,14 +229,16 @@ export class CheckpointWeights {
   }
 }
 
-/** Convert stored bytes (a fresh, aligned buffer) to f32. F32 is returned without copying. */
+/** Convert stored bytes (any view; an aligned F32 view is returned without copying) to f32. */
 export function toFloat32(bytes: Uint8Array, dtype: StoredDType): Float32Array {
   const n = bytes.byteLength / (dtype === "F32" ? 4 : 2);
   if (dtype === "F32") {
     if (bytes.byteOffset % 4 === 0) return new Float32Array(bytes.buffer, bytes.byteOffset, n);
     return new Float32Array(bytes.slice().buffer);
   }
-  const src = new Uint16Array(bytes.byteOffset % 2 === 0 ? bytes.buffer : bytes.slice().buffer, 0, n);
+  const src = bytes.byteOffset % 2 === 0
+    ? new Uint16Array(bytes.buffer, bytes.byteOffset, n)
+    : new Uint16Array(bytes.slice().buffer, 0, n);
   const out = new Float32Array(n);
   if (dtype === "BF16") {
     const u = new Uint32Array(out.buffer);
