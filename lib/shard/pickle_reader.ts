@@ -50,6 +50,15 @@ export async function* unpickleRecords(
   where: string,
 ): AsyncGenerator<PickledRecord> {
   const src = new ByteSource(stream, where);
+  try {
+    yield* unpickleFrom(src, where);
+  } finally {
+    // Also when the consumer stops early or decoding fails: the stream is an open file or a download.
+    await src.cancel();
+  }
+}
+
+async function* unpickleFrom(src: ByteSource, where: string): AsyncGenerator<PickledRecord> {
   const stack: Value[] = [];
   const memo = new Map<number, Value>();
   const listLayer = new Map<Value[], number>();

@@ -122,17 +122,21 @@ export async function* readSafetensors(
   where: string,
 ): AsyncGenerator<SafetensorsTensor> {
   const src = new ByteSource(stream, where);
-  const h = parseHeader(await src.read(headerLength(await src.read(8), where)), where);
-  let pos = 0;
-  for (const t of h.tensors) {
-    if (t.begin < pos) fail(where, `tensor ${t.name} overlaps another`);
-    if (t.begin > pos) await src.read(t.begin - pos);
-    const data = await src.read(t.end - t.begin);
-    pos = t.end;
-    yield { name: t.name, dtype: t.dtype, shape: t.shape, data, facts: tensorFacts(h, t.name) };
+  try {
+    const h = parseHeader(await src.read(headerLength(await src.read(8), where)), where);
+    let pos = 0;
+    for (const t of h.tensors) {
+      if (t.begin < pos) fail(where, `tensor ${t.name} overlaps another`);
+      if (t.begin > pos) await src.read(t.begin - pos);
+      const data = await src.read(t.end - t.begin);
+      pos = t.end;
+      yield { name: t.name, dtype: t.dtype, shape: t.shape, data, facts: tensorFacts(h, t.name) };
+    }
+    if (!(await src.atEnd())) fail(where, "trailing bytes after the last tensor");
+  } finally {
+    // Also when the consumer stops early or decoding fails: the stream is an open file or a download.
+    await src.cancel();
   }
-  if (!(await src.atEnd())) fail(where, "trailing bytes after the last tensor");
-  await src.cancel();
 }
 
 /**
