@@ -71,6 +71,38 @@ Deno.test("verify: truncated shard, missing shard, counts that disagree, unliste
   assertEquals(await verifyMain([d.path]), 1);
 });
 
+Deno.test("verify: shards deleted after a verified upload are named as such, pointing at the gs:// copy", async () => {
+  await using d = await tempDir();
+  await dataset(d.path);
+  const meta = JSON.parse(await Deno.readTextFile(`${d.path}/metadata.json`));
+  // as extract --upload_to_gcs --delete_local_after_upload leaves it: shard 1 uploaded and deleted, shard 2 kept,
+  // shard 3 lost without an upload
+  Object.assign(meta.shards[0], { gcs_path: "gs://b/run/shard_0001.pkl.gz", gcs_verified: true });
+  await Deno.writeTextFile(`${d.path}/metadata.json`, JSON.stringify(meta));
+  await Deno.remove(`${d.path}/shard_0001.pkl.gz`);
+  await Deno.remove(`${d.path}/shard_0003.pkl.gz`);
+  const r = await verifyDataset(new LocalStore(d.path));
+  assert(!r.ok);
+  const errs = errorsOf(r);
+  assert(
+    errs.some((e) =>
+      e === "shard_0001.pkl.gz: not on local disk: deleted after its verified upload to " +
+          "gs://b/run/shard_0001.pkl.gz"
+    ),
+    errs.join("\n"),
+  );
+  assert(
+    errs.some((e) => e === "shard_0003.pkl.gz: shard listed in metadata.json is missing"),
+    errs.join("\n"),
+  );
+  assert(
+    r.issues.some((i) => i.level === "note" && /run verify gs:\/\/b\/run to check them/.test(i.message)),
+  );
+  const cli = await runScript("verify.ts", [d.path]);
+  assertEquals(cli.code, 1);
+  assertMatch(cli.stdout, /verify gs:\/\/b\/run/);
+});
+
 Deno.test("verify: store-reported crc32c is used without downloading unless --deep", async () => {
   await using d = await tempDir();
   const meta = await dataset(d.path);

@@ -177,13 +177,18 @@ export async function verifyDataset(store: BlobStore, opts: VerifyOptions = {}):
   const dtypes = new Set<string>();
   const hidden = new Set<number>();
   let dup = 0;
+  let uploadedAway: string | null = null;
   for (const e of entries) {
     const name = shardLocation(e);
     const info = byName.get(name);
     const check: ShardCheck = { name, method: "missing", bytes: info?.size ?? 0, records: 0, ok: false };
     report.shards.push(check);
     if (!info) {
-      issue("error", "shard listed in metadata.json is missing", name);
+      // --delete_local_after_upload removes a shard once its GCS copy is confirmed: say so, and where to look
+      if (e.gcs_verified && e.gcs_path && !store.url.startsWith("gs://")) {
+        issue("error", `not on local disk: deleted after its verified upload to ${e.gcs_path}`, name);
+        uploadedAway = e.gcs_path.slice(0, e.gcs_path.lastIndexOf("/"));
+      } else issue("error", "shard listed in metadata.json is missing", name);
       continue;
     }
     report.bytes += info.size;
@@ -283,6 +288,9 @@ export async function verifyDataset(store: BlobStore, opts: VerifyOptions = {}):
     if (meta.total_samples !== counted) {
       issue("error", `total_samples ${meta.total_samples} ≠ ${counted} (sum over shards)`);
     }
+  }
+  if (uploadedAway) {
+    issue("note", `shards deleted locally after upload: run verify ${uploadedAway} to check them`);
   }
   if (dup) issue("error", `${dup} duplicate (layer, sample_idx) records`);
   const layers = [...seen.keys()].sort((a, b) => a - b);
