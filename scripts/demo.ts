@@ -35,7 +35,7 @@ export async function main(args: string[]): Promise<number> {
   }
   const root = resolve(f.values.out as string);
   const t0 = performance.now();
-  await Deno.remove(root, { recursive: true }).catch(() => {});
+  await clearDemoDir(root);
   const model = join(root, "model"), dataset = join(root, "arc_tasks.json"), out = join(root, "activations");
   const gcsDir = join(root, "gcs");
 
@@ -115,6 +115,30 @@ next:
   } finally {
     await emu.close();
   }
+}
+
+/** What a demo run writes under `--out`: only a directory holding nothing else is replaced. */
+const DEMO_ENTRIES = new Set(["model", "arc_tasks.json", "activations", "gcs"]);
+
+/** Remove a previous demo's output; refuse a directory holding anything else (`--out .` must not wipe it). */
+async function clearDemoDir(root: string): Promise<void> {
+  const names: string[] = [];
+  try {
+    for await (const e of Deno.readDir(root)) names.push(e.name);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return;
+    throw e;
+  }
+  const foreign = names.filter((n) => !DEMO_ENTRIES.has(n));
+  if (foreign.length) {
+    throw new ActshardError(
+      `--out holds files the demo did not write (${foreign.slice(0, 3).join(", ")}${
+        foreign.length > 3 ? ", …" : ""
+      }); the demo replaces its --out`,
+      { where: root, kind: "usage", hint: "give a new or empty directory (default ./demo_out)" },
+    );
+  }
+  await Deno.remove(root, { recursive: true });
 }
 
 function step(n: string, text: string): void {
