@@ -5,7 +5,17 @@
  */
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { ensureTestPlugin, pluginCounts, preloadTestPlugin } from "./support/pjrt_test_plugin.ts";
-import { MIN_API_STRUCT_SIZE, PjrtApi, PjrtClient, PjrtError, PjrtLoadError } from "../native/pjrt/mod.ts";
+import {
+  ARGS,
+  MEMORY_LAYOUT_TYPE,
+  MIN_API_STRUCT_SIZE,
+  PjrtApi,
+  PjrtClient,
+  PjrtError,
+  PjrtLoadError,
+  rowMajorLayout,
+} from "../native/pjrt/mod.ts";
+import { addrOf, Struct } from "../native/pjrt/ffi.ts";
 import { compileOptionsBytes } from "../lib/backend/pjrt/compile_options.ts";
 
 preloadTestPlugin();
@@ -117,6 +127,56 @@ Deno.test("pjrt binding: host<->device round trips on each of 4 devices (f32, s3
       sb.destroy();
     }
     assertEquals(client.liveCounts().buffers, 8); // hb + scalar per device, released by close()
+  });
+});
+
+Deno.test("pjrt binding: toHost asks for a row-major host layout (device layout column-major, like TPU's)", async () => {
+  // The layout struct as the header lays it out: PJRT_Buffer_MemoryLayout {struct_size 76, union @16 (Tiled:
+  // struct_size 56, minor_to_major @+16, size @+24, no tiles), type @72 = Tiled}.
+  const l = rowMajorLayout(3);
+  const v = l.struct.view;
+  assertEquals(Number(v.getBigUint64(0, true)), 76);
+  assertEquals(Number(v.getBigUint64(16, true)), 56);
+  assertEquals(
+    v.getBigUint64(32, true),
+    BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(l.minorToMajor))),
+  );
+  assertEquals(Number(v.getBigUint64(40, true)), 3);
+  assertEquals(Number(v.getBigUint64(64, true)), 0); // num_tiles
+  assertEquals(v.getInt32(72, true), 0);
+  assertEquals(Array.from(l.minorToMajor), [2n, 1n, 0n]);
+
+  await withClient({ num_devices: 2, device_layout: "column_major", delay_us: 500 }, async (client, api) => {
+    const x = Float32Array.from({ length: 24 }, (_, i) => i);
+    const b = await client.bufferFromHost(x, [2, 3, 4], "f32", client.devices[1]);
+    assertEquals(Array.from(new Float32Array((await b.toHost()).buffer)), Array.from(x));
+    // Through an execution too (outputs keep the device layout).
+    const exe = client.compile(PROGRAM_2_RESULTS, compileOptionsBytes({ numReplicas: 1 }));
+    const m = Float32Array.from([1, 2, 3, 4, 5, 6]);
+    const [[o1, o2]] = await exe.execute([[
+      await client.bufferFromHost(m, [2, 3], "f32", client.devices[0]),
+      await client.bufferFromHost(Int32Array.from([9, 8, 7, 6]), [4], "s32", client.devices[0]),
+    ]]);
+    assertEquals(Array.from(new Float32Array((await o1.toHost()).buffer)), [1, 2, 3, 4, 5, 6]);
+    assertEquals(Array.from(new Int32Array((await o2.toHost()).buffer)), [9, 8, 7, 6]);
+    // What host_layout = NULL would have returned: the device layout's bytes (column-major), which is why the
+    // layout is passed.
+    const A = ARGS.Buffer_ToHostBuffer;
+    const dst = new Float32Array(6);
+    const a = new Struct(A.size).setPtr(A.src, o1.handle).setPtr(A.dst, addrOf(dst)).setU64(A.dstSize, 24);
+    api.call("Buffer_ToHostBuffer", a);
+    await api.awaitEvent("Buffer_ToHostBuffer", api.adoptEvent(a.ptrAt(A.event)), dst);
+    assertEquals(Array.from(dst), [1, 4, 2, 5, 3, 6]);
+    // A layout the double cannot honour is refused, typed (as XLA refuses Strides).
+    const bad = rowMajorLayout(2);
+    bad.struct.setI32(ARGS.Buffer_MemoryLayout.type, MEMORY_LAYOUT_TYPE.strides);
+    const q = new Struct(A.size).setPtr(A.src, o1.handle).setPtr(A.hostLayout, addrOf(bad.struct.bytes));
+    try {
+      api.call("Buffer_ToHostBuffer", q);
+      throw new Error("expected a layout error");
+    } catch (e) {
+      assert(e instanceof PjrtError && /strides/.test(e.message), String(e));
+    }
   });
 });
 

@@ -119,11 +119,32 @@ export const ARGS = {
   Buffer_ElementType: { size: 28, buffer: 16, type: 24 },
   Buffer_Dimensions: { size: 40, buffer: 16, dims: 24, numDims: 32 },
   Buffer_ToHostBuffer: { size: 56, src: 16, hostLayout: 24, dst: 32, dstSize: 40, event: 48 },
+  /**
+   * `PJRT_Buffer_MemoryLayout`: a union of the Tiled and Strides variants @16 (sized by the larger, Tiled: 56
+   * bytes), then `PJRT_Buffer_MemoryLayout_Type type` (i32) @72; STRUCT_SIZE = 72 + 4.
+   */
+  Buffer_MemoryLayout: { size: 76, union: 16, type: 72 },
+  /**
+   * `PJRT_Buffer_MemoryLayout_Tiled` (embedded at Buffer_MemoryLayout.union; offsets relative to it):
+   * minor_to_major (const int64_t*) @16, minor_to_major_size @24, tile_dims @32, tile_dim_sizes @40,
+   * num_tiles @48; STRUCT_SIZE = 56. XLA's ToHostBuffer accepts only this variant and only with num_tiles = 0.
+   */
+  Buffer_MemoryLayout_Tiled: {
+    size: 56,
+    minorToMajor: 16,
+    minorToMajorSize: 24,
+    tileDims: 32,
+    tileDimSizes: 40,
+    numTiles: 48,
+  },
   Buffer_ReadyEvent: { size: 32, buffer: 16, event: 24 },
 } as const;
 
 /** `PJRT_NamedValue_Type`. */
 export const NAMED_VALUE_TYPE = { string: 0, int64: 1, int64List: 2, float: 3, bool: 4 } as const;
+
+/** `PJRT_Buffer_MemoryLayout_Type`. */
+export const MEMORY_LAYOUT_TYPE = { tiled: 0, strides: 1 } as const;
 
 /** `PJRT_HostBufferSemantics`. */
 export const HOST_BUFFER_SEMANTICS = {

@@ -11,12 +11,35 @@
  * }
  * ```
  */
-import { ARGS, ELEMENT_TYPE, type ElementType } from "./api.ts";
-import { type PjrtApi, type Ptr, Struct } from "./ffi.ts";
+import { ARGS, ELEMENT_TYPE, type ElementType, MEMORY_LAYOUT_TYPE } from "./api.ts";
+import { addrOf, type PjrtApi, type Ptr, Struct } from "./ffi.ts";
 
 const TYPE_NAMES = new Map<number, ElementType>(
   Object.entries(ELEMENT_TYPE).map(([k, v]) => [v, k as ElementType]),
 );
+
+/** A `PJRT_Buffer_MemoryLayout` struct and the array it points at (keep both referenced while C reads them). */
+export interface HostLayout {
+  struct: Struct;
+  minorToMajor: BigInt64Array;
+}
+
+/**
+ * The dense row-major `PJRT_Buffer_MemoryLayout` for `rank` dimensions: the Tiled variant with
+ * minor_to_major = [rank-1, ..., 0] and no tiles (XLA's ToHostBuffer rejects the Strides variant and tiles).
+ */
+export function rowMajorLayout(rank: number): HostLayout {
+  const L = ARGS.Buffer_MemoryLayout;
+  const T = ARGS.Buffer_MemoryLayout_Tiled;
+  const minorToMajor = new BigInt64Array(rank);
+  for (let i = 0; i < rank; i++) minorToMajor[i] = BigInt(rank - 1 - i);
+  const struct = new Struct(L.size);
+  struct.setU64(L.union, T.size) // the embedded Tiled struct's own struct_size
+    .setPtr(L.union + T.minorToMajor, addrOf(minorToMajor))
+    .setU64(L.union + T.minorToMajorSize, rank)
+    .setI32(L.type, MEMORY_LAYOUT_TYPE.tiled);
+  return { struct, minorToMajor };
+}
 
 /** A `PJRT_Buffer*` owned by JS. */
 export class PjrtBuffer {
@@ -77,24 +100,32 @@ export class PjrtBuffer {
     return Array.from({ length: n }, (_, i) => Number(v.getBigInt64(8 * i)));
   }
 
-  /** Copy to host (dense row-major bytes). `into` may be given to avoid an allocation. */
+  /**
+   * Copy to host as dense row-major bytes. The row-major host layout is requested explicitly (both for the size
+   * query and the copy): with `host_layout = NULL` the plugin uses the device buffer's own layout, which on TPU
+   * is tiled/padded, so the bytes would not be row-major. `into` may be given to avoid an allocation.
+   */
   async toHost(into?: Uint8Array): Promise<Uint8Array> {
     const release = this.retain();
     try {
       const A = ARGS.Buffer_ToHostBuffer;
-      const q = new Struct(A.size).setPtr(A.src, this.handle);
+      const layout = rowMajorLayout(this.dims().length);
+      const q = new Struct(A.size).setPtr(A.src, this.handle).setPtr(
+        A.hostLayout,
+        addrOf(layout.struct.bytes),
+      );
       this.api.call("Buffer_ToHostBuffer", q); // dst = NULL: asks for the size
       const size = q.u64At(A.dstSize);
       const dst = into ?? new Uint8Array(size);
       if (dst.byteLength < size) throw new Error(`toHost: destination ${dst.byteLength} < ${size} bytes`);
-      const a = new Struct(A.size).setPtr(A.src, this.handle).setPtr(
-        A.dst,
-        Deno.UnsafePointer.of(dst as BufferSource),
-      )
+      const a = new Struct(A.size).setPtr(A.src, this.handle)
+        .setPtr(A.hostLayout, addrOf(layout.struct.bytes))
+        .setPtr(A.dst, Deno.UnsafePointer.of(dst as BufferSource))
         .setU64(A.dstSize, dst.byteLength);
       this.api.call("Buffer_ToHostBuffer", a);
-      // `dst` is written by the plugin until the event completes: keep it referenced until then.
-      await this.api.awaitEvent("Buffer_ToHostBuffer", this.api.adoptEvent(a.ptrAt(A.event)), dst);
+      // `dst` is written by the plugin until the event completes, and the layout may be read until then too:
+      // keep both referenced.
+      await this.api.awaitEvent("Buffer_ToHostBuffer", this.api.adoptEvent(a.ptrAt(A.event)), [dst, layout]);
       return dst.byteLength === size ? dst : dst.subarray(0, size);
     } finally {
       release();

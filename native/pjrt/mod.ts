@@ -15,6 +15,6 @@
 export * from "./api.ts";
 export { PjrtError, PjrtLoadError, type PjrtLoadProblem } from "./errors.ts";
 export { type LiveCounts, PjrtApi } from "./ffi.ts";
-export { PjrtBuffer } from "./buffer.ts";
+export { type HostLayout, PjrtBuffer, rowMajorLayout } from "./buffer.ts";
 export { PjrtExecutable } from "./executable.ts";
 export { encodeNamedValues, type NamedValue, PjrtClient, type PjrtDevice } from "./client.ts";

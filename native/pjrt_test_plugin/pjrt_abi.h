@@ -120,8 +120,31 @@ typedef struct { TP_HEADER; TP_Buffer* buffer; int type; } TP_Buffer_ElementType
 typedef struct { TP_HEADER; TP_Buffer* buffer; const int64_t* dims; size_t num_dims; } TP_Buffer_Dimensions_Args;
 typedef struct {
   TP_HEADER;
+  const int64_t* minor_to_major;
+  size_t minor_to_major_size;
+  const int64_t* tile_dims;
+  const size_t* tile_dim_sizes;
+  size_t num_tiles;
+} TP_Buffer_MemoryLayout_Tiled;
+typedef struct {
+  TP_HEADER;
+  const int64_t* byte_strides;
+  size_t num_byte_strides;
+} TP_Buffer_MemoryLayout_Strides;
+typedef struct {
+  TP_HEADER;
+  union {
+    TP_Buffer_MemoryLayout_Tiled tiled;
+    TP_Buffer_MemoryLayout_Strides strides;
+  };
+  int type; /* 0 tiled, 1 strides */
+} TP_Buffer_MemoryLayout;
+#define TP_Buffer_MemoryLayout_STRUCT_SIZE (offsetof(TP_Buffer_MemoryLayout, type) + sizeof(int))
+
+typedef struct {
+  TP_HEADER;
   TP_Buffer* src;
-  void* host_layout;
+  const TP_Buffer_MemoryLayout* host_layout;
   void* dst;
   size_t dst_size;
   TP_Event* event; /* out */

@@ -14,6 +14,11 @@
  *  - Execute: output j of replica r is a copy of argument j of replica r (so num_args >= num_outputs). Every
  *    argument of replica r must live on replica r's device. Work completes on a worker thread after
  *    `delay_us`.
+ *  - Layouts: device buffers are dense row-major unless the create option `device_layout` = "column_major"
+ *    (a stand-in for TPU, whose device layouts are not row-major): then they are stored column-major, and
+ *    Buffer_ToHostBuffer with host_layout = NULL returns the device layout's bytes, as XLA plugins do. A
+ *    host_layout must be the Tiled variant (Strides is rejected, as by XLA) with no tiles and a permutation
+ *    of the dimensions as minor_to_major; the copy is written in that layout.
  *  - Errors on demand: create option `fail` (default: env PJRT_TEST_PLUGIN_FAIL) = compile | execute |
  *    execute_async | from_host | to_host.
  *  - ABI knobs (read by GetPjrtApi): PJRT_TEST_PLUGIN_MAJOR, PJRT_TEST_PLUGIN_MINOR, PJRT_TEST_PLUGIN_API_SIZE.
@@ -209,6 +214,7 @@ struct TP_Client {
   char fail[32];
   int64_t delay_us;
   bool reversed_default_assignment;
+  bool column_major; /* device layout: see `device_layout` */
 };
 
 static TP_Error* Plugin_Initialize(TP_Plugin_Initialize_Args* a) {
@@ -247,6 +253,8 @@ static TP_Error* Client_Create(TP_Client_Create_Args* a) {
       c->delay_us = v->int64_value;
     } else if (name_is(v, "fail") && v->type == 0 && v->value_size < sizeof c->fail) {
       memcpy(c->fail, v->string_value, v->value_size);
+    } else if (name_is(v, "device_layout") && v->type == 0) {
+      c->column_major = v->value_size == 12 && memcmp(v->string_value, "column_major", 12) == 0;
     } else if (name_is(v, "default_assignment") && v->type == 0) {
       c->reversed_default_assignment = v->value_size == 8 && memcmp(v->string_value, "reversed", 8) == 0;
     } else {
@@ -320,6 +328,7 @@ struct TP_Buffer {
   char* err_msg;
   int type;
   int64_t dims[MAX_DIMS];
+  int64_t minor_to_major[MAX_DIMS]; /* the device layout */
   size_t num_dims;
   size_t nbytes;
   unsigned char* data;
@@ -346,6 +355,8 @@ static TP_Buffer* new_buffer(TP_Client* c, int type, const int64_t* dims, size_t
   size_t n = element_size(type);
   for (size_t i = 0; i < num_dims; i++) {
     b->dims[i] = dims[i];
+    /* row-major: the last dimension is the most minor; column-major: the first */
+    b->minor_to_major[i] = c && c->column_major ? (int64_t)i : (int64_t)(num_dims - 1 - i);
     n *= (size_t)dims[i];
   }
   b->nbytes = n;
@@ -395,6 +406,48 @@ static void pause_us(int64_t us) {
   if (us > 0) usleep((useconds_t)us);
 }
 
+/* Copies a dense array of `dims` from layout src_m2m to layout dst_m2m (minor_to_major permutations). */
+static void copy_layout(void* dst, const int64_t* dst_m2m, const void* src, const int64_t* src_m2m,
+                        const int64_t* dims, size_t rank, size_t elsize) {
+  size_t n = 1;
+  for (size_t i = 0; i < rank; i++) n *= (size_t)dims[i];
+  if (rank == 0 || memcmp(dst_m2m, src_m2m, rank * sizeof(int64_t)) == 0) {
+    memcpy(dst, src, n * elsize);
+    return;
+  }
+  size_t sstride[MAX_DIMS], dstride[MAX_DIMS], idx[MAX_DIMS] = {0};
+  size_t s = 1, d = 1;
+  for (size_t k = 0; k < rank; k++) {
+    sstride[src_m2m[k]] = s;
+    s *= (size_t)dims[src_m2m[k]];
+    dstride[dst_m2m[k]] = d;
+    d *= (size_t)dims[dst_m2m[k]];
+  }
+  for (size_t e = 0; e < n; e++) {
+    size_t so = 0, dof = 0;
+    for (size_t i = 0; i < rank; i++) {
+      so += idx[i] * sstride[i];
+      dof += idx[i] * dstride[i];
+    }
+    memcpy((char*)dst + dof * elsize, (const char*)src + so * elsize, elsize);
+    for (size_t i = rank; i-- > 0;) { /* odometer over logical indices */
+      if (++idx[i] < (size_t)dims[i]) break;
+      idx[i] = 0;
+    }
+  }
+}
+
+/* Host data handed to BufferFromHostBuffer is dense row-major. */
+static void row_major(int64_t* m2m, size_t rank) {
+  for (size_t i = 0; i < rank; i++) m2m[i] = (int64_t)(rank - 1 - i);
+}
+
+static void store_from_host(TP_Buffer* b, const void* src) {
+  int64_t rm[MAX_DIMS];
+  row_major(rm, b->num_dims);
+  copy_layout(b->data, b->minor_to_major, src, rm, b->dims, b->num_dims, element_size(b->type));
+}
+
 typedef struct {
   TP_Buffer* buffer;
   const void* src;
@@ -405,7 +458,7 @@ typedef struct {
 static void* from_host_worker(void* p) {
   FromHostJob* j = p;
   pause_us(j->delay_us);
-  memcpy(j->buffer->data, j->src, j->buffer->nbytes); /* the caller must keep `src` alive until `done` */
+  store_from_host(j->buffer, j->src); /* the caller must keep `src` alive until `done` */
   buffer_set_ready(j->buffer, 0, NULL);
   event_complete(j->done, 0, NULL);
   pthread_mutex_lock(&g_mu);
@@ -428,7 +481,7 @@ static TP_Error* Client_BufferFromHostBuffer(TP_Client_BufferFromHostBuffer_Args
   TP_Buffer* b = new_buffer(c, a->type, a->dims, a->num_dims, a->device->index);
   TP_Event* done = new_event();
   if (a->host_buffer_semantics == 0) {
-    memcpy(b->data, a->data, b->nbytes);
+    store_from_host(b, a->data);
     b->ready = true;
     event_complete(done, 0, NULL);
   } else {
@@ -468,6 +521,7 @@ static TP_Error* Buffer_Dimensions(TP_Buffer_Dimensions_Args* a) {
 typedef struct {
   TP_Buffer* src;
   void* dst;
+  int64_t dst_m2m[MAX_DIMS]; /* the host layout */
   TP_Event* event;
   int64_t delay_us;
   bool fail;
@@ -485,7 +539,10 @@ static void* to_host_worker(void* p) {
   pthread_mutex_lock(&g_mu);
   if (j->src->destroyed) live_add(5, 1); /* the caller let go of a buffer mid-transfer */
   pthread_mutex_unlock(&g_mu);
-  if (!code) memcpy(j->dst, j->src->data, j->src->nbytes); /* the caller must keep `dst` alive until `event` */
+  if (!code) { /* the caller must keep `dst` alive until `event` */
+    copy_layout(j->dst, j->dst_m2m, j->src->data, j->src->minor_to_major, j->src->dims, j->src->num_dims,
+                element_size(j->src->type));
+  }
   event_complete(j->event, code, msg);
   pthread_mutex_lock(&g_mu);
   buffer_unref_locked(j->src);
@@ -494,9 +551,42 @@ static void* to_host_worker(void* p) {
   return NULL;
 }
 
+/* Validates a host layout for `b` and writes its minor_to_major into m2m (NULL: the device layout). */
+static TP_Error* host_layout_of(const TP_Buffer* b, const TP_Buffer_MemoryLayout* l, int64_t* m2m) {
+  if (!l) {
+    memcpy(m2m, b->minor_to_major, sizeof b->minor_to_major);
+    return NULL;
+  }
+  if (l->struct_size < TP_Buffer_MemoryLayout_STRUCT_SIZE) {
+    return new_error(3, "test plugin: host_layout struct_size %zu < %zu", l->struct_size,
+                     (size_t)TP_Buffer_MemoryLayout_STRUCT_SIZE);
+  }
+  if (l->type != 0) return new_error(3, "test plugin: host_layout with strides is not supported (as in XLA)");
+  if (l->tiled.struct_size < sizeof(TP_Buffer_MemoryLayout_Tiled)) {
+    return new_error(3, "test plugin: host_layout.tiled struct_size %zu", l->tiled.struct_size);
+  }
+  if (l->tiled.num_tiles > 0) return new_error(3, "test plugin: host_layout with tiles is not supported");
+  if (l->tiled.minor_to_major_size != b->num_dims || (b->num_dims && !l->tiled.minor_to_major)) {
+    return new_error(3, "test plugin: host_layout minor_to_major has %zu entries for a rank-%zu buffer",
+                     l->tiled.minor_to_major_size, b->num_dims);
+  }
+  unsigned seen = 0;
+  for (size_t i = 0; i < b->num_dims; i++) {
+    int64_t d = l->tiled.minor_to_major[i];
+    if (d < 0 || d >= (int64_t)b->num_dims || (seen & (1u << d))) {
+      return new_error(3, "test plugin: host_layout minor_to_major is not a permutation of the dimensions");
+    }
+    seen |= 1u << d;
+    m2m[i] = d;
+  }
+  return NULL;
+}
+
 static TP_Error* Buffer_ToHostBuffer(TP_Buffer_ToHostBuffer_Args* a) {
   TP_Buffer* b = a->src;
-  if (a->host_layout) return new_error(12, "test plugin: host_layout not supported");
+  int64_t m2m[MAX_DIMS];
+  TP_Error* bad = host_layout_of(b, a->host_layout, m2m);
+  if (bad) return bad;
   if (!a->dst) {
     a->dst_size = b->nbytes;
     return NULL;
@@ -506,7 +596,8 @@ static TP_Error* Buffer_ToHostBuffer(TP_Buffer_ToHostBuffer_Args* a) {
   }
   ToHostJob* j = calloc(1, sizeof *j);
   TP_Client* c = b->client;
-  *j = (ToHostJob){b, a->dst, new_event(), c ? c->delay_us : 0, c && strcmp(c->fail, "to_host") == 0};
+  *j = (ToHostJob){b, a->dst, {0}, new_event(), c ? c->delay_us : 0, c && strcmp(c->fail, "to_host") == 0};
+  memcpy(j->dst_m2m, m2m, sizeof m2m);
   pthread_mutex_lock(&g_mu);
   b->refs++;
   pthread_mutex_unlock(&g_mu);
@@ -835,6 +926,7 @@ static TP_Error* LoadedExecutable_Execute(TP_LoadedExecutable_Execute_Args* a) {
     for (int k = 0; k < e->num_outputs; k++) {
       TP_Buffer* src = j->in[k];
       TP_Buffer* out = new_buffer(c, src->type, src->dims, src->num_dims, src->device);
+      memcpy(out->minor_to_major, src->minor_to_major, sizeof src->minor_to_major); /* a byte copy */
       out->refs++; /* the worker's */
       j->out[k] = out;
       a->output_lists[d][k] = out;
