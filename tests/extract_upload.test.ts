@@ -111,3 +111,47 @@ Deno.test("extract --upload_to_gcs over a complete local run: uploads it and pub
     await emu.close();
   }
 });
+
+Deno.test("extract --upload_to_gcs --delete_local_after_upload: uploads slower than extraction keep only a few shards on disk", async () => {
+  // The free-disk check asks for 4 shards' room when shards leave the disk as they upload, so the writer must
+  // wait for the uploads rather than pile shards up locally (a slow link would otherwise fill the disk).
+  await using tmp = await tempDir();
+  const fx = await makeExtractFixture(tmp.path, { tasks: 6 });
+  const emu = await startGcsEmulator({ port: 0, buckets: ["bkt"] });
+  try {
+    const out = join(tmp.path, "out");
+    // Each shard's first upload attempt fails (503): the client's backoff makes every upload slow.
+    for (let i = 1; i <= 60; i++) {
+      emu.faults.add({
+        op: "upload-start",
+        kind: "status",
+        status: 503,
+        objectPrefix: `runs/d/shard_${String(i).padStart(4, "0")}`,
+      });
+    }
+    const child = spawnExtract([
+      ...fixturePathArgs(fx, out),
+      ...["--layers_to_extract", "0-2", "--predictions_per_task", "2", "--shard_size_gb", "0.0004"],
+      ...["--upload_to_gcs", "--gcs_bucket", "bkt", "--gcs_prefix", "runs/d", "--delete_local_after_upload"],
+    ], { STORAGE_EMULATOR_HOST: emu.url });
+    let exited = false;
+    const done = child.output().finally(() => (exited = true));
+    let most = 0;
+    while (!exited) {
+      try {
+        let n = 0;
+        for await (const e of Deno.readDir(out)) if (/^shard_/.test(e.name)) n++;
+        most = Math.max(most, n);
+      } catch { /* not created yet */ }
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    const res = await done;
+    assertEquals(res.code, 0, new TextDecoder().decode(res.stderr));
+    const local = await readMetadata(new LocalStore(out));
+    assert(local.shards.length >= 8, `want many shards, got ${local.shards.length}`);
+    assert(local.shards.every((s) => s.gcs_verified === true));
+    assert(most <= 4, `${most} shards were on disk at once`);
+  } finally {
+    await emu.close();
+  }
+});

@@ -167,7 +167,7 @@ export async function runExtract(config: ExtractConfig, hooks: ExtractHooks = {}
       shardSizeBytes: Math.max(1, Math.round(config.shard_size_gb * GB)),
       base: baseMetadata(run),
       existing: decision.existing ?? undefined,
-      onShardCommitted: (entry: ShardEntry) => {
+      onShardCommitted: async (entry: ShardEntry) => {
         killPoint("committed", entry.shard_id);
         bytes += entry.bytes;
         progress.update({ bytes });
@@ -182,7 +182,7 @@ export async function runExtract(config: ExtractConfig, hooks: ExtractHooks = {}
             progress.log(line);
           }
         }
-        uploads?.enqueue(entry);
+        await uploads?.enqueue(entry);
       },
     });
     // The fingerprint goes on disk before the first shard, so a run killed at any moment is recognised; after

@@ -24,7 +24,11 @@ import type { PreparedRun } from "./prepare.ts";
 export interface UploadSession {
   /** gs://bucket/prefix */
   url: string;
-  enqueue(entry: ShardEntry): void;
+  /**
+   * Queue a committed shard. With `--delete_local_after_upload` the promise waits until the uploads have
+   * caught up (at most {@link CONCURRENCY} shards pending), so only a few shards are ever on disk.
+   */
+  enqueue(entry: ShardEntry): Promise<void>;
   /** Enqueue committed shards of a previous run that were not verified on GCS. */
   resumePending(shards: ShardEntry[]): void;
   /** Wait for every upload, then publish metadata.json. */
@@ -70,9 +74,11 @@ export async function openUploader(
   });
   return {
     url,
-    enqueue(entry) {
+    async enqueue(entry) {
       if (config.verbose) log(`  ⬆ Uploading to ${url}/${entry.filename}...`);
       uploader.enqueue(entry);
+      // Shards leave the disk only once uploaded: the free-disk check counted on a few at a time.
+      if (config.delete_local_after_upload) await uploader.waitForRoom(CONCURRENCY);
     },
     resumePending(shards) {
       for (const s of shards) if (!s.gcs_verified) uploader.enqueue(s);

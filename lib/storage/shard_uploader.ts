@@ -79,6 +79,7 @@ export class ShardUploader {
   #inflight = new Set<Promise<void>>();
   #failures: ActshardError[] = [];
   #publishChain: Promise<unknown> = Promise.resolve();
+  #roomWaiters: (() => void)[] = [];
   /** Shards confirmed so far (ids). */
   readonly verified = new Set<number>();
 
@@ -114,6 +115,19 @@ export class ShardUploader {
     this.#pump();
   }
 
+  /** Shards queued or uploading. */
+  get pending(): number {
+    return this.#queue.length + this.#running;
+  }
+
+  /**
+   * Resolves once at most `max` shards are queued or uploading: a writer that awaits this after each commit
+   * keeps the local shards bounded when uploads are slower than extraction (`--delete_local_after_upload`).
+   */
+  async waitForRoom(max: number): Promise<void> {
+    while (this.pending > Math.max(0, max)) await new Promise<void>((r) => this.#roomWaiters.push(r));
+  }
+
   #pump(): void {
     while (this.#running < this.#limit && this.#queue.length > 0) {
       const entry = this.#queue.shift()!;
@@ -134,6 +148,7 @@ export class ShardUploader {
           this.#running--;
           this.#inflight.delete(p);
           this.#pump();
+          for (const wake of this.#roomWaiters.splice(0)) wake();
         });
       this.#inflight.add(p);
     }
