@@ -12,7 +12,10 @@ import { ActshardError } from "../lib/errors.ts";
 import { writeTinyModel } from "../lib/model/tiny.ts";
 import { createPjrtBackend, findPjrtPlugin } from "../lib/backend/pjrt/index.ts";
 import { prepareCudaPlugin } from "../lib/backend/pjrt/discover.ts";
-import { PjrtApi } from "../native/pjrt/mod.ts";
+import { PjrtApi, PjrtClient } from "../native/pjrt/mod.ts";
+import { PjrtRunner } from "../lib/backend/pjrt/runner.ts";
+import { loadModelConfig } from "../lib/model/config.ts";
+import { buildQwen2Graph } from "../lib/model/qwen2.ts";
 import { padRows } from "../scripts/pjrt_forward.ts";
 
 preloadTestPlugin();
@@ -182,6 +185,121 @@ Deno.test("pjrt backend (test double): replicas run on the devices their inputs 
     );
   } finally {
     await backend.close();
+  }
+  assertEquals(pluginCounts().all, 0);
+});
+
+/** Reference f32 → bf16 (independent of bit tricks): nearest of the two neighbouring bf16 values, ties to even. */
+function referenceBf16(bits: number): number {
+  const f = new Float32Array(new Uint32Array([bits]).buffer)[0];
+  if (Number.isNaN(f)) return -1; // checked separately: NaN stays NaN with its sign
+  const lo = bits >>> 16;
+  if ((bits & 0xffff) === 0) return lo;
+  const mag = (w: number) => {
+    if ((w & 0x7fff) === 0x7f80) return 2 ** 128; // the step past the largest finite bf16 (rounds to Inf)
+    return Math.abs(new Float32Array(new Uint32Array([(w << 16) >>> 0]).buffer)[0]);
+  };
+  const a = Math.abs(f), dLo = a - mag(lo), dHi = mag(lo + 1) - a; // exact in double
+  if (dLo < dHi) return lo;
+  if (dHi < dLo) return lo + 1;
+  return lo & 1 ? lo + 1 : lo;
+}
+
+Deno.test("pjrt runner: --compute_dtype bfloat16 uploads whole-tensor bf16 words bitwise equal to a reference (edge values, NaN kept)", async () => {
+  await using dir = await tempDir();
+  await writeTinyModel(dir.path, TINY);
+  const graph = buildQwen2Graph(await loadModelConfig(dir.path), [0]);
+  const edges = [
+    0x00000000,
+    0x80000000,
+    0x3f800000,
+    0xbf800000,
+    0x3f808000,
+    0x3f818000,
+    0x3f808001,
+    0x3f807fff,
+    0x7f7fffff,
+    0xff7fffff,
+    0x7f7f7fff,
+    0x7f7f8000,
+    0x7f7f8001,
+    0x7f800000,
+    0xff800000,
+    0x7fc00000,
+    0x7f800001,
+    0xffc00001,
+    0xff800001,
+    0x7fffffff,
+    0x00000001,
+    0x00008000,
+    0x00018000,
+    0x807fffff,
+    0x00800000,
+    0x80808000,
+    0x4049fdb0,
+    0xc2f6e979,
+  ];
+  let seed = 0x9e3779b9;
+  const pattern = (i: number): number => {
+    if (i < edges.length) return edges[i];
+    seed ^= seed << 13, seed ^= seed >>> 17, seed ^= seed << 5; // xorshift32
+    return seed >>> 0;
+  };
+  const api = PjrtApi.open(ensureTestPlugin());
+  const client = PjrtClient.create(api, { num_devices: 2 });
+  const uploads: { type: string; data: Uint8Array; device: number }[] = [];
+  const upload = client.bufferFromHost.bind(client);
+  client.bufferFromHost = (data, dims, type, device) => {
+    uploads.push({
+      type,
+      data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength).slice(),
+      device: device.id,
+    });
+    return upload(data, dims, type, device);
+  };
+  const sources = new Map<string, Uint32Array>();
+  const runner = await PjrtRunner.create(client, client.devices, graph, (name, shape) => {
+    const bits = Uint32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, (_, i) => pattern(i));
+    sources.set(name, bits);
+    return Promise.resolve(new Float32Array(bits.buffer));
+  }, "bfloat16");
+  try {
+    const order = [...sources.values()];
+    assertEquals(uploads.length, 2 * order.length);
+    let bf16 = 0;
+    for (let k = 0; k < uploads.length; k++) {
+      const src = order[k >> 1], up = uploads[k];
+      assertEquals(up.device, k & 1);
+      if (up.type === "f32") {
+        assertEquals(up.data, new Uint8Array(src.buffer));
+        continue;
+      }
+      assertEquals(up.type, "bf16");
+      bf16++;
+      const words = new Uint16Array(up.data.buffer);
+      assertEquals(words.length, src.length);
+      for (let i = 0; i < src.length; i++) {
+        const want = referenceBf16(src[i]), got = words[i];
+        if (want >= 0) {
+          if (got !== want) {
+            throw new Error(
+              `f32 0x${src[i].toString(16)} -> 0x${got.toString(16)}, want 0x${want.toString(16)}`,
+            );
+          }
+        } else {
+          assert(
+            (got & 0x7f80) === 0x7f80 && (got & 0x7f) !== 0,
+            `NaN 0x${src[i].toString(16)} -> 0x${got.toString(16)}`,
+          );
+          assertEquals(got >>> 15, src[i] >>> 31, `sign of NaN 0x${src[i].toString(16)}`);
+        }
+      }
+    }
+    assert(bf16 >= 2 * 7, `expected the embedding and projections as bf16, got ${bf16} uploads`);
+  } finally {
+    await runner.close();
+    client.close();
+    api.close();
   }
   assertEquals(pluginCounts().all, 0);
 });
