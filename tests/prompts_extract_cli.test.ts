@@ -34,6 +34,8 @@ Deno.test("extract flags: the seed's names and defaults, plus ours", () => {
   assertEquals(cfg(["--layers_to_extract", "20,21"]).layers_to_extract, [20, 21]);
   assertEquals(cfg(["--layers_to_extract=10-12,20"]).layers_to_extract, [10, 11, 12, 20]);
   assertEquals(parseLayers("3 1 3"), [1, 3]);
+  // A typo'd huge range fails at once with one usage line instead of expanding a billion-element set.
+  assertThrows(() => parseLayers("0-999999999"), /out of range/);
   assertEquals(cfg(["--no_compress_shards"]).codec, "none");
   assertEquals(cfg(["--no_compress_shards", "--codec", "zstd"]).codec, "zstd");
   assertEquals(cfg(["--n_tasks", "0"]).n_tasks, null); // the seed: 0 = all

@@ -153,6 +153,9 @@ const DESCRIPTION =
   "Extract a Qwen2 model's residual-stream activations over ARC tasks into compressed shards " +
   "(local and/or GCS). See docs/prompts.md for prompts and tokens.";
 
+/** Upper bound on a layer index accepted before the model is known (real models have tens of blocks). */
+export const MAX_LAYER_INDEX = 10_000;
+
 /** Parse `--layers_to_extract` values: "20,21", "10-23", or a mix ("10-12,20"). Sorted, without duplicates. */
 export function parseLayers(raw: string): number[] {
   const out = new Set<number>();
@@ -169,6 +172,15 @@ export function parseLayers(raw: string): number[] {
     const b = m[2] === undefined ? a : Number(m[2]);
     if (b < a) {
       throw usageError(`--layers_to_extract: empty range "${part}"`, undefined, "--layers_to_extract");
+    }
+    // No model has anywhere near this many blocks; refuse before expanding the range (a typo like
+    // "0-999999999" would otherwise allocate for minutes instead of failing with one line).
+    if (b >= MAX_LAYER_INDEX) {
+      throw usageError(
+        `--layers_to_extract: layer ${b} is out of range`,
+        `layer indices are below ${MAX_LAYER_INDEX}; the model's own count is checked when it loads`,
+        "--layers_to_extract",
+      );
     }
     for (let i = a; i <= b; i++) out.add(i);
   }
