@@ -12,7 +12,8 @@ import { ActshardError } from "../lib/errors.ts";
 import { writeTinyModel } from "../lib/model/tiny.ts";
 import { createPjrtBackend, findPjrtPlugin } from "../lib/backend/pjrt/index.ts";
 import { prepareCudaPlugin } from "../lib/backend/pjrt/discover.ts";
-import { PjrtApi, PjrtClient } from "../native/pjrt/mod.ts";
+import { PjrtApi, PjrtClient, PjrtError } from "../native/pjrt/mod.ts";
+import { emitStableHlo } from "../lib/backend/pjrt/emit.ts";
 import { PjrtRunner } from "../lib/backend/pjrt/runner.ts";
 import { loadModelConfig } from "../lib/model/config.ts";
 import { buildQwen2Graph } from "../lib/model/qwen2.ts";
@@ -302,4 +303,57 @@ Deno.test("pjrt runner: --compute_dtype bfloat16 uploads whole-tensor bf16 words
     api.close();
   }
   assertEquals(pluginCounts().all, 0);
+});
+
+Deno.test("pjrt runner: one device's upload failing (weight, RoPE, ids or lengths) leaves nothing behind", async () => {
+  await using dir = await tempDir();
+  await writeTinyModel(dir.path, TINY);
+  const graph = buildQwen2Graph(await loadModelConfig(dir.path), [0]);
+  const nWeights = emitStableHlo(graph, { batch: 1, seq: 1 }, "float32").weights.length;
+  const api = PjrtApi.open(ensureTestPlugin());
+  try {
+    // Uploads to device 1: nWeights weights, then (first run) RoPE cos + sin, then ids, then lengths. `resident`:
+    // what must remain on the devices after the failure.
+    const cases = [
+      { failAfter: 3, what: "weight", resident: 0 },
+      { failAfter: nWeights, what: "RoPE", resident: 2 * nWeights },
+      { failAfter: nWeights + 2, what: "ids", resident: 2 * (nWeights + 2) },
+      { failAfter: nWeights + 3, what: "lengths", resident: 2 * (nWeights + 2) },
+    ];
+    for (const { failAfter, what, resident } of cases) {
+      const client = PjrtClient.create(api, {
+        num_devices: 2,
+        delay_us: 20000, // device 0's uploads are still in flight when device 1's fails
+        fail: "from_host",
+        fail_device: 1,
+        fail_after: failAfter,
+      });
+      let runner: PjrtRunner | undefined;
+      try {
+        const created = PjrtRunner.create(
+          client,
+          client.devices,
+          graph,
+          (_, shape) => Promise.resolve(new Float32Array(shape.reduce((a, b) => a * b, 1))),
+          "float32",
+        );
+        const failure = "injected host-to-device failure (device 1)";
+        if (what === "weight") {
+          await assertRejects(() => created, PjrtError, failure);
+        } else {
+          const r = runner = await created;
+          const input = { ids: new Int32Array(16), lengths: Int32Array.from([3]) };
+          await assertRejects(() => r.run({ batch: 1, seq: 16 }, [input, input]), PjrtError, failure);
+        }
+        assertEquals(client.liveCounts().buffers, resident, `after a failed ${what} upload`);
+        assertEquals(pluginCounts().buffers, resident, `plugin side, after a failed ${what} upload`);
+      } finally {
+        await runner?.close();
+        client.close();
+      }
+      assertEquals(pluginCounts().all, 0);
+    }
+  } finally {
+    api.close();
+  }
 });

@@ -20,7 +20,9 @@
  *    host_layout must be the Tiled variant (Strides is rejected, as by XLA) with no tiles and a permutation
  *    of the dimensions as minor_to_major; the copy is written in that layout.
  *  - Errors on demand: create option `fail` (default: env PJRT_TEST_PLUGIN_FAIL) = compile | execute |
- *    execute_async | from_host | to_host.
+ *    execute_async | from_host | to_host. For from_host, the create options `fail_device` (int64: only uploads
+ *    to that device index fail) and `fail_after` (int64: the first N matching uploads succeed) pick one
+ *    upload among many, e.g. one device's input of a multi-device step.
  *  - ABI knobs (read by GetPjrtApi): PJRT_TEST_PLUGIN_MAJOR, PJRT_TEST_PLUGIN_MINOR, PJRT_TEST_PLUGIN_API_SIZE.
  *  - Accounting: PjrtTestPlugin_Live(kind) counts objects handed out and not yet destroyed
  *    (0 errors, 1 events, 2 buffers, 3 executables, 4 clients, -1 all) and 5 = lifetime violations (a
@@ -215,6 +217,9 @@ struct TP_Client {
   int64_t delay_us;
   bool reversed_default_assignment;
   bool column_major; /* device layout: see `device_layout` */
+  int64_t fail_device; /* -1: any */
+  int64_t fail_after;
+  int64_t fail_seen; /* matching calls so far (atomic) */
 };
 
 static TP_Error* Plugin_Initialize(TP_Plugin_Initialize_Args* a) {
@@ -243,12 +248,17 @@ static TP_Error* Client_Create(TP_Client_Create_Args* a) {
   TP_Client* c = calloc(1, sizeof *c);
   const char* env = getenv("PJRT_TEST_PLUGIN_DEVICES");
   c->num_devices = env ? atoi(env) : 1;
+  c->fail_device = -1;
   const char* fail = getenv("PJRT_TEST_PLUGIN_FAIL");
   if (fail) snprintf(c->fail, sizeof c->fail, "%s", fail);
   for (size_t i = 0; i < a->num_options; i++) {
     const TP_NamedValue* v = &a->create_options[i];
     if (name_is(v, "num_devices") && v->type == 1) {
       c->num_devices = (int)v->int64_value;
+    } else if (name_is(v, "fail_device") && v->type == 1) {
+      c->fail_device = v->int64_value;
+    } else if (name_is(v, "fail_after") && v->type == 1) {
+      c->fail_after = v->int64_value;
     } else if (name_is(v, "delay_us") && v->type == 1) {
       c->delay_us = v->int64_value;
     } else if (name_is(v, "fail") && v->type == 0 && v->value_size < sizeof c->fail) {
@@ -470,8 +480,11 @@ static void* from_host_worker(void* p) {
 
 static TP_Error* Client_BufferFromHostBuffer(TP_Client_BufferFromHostBuffer_Args* a) {
   TP_Client* c = a->client;
-  if (strcmp(c->fail, "from_host") == 0) return new_error(8, "test plugin: injected host-to-device failure");
   if (!a->device || a->device->client != c) return new_error(3, "test plugin: device is not one of this client's");
+  if (strcmp(c->fail, "from_host") == 0 && (c->fail_device < 0 || c->fail_device == a->device->index) &&
+      __atomic_add_fetch(&c->fail_seen, 1, __ATOMIC_SEQ_CST) > c->fail_after) {
+    return new_error(8, "test plugin: injected host-to-device failure (device %d)", a->device->index);
+  }
   if (!element_size(a->type)) return new_error(12, "test plugin: element type %d not supported", a->type);
   if (a->num_dims > MAX_DIMS) return new_error(3, "test plugin: at most %d dims", MAX_DIMS);
   if (a->byte_strides && a->num_byte_strides) return new_error(12, "test plugin: byte_strides not supported");

@@ -32,6 +32,18 @@ export function toBf16Words(x: Float32Array): Uint16Array {
   return new Uint16Array(bytes.buffer, bytes.byteOffset, x.length);
 }
 
+/**
+ * Await every upload; if any failed, destroy the ones that succeeded (they would otherwise stay on the device
+ * until `client.close()`) and throw the first error.
+ */
+async function uploadAll(uploads: Promise<PjrtBuffer>[]): Promise<PjrtBuffer[]> {
+  const settled = await Promise.allSettled(uploads);
+  const failed = settled.find((r) => r.status === "rejected");
+  if (!failed) return settled.map((r) => (r as PromiseFulfilledResult<PjrtBuffer>).value);
+  for (const r of settled) if (r.status === "fulfilled") r.value.destroy();
+  throw failed.reason;
+}
+
 /** Runs emitted programs on PJRT devices, one replica per device. */
 export class PjrtRunner implements ReplicaRunner {
   readonly replicas: number;
@@ -69,11 +81,16 @@ export class PjrtRunner implements ReplicaRunner {
   ): Promise<PjrtRunner> {
     const order = emitStableHlo(graph, { batch: 1, seq: 1 }, computeDtype).weights;
     const perDevice: PjrtBuffer[][] = devices.map(() => []);
-    for (const w of order) {
-      const f32 = await loadWeight(w.name, w.shape);
-      const host = w.dtype === "bf16" ? toBf16Words(f32) : f32;
-      const bufs = await Promise.all(devices.map((d) => client.bufferFromHost(host, w.shape, w.dtype, d)));
-      bufs.forEach((b, i) => perDevice[i].push(b));
+    try {
+      for (const w of order) {
+        const f32 = await loadWeight(w.name, w.shape);
+        const host = w.dtype === "bf16" ? toBf16Words(f32) : f32;
+        const bufs = await uploadAll(devices.map((d) => client.bufferFromHost(host, w.shape, w.dtype, d)));
+        bufs.forEach((b, i) => perDevice[i].push(b));
+      }
+    } catch (e) {
+      perDevice.flat().forEach((b) => b.destroy());
+      throw e;
     }
     return new PjrtRunner(client, devices, graph, computeDtype, perDevice);
   }
@@ -109,10 +126,11 @@ export class PjrtRunner implements ReplicaRunner {
     if (!bufs) {
       const w = Math.max(program.ropeHalf, 1);
       const { cos, sin } = ropeTables(seq, program.ropeHalf, program.ropeTheta);
-      bufs = await Promise.all(this.devices.map(async (d) => [
-        await this.client.bufferFromHost(cos, [seq, w], "f32", d),
-        await this.client.bufferFromHost(sin, [seq, w], "f32", d),
+      const flat = await uploadAll(this.devices.flatMap((d) => [
+        this.client.bufferFromHost(cos, [seq, w], "f32", d),
+        this.client.bufferFromHost(sin, [seq, w], "f32", d),
       ]));
+      bufs = this.devices.map((_, r) => flat.slice(2 * r, 2 * r + 2));
       this.#rope.set(seq, bufs);
     }
     return bufs;
@@ -124,12 +142,18 @@ export class PjrtRunner implements ReplicaRunner {
     const rope = await this.#ropeBuffers(S, program);
     const perCall: PjrtBuffer[] = [];
     try {
-      const args = await Promise.all(this.devices.map(async (d, r) => {
-        const ids = await this.client.bufferFromHost(inputs[r].ids, [B, S], "s32", d);
-        const lengths = await this.client.bufferFromHost(inputs[r].lengths, [B], "s32", d);
-        perCall.push(ids, lengths);
-        return [ids, lengths, ...rope[r], ...this.#weights[r]];
-      }));
+      // All devices' uploads settle before anything is thrown, so none finishes after the `finally` below.
+      const uploaded = await uploadAll(this.devices.flatMap((d, r) => [
+        this.client.bufferFromHost(inputs[r].ids, [B, S], "s32", d),
+        this.client.bufferFromHost(inputs[r].lengths, [B], "s32", d),
+      ]));
+      perCall.push(...uploaded);
+      const args = this.devices.map((_, r) => [
+        uploaded[2 * r],
+        uploaded[2 * r + 1],
+        ...rope[r],
+        ...this.#weights[r],
+      ]);
       const outs = await exe.execute(args);
       perCall.push(...outs.flat());
       return await Promise.all(outs.map((list) =>
