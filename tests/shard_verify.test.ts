@@ -103,6 +103,34 @@ Deno.test("verify: shards deleted after a verified upload are named as such, poi
   assertMatch(cli.stdout, /verify gs:\/\/b\/run/);
 });
 
+Deno.test("verify: a complete run whose metadata and files both lost the last shard fails (records < prompts)", async () => {
+  await using d = await tempDir();
+  await writeDataset(d.path, 9, LAYERS, {
+    shardSizeBytes: 9 * 32 * 4 * 2 * 3,
+    gzipWorkers: 1,
+    base: { shard_size_gb: 1, config: { n_prompts: 9, layers_to_extract: LAYERS } },
+  });
+  const clean = await verifyDataset(new LocalStore(d.path));
+  assertEquals(errorsOf(clean), []);
+  // drop the last shard consistently: its file, its entry, and the totals, as a stale or hand-edited copy would
+  const meta = JSON.parse(await Deno.readTextFile(`${d.path}/metadata.json`));
+  const last = meta.shards.pop();
+  await Deno.remove(`${d.path}/${last.filename}`);
+  meta.total_shards = meta.shards.length;
+  meta.total_samples -= last.total_samples_in_shard;
+  await Deno.writeTextFile(`${d.path}/metadata.json`, JSON.stringify(meta));
+  const kept = 9 - last.samples_per_layer["1"];
+  assert(kept < 9);
+  for (const deep of [false, true]) {
+    const r = await verifyDataset(new LocalStore(d.path), { deep });
+    assertEquals(errorsOf(r), [
+      `: layer 1: ${kept} records listed, but the complete run had 9 prompts`,
+      `: layer 2: ${kept} records listed, but the complete run had 9 prompts`,
+    ]);
+  }
+  assertEquals((await runScript("verify.ts", [d.path])).code, 1);
+});
+
 Deno.test("verify: store-reported crc32c is used without downloading unless --deep", async () => {
   await using d = await tempDir();
   const meta = await dataset(d.path);

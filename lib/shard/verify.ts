@@ -288,6 +288,17 @@ export async function verifyDataset(store: BlobStore, opts: VerifyOptions = {}):
     if (meta.total_samples !== counted) {
       issue("error", `total_samples ${meta.total_samples} ≠ ${counted} (sum over shards)`);
     }
+    // A complete run holds one record per (prompt, layer): without this, a dataset that lost its last shards
+    // (and whose metadata lost them too) would pass.
+    const nPrompts = meta.config?.n_prompts, runLayers = meta.config?.layers_to_extract;
+    if (meta.status === "complete" && typeof nPrompts === "number" && Array.isArray(runLayers)) {
+      for (const l of runLayers) {
+        const got = meta.shards.reduce((s, e) => s + (e.samples_per_layer?.[String(l)] ?? 0), 0);
+        if (got !== nPrompts) {
+          issue("error", `layer ${l}: ${got} records listed, but the complete run had ${nPrompts} prompts`);
+        }
+      }
+    }
   }
   if (uploadedAway) {
     issue("note", `shards deleted locally after upload: run verify ${uploadedAway} to check them`);
