@@ -21,7 +21,7 @@ const DTYPES: readonly ActivationDType[] = ["float32", "float16", "bfloat16"];
 /** Run shard; returns the exit code. */
 export async function main(args: string[]): Promise<number> {
   const f = parseFlags("shard", args, {
-    input: { type: "string", help: "dataset to read (directory)", metavar: "DIR" },
+    input: { type: "string", help: "dataset to read (directory or gs://BUCKET/PREFIX)", metavar: "DIR" },
     output: {
       type: "string",
       help: "directory to write (must not hold a dataset unless --overwrite)",
@@ -58,6 +58,14 @@ export async function main(args: string[]): Promise<number> {
   const input = f.values.input as string | undefined;
   const output = f.values.output as string | undefined;
   if (!input || !output) throw usageError("--input and --output are required", "see --help");
+  if (output.startsWith("gs://")) {
+    // the writer writes files; without this a gs:// --output became a local directory named "gs:"
+    throw usageError(
+      "a conversion writes to a local directory, not gs://",
+      "write it to a local --output, then `deno task upload --output_dir DIR --gcs_bucket B --gcs_prefix P`",
+      "--output",
+    );
+  }
   if (resolve(input) === resolve(output)) {
     throw usageError("--output must differ from --input", undefined, "--output");
   }

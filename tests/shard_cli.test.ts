@@ -102,6 +102,12 @@ Deno.test("bad input: one clear line on stderr, exit ≠ 0", async () => {
     ["shard.ts", ["--input", d.path], 2, /^shard: --input and --output are required/],
     [
       "shard.ts",
+      ["--input", `${d.path}/empty`, "--output", "gs://b/p"],
+      2,
+      /^shard: a conversion writes to a local directory, not gs:\/\/ \(--output\): .*deno task upload/,
+    ],
+    [
+      "shard.ts",
       ["--input", `${d.path}/empty`, "--output", `${d.path}/o`, "--codec", "lz4"],
       2,
       /^shard: --codec must be one of gzip\|zstd\|none/,
