@@ -12,6 +12,7 @@
  * if (!("help" in config)) console.log(await runExtract(config));
  * ```
  */
+import { lockOutputDir } from "./lock.ts";
 import type { ExtractConfig } from "../cli/extract_flags.ts";
 import { ActshardError } from "../errors.ts";
 import { type DatasetMetadata, type ShardEntry, writeMetadataAtomic } from "../shard/metadata.ts";
@@ -70,8 +71,23 @@ const GB = 1024 ** 3;
 /** Run the extract job described by `config`. */
 export async function runExtract(config: ExtractConfig, hooks: ExtractHooks = {}): Promise<ExtractSummary> {
   const t0 = performance.now();
-  const log = hooks.log ?? ((l: string) => console.error(l));
   const run = await prepareRun(config);
+  // Everything below reads or writes the output dir: one process at a time.
+  const lock = await lockOutputDir(run.outDir);
+  try {
+    return await extractLocked(config, hooks, run, t0);
+  } finally {
+    lock.release();
+  }
+}
+
+async function extractLocked(
+  config: ExtractConfig,
+  hooks: ExtractHooks,
+  run: PreparedRun,
+  t0: number,
+): Promise<ExtractSummary> {
+  const log = hooks.log ?? ((l: string) => console.error(l));
   const sampleIdx = run.items.map((p) => p.sample_idx);
   let decision = await decideResume(run.outDir, run.fingerprint, {
     overwrite: config.overwrite,
