@@ -65,6 +65,18 @@ Deno.test("parseGsUrl: bucket and prefix; clear usage error otherwise", () => {
   assert(e instanceof ActshardError && e.kind === "usage");
 });
 
+Deno.test("GcsStore.open: a gs:// URL given as the bucket name is a usage error before any request", async () => {
+  // the emulator accepts any bucket name, so without this check `--gcs_bucket gs://b` "worked" against it
+  const e = await caught(() => GcsStore.open("gs://b", "p", { apiEndpoint: "http://127.0.0.1:9" }));
+  assert(e instanceof ActshardError, String(e));
+  assertEquals(e.exitCode(), 2);
+  assertEquals(
+    e.line(),
+    `not a valid bucket name: "gs://b" (--gcs_bucket): give the bucket's name only (e.g. --gcs_bucket my-bucket; ` +
+      "the path goes in --gcs_prefix)",
+  );
+});
+
 Deno.test("ShardUploader: verified uploads under faults, metadata lists only verified shards, delete local", async () => {
   await using tmp = await tempDir();
   const emu = await startGcsEmulator({ port: 0 });
@@ -281,6 +293,45 @@ Deno.test("ShardUploader: a complete local dataset with a shard not yet on GCS i
     const remote = await readMetadata(await GcsStore.open("actshard-test", "p", { apiEndpoint: emu.url }));
     assertEquals(remote.shards.length, meta.shards.length - 1);
     assertEquals(remote.status, "in_progress");
+  } finally {
+    await emu.close();
+  }
+});
+
+Deno.test("upload stage --delete_local_after_upload: local shards go only after metadata.json is published", async () => {
+  await using tmp = await tempDir();
+  const emu = await startGcsEmulator({ port: 0 });
+  try {
+    const meta = await makeDataset(tmp.path);
+    const opts = {
+      outputDir: tmp.path,
+      bucket: "actshard-test",
+      prefix: "del",
+      apiEndpoint: emu.url,
+      deleteLocalAfterUpload: true,
+      ...FAST,
+    };
+    // A fault on the last shard that never clears: the run fails before publishing, so no local shard may go,
+    // not even the ones already verified remotely.
+    emu.faults.add({
+      op: "upload-start",
+      kind: "status",
+      status: 503,
+      times: Infinity,
+      skip: meta.shards.length - 1,
+    });
+    await assertRejects(() => uploadDataset({ ...opts, concurrency: 1 }));
+    const local = () =>
+      [...Deno.readDirSync(tmp.path)].map((e) => e.name).filter((n) => n.startsWith("shard_"));
+    assertEquals(local().length, meta.shards.length, "nothing deleted before metadata.json is published");
+    emu.faults.clear();
+    await uploadDataset(opts);
+    assertEquals(local(), [], "every shard deleted once published");
+    const store = await GcsStore.open("actshard-test", "del", { apiEndpoint: emu.url });
+    const remote = await readMetadata(store);
+    assertEquals(remote.status, "complete");
+    assertEquals(remote.shards.length, meta.shards.length);
+    assert((await verifyDataset(store)).ok);
   } finally {
     await emu.close();
   }

@@ -248,6 +248,8 @@ export async function uploadDataset(opts: {
   let uploaded = 0;
   const up = await ShardUploader.create({
     ...opts,
+    // Local copies go only after metadata.json (published once, last) lists them: see below.
+    deleteLocalAfterUpload: false,
     localDir: opts.outputDir,
     onVerified: (e, remote) => {
       e.gcs_path = up.gcsPath(e);
@@ -282,5 +284,10 @@ export async function uploadDataset(opts: {
     await writeMetadataAtomic(opts.outputDir, meta);
   }
   await up.publishMetadata();
+  if (opts.deleteLocalAfterUpload) {
+    for (const e of meta.shards) {
+      if (e.gcs_verified) await Deno.remove(join(opts.outputDir, shardLocation(e))).catch(() => {});
+    }
+  }
   return { uploaded, alreadyThere: already, metadataUrl: up.store.objectUrl(METADATA_NAME) };
 }
