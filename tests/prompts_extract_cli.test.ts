@@ -67,6 +67,19 @@ Deno.test("extract flags: the seed's names and defaults, plus ours", () => {
   }
 });
 
+Deno.test("extract flags: --output_dir gs://… is a usage error (it became a local directory named gs:)", () => {
+  const e = (() => {
+    try {
+      parseExtractFlags(["--output_dir", "gs://b/p"]);
+    } catch (err) {
+      return err;
+    }
+  })();
+  assert(e instanceof ActshardError, "expected a usage error");
+  assertEquals(e.exitCode(), 2);
+  assertEquals(e.message, "--output_dir is a local directory, not gs://");
+});
+
 async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   const r = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", "scripts/extract.ts", ...args],

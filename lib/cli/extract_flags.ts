@@ -215,6 +215,14 @@ export function parseExtractFlags(args: string[]): ExtractConfig | { help: strin
     : choiceFlag("codec", v.codec, ["gzip", "zstd", "none"] as const);
   const shardGb = numberFlag("shard_size_gb", v.shard_size_gb, { min: 0 }) as number;
   if (!(shardGb > 0)) throw usageError("--shard_size_gb must be > 0", undefined, "--shard_size_gb");
+  if ((v.output_dir as string).startsWith("gs://")) {
+    // it would become a local directory named "gs:"
+    throw usageError(
+      "--output_dir is a local directory, not gs://",
+      "keep a local --output_dir and add --upload_to_gcs --gcs_bucket B --gcs_prefix P",
+      "--output_dir",
+    );
+  }
   const upload = v.upload_to_gcs as boolean;
   const bucket = str(v.gcs_bucket);
   if (upload && bucket === null) {

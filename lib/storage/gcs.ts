@@ -28,10 +28,13 @@ import { EventEmitter } from "node:events";
 // dozen objects trips Node's leak warning (10) on every run. The listeners are released when requests end.
 EventEmitter.defaultMaxListeners = Math.max(EventEmitter.defaultMaxListeners, 100);
 
+/** GCS bucket names: lowercase letters, digits, `-`, `_`, `.`; starting and ending with a letter or digit. */
+const BUCKET_RE = /^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$/;
+
 /** Parse `gs://bucket[/prefix]`; the prefix has no leading/trailing "/". */
 export function parseGsUrl(url: string): { bucket: string; prefix: string } {
   const m = /^gs:\/\/([^/]+)(?:\/(.*))?$/.exec(url.trim());
-  if (!m || !/^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$/.test(m[1])) {
+  if (!m || !BUCKET_RE.test(m[1])) {
     throw new ActshardError(`not a valid gs:// location: "${url}"`, {
       kind: "usage",
       hint: "write it as gs://BUCKET/PREFIX (bucket: lowercase letters, digits, - _ .)",
@@ -104,6 +107,14 @@ export class GcsStore implements BlobStore {
 
   /** Open `gs://bucket/prefix`; checks credentials and access with one list call (unless told not to). */
   static async open(bucket: string, prefix: string, opts: GcsStoreOptions = {}): Promise<GcsStore> {
+    if (!BUCKET_RE.test(bucket)) {
+      // e.g. --gcs_bucket gs://b/p, which an emulator would accept and GCS would answer with a bare 400
+      throw new ActshardError(`not a valid bucket name: "${bucket}"`, {
+        kind: "usage",
+        where: "--gcs_bucket",
+        hint: "give the bucket's name only (e.g. --gcs_bucket my-bucket; the path goes in --gcs_prefix)",
+      });
+    }
     const retry = { ...DEFAULT_RETRY, ...opts.retry };
     const storage = new Storage({
       ...(opts.apiEndpoint ? { apiEndpoint: opts.apiEndpoint } : {}),
