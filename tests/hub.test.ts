@@ -151,8 +151,8 @@ Deno.test("hub: a sharded download cut off mid-shard is not taken for a cached m
   const endpoint = `http://127.0.0.1:${relay.addr.port}`;
   try {
     await assertRejects(
-      () => resolveModelDir("org/sharded", { endpoint, cacheDir: cache.path }),
-      /HTTP 503/,
+      () => resolveModelDir("org/sharded", { endpoint, cacheDir: cache.path, retries: 2, retryBaseMs: 1 }),
+      /download of model-00002-of-00002\.safetensors failed after 3 attempt\(s\): HTTP 503/,
     );
     // Offline now: the partial snapshot must not pass for the model.
     await assertRejects(
@@ -170,5 +170,160 @@ Deno.test("hub: a sharded download cut off mid-shard is not taken for a cached m
   } finally {
     await relay.shutdown();
     await inner.server.shutdown();
+  }
+});
+
+/** One file served from bytes, with a per-request behaviour; records each request's Range header. */
+function serveFile(
+  repo: string,
+  files: Record<string, Uint8Array>,
+  behave: (file: string, n: number, range: string | null) => "stall" | "full" | "range",
+) {
+  const requests: { file: string; range: string | null }[] = [];
+  const stalled: ReadableStreamDefaultController<Uint8Array>[] = [];
+  const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, (req) => {
+    const path = decodeURIComponent(new URL(req.url).pathname);
+    const file = path.slice(`/${repo}/resolve/main/`.length);
+    const data = files[file];
+    if (!data) return new Response("not found", { status: 404 });
+    const range = req.headers.get("range");
+    requests.push({ file, range });
+    const n = requests.filter((r) => r.file === file).length;
+    const headers = { "x-repo-commit": "abc123", "content-length": String(data.length) };
+    switch (behave(file, n, range)) {
+      case "stall": // half the body, then nothing: the connection stays open
+        return new Response(
+          new ReadableStream<Uint8Array>({
+            start(c) {
+              c.enqueue(data.slice(0, data.length >> 1));
+              stalled.push(c);
+            },
+          }),
+          { headers },
+        );
+      case "range": {
+        const from = Number(/^bytes=(\d+)-$/.exec(range ?? "")![1]);
+        return new Response(data.slice(from), {
+          status: 206,
+          headers: {
+            ...headers,
+            "content-length": String(data.length - from),
+            "content-range": `bytes ${from}-${data.length - 1}/${data.length}`,
+          },
+        });
+      }
+      default:
+        return new Response(data.slice(), { headers });
+    }
+  });
+  return {
+    endpoint: `http://127.0.0.1:${server.addr.port}`,
+    requests,
+    async close() {
+      for (const c of stalled) {
+        try {
+          c.close();
+        } catch { /* already cancelled by the client's abort */ }
+      }
+      await server.shutdown();
+    },
+  };
+}
+
+async function tinyFiles(): Promise<Record<string, Uint8Array>> {
+  await using src = await tempDir();
+  await writeTinyModel(src.path, {
+    hidden: 32,
+    layers: 1,
+    heads: 2,
+    kvHeads: 1,
+    vocab: 50,
+    tokenizer: false,
+  });
+  const files: Record<string, Uint8Array> = {};
+  for await (const e of Deno.readDir(src.path)) files[e.name] = await Deno.readFile(join(src.path, e.name));
+  return files;
+}
+
+Deno.test("hub: a body that stalls mid-file is aborted after the inactivity timeout and resumed with a Range request", async () => {
+  await using cache = await tempDir();
+  const files = await tinyFiles();
+  const weights = files["model.safetensors"];
+  const hub = serveFile(
+    "org/stall",
+    files,
+    (file, n, range) => file !== "model.safetensors" ? "full" : n === 1 ? "stall" : range ? "range" : "full",
+  );
+  const progress: DownloadProgress[] = [];
+  try {
+    const dir = await resolveModelDir("org/stall", {
+      endpoint: hub.endpoint,
+      cacheDir: cache.path,
+      stallTimeoutMs: 300,
+      retryBaseMs: 1,
+      onProgress: (p) => progress.push(p),
+    });
+    assertEquals(await Deno.readFile(join(dir, "model.safetensors")), weights);
+    const tries = hub.requests.filter((r) => r.file === "model.safetensors");
+    assertEquals(tries.map((r) => r.range), [null, `bytes=${weights.length >> 1}-`]);
+    const last = progress.filter((p) => p.file === "model.safetensors").at(-1)!;
+    assertEquals([last.received, last.total], [weights.length, weights.length]);
+  } finally {
+    await hub.close();
+  }
+});
+
+Deno.test("hub: a server that ignores Range gets the file restarted; one that always stalls gives one clear error", async () => {
+  await using cache = await tempDir();
+  const files = await tinyFiles();
+  const weights = files["model.safetensors"];
+  const restart = serveFile(
+    "org/norange",
+    files,
+    (file, n) => file === "model.safetensors" && n === 1 ? "stall" : "full",
+  );
+  try {
+    const dir = await resolveModelDir("org/norange", {
+      endpoint: restart.endpoint,
+      cacheDir: cache.path,
+      stallTimeoutMs: 300,
+      retryBaseMs: 1,
+    });
+    assertEquals(await Deno.readFile(join(dir, "model.safetensors")), weights);
+    assertEquals(restart.requests.filter((r) => r.file === "model.safetensors").length, 2);
+  } finally {
+    await restart.close();
+  }
+  const stuck = serveFile("org/stuck", files, (file) => file === "model.safetensors" ? "stall" : "full");
+  try {
+    await assertRejects(
+      () =>
+        resolveModelDir("org/stuck", {
+          endpoint: stuck.endpoint,
+          cacheDir: cache.path,
+          stallTimeoutMs: 200,
+          retries: 2,
+          retryBaseMs: 1,
+        }),
+      (e: unknown) => {
+        assert(e instanceof ActshardError, String(e));
+        const line = e.line();
+        assert(!line.includes("\n"), line);
+        assert(
+          /^download of model\.safetensors failed after 3 attempt\(s\): stalled: no data for 200 ms after \d+ bytes/
+            .test(line),
+          line,
+        );
+        return true;
+      },
+    );
+    assertEquals(stuck.requests.filter((r) => r.file === "model.safetensors").length, 3);
+    // The partial file is never taken for the model.
+    await assertRejects(
+      () => resolveModelDir("org/stuck", { download: false, cacheDir: cache.path }),
+      /not in the local Hugging Face cache/,
+    );
+  } finally {
+    await stuck.close();
   }
 });

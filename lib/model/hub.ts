@@ -4,6 +4,11 @@
  * downloaded from `$HF_ENDPOINT` (default https://huggingface.co, `resolve/main/FILE` URLs) into that cache, with
  * a progress bar. Without network and cache → one error that says how to fetch the model.
  *
+ * Each file download has an inactivity timeout (no response or no body bytes for `stallTimeoutMs` aborts the
+ * attempt) and bounded retries with exponential backoff for stalls, dropped connections, short bodies and HTTP
+ * 408/429/5xx; a retry resumes with a `Range` request when the server answers 206 for it, else restarts the
+ * file. When every attempt failed: one error naming the file and the last reason.
+ *
  * @example
  * ```ts
  * import { resolveModelDir } from "./hub.ts";
@@ -12,17 +17,12 @@
  */
 import { basename, join } from "node:path";
 import { ActshardError } from "../errors.ts";
+import { type DownloadProgress, fetchToFile, type TransferPolicy } from "./hub_transfer.ts";
+
+export type { DownloadProgress };
 
 /** The default model (the seed's). */
 export const DEFAULT_MODEL_ID = "KathirKs/qwen-2.5-0.5b";
-
-/** Download progress of one file. */
-export interface DownloadProgress {
-  file: string;
-  received: number;
-  /** Total bytes when the server says (Content-Length), else undefined. */
-  total?: number;
-}
 
 /** Options for {@link resolveModelDir}. */
 export interface ResolveOptions {
@@ -34,6 +34,12 @@ export interface ResolveOptions {
   cacheDir?: string;
   /** Progress callback; default: a progress bar on stderr when it is a terminal, else nothing. */
   onProgress?: (p: DownloadProgress) => void;
+  /** Abort an attempt when no response / no body bytes arrive for this long (default 60 000 ms). */
+  stallTimeoutMs?: number;
+  /** Retries per file after the first attempt (default 4). */
+  retries?: number;
+  /** Backoff before retry k (1-based): retryBaseMs · 2^(k-1), at most 30 s (default 1000 ms). */
+  retryBaseMs?: number;
 }
 
 const TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt"];
@@ -83,7 +89,18 @@ async function resolve(spec: string, opts: ResolveOptions, need: "model" | "toke
       hint: howTo,
     });
   }
-  return await download(repo, endpoint, repoDir, need, opts.onProgress ?? defaultProgress(), howTo);
+  const headers: Record<string, string> = {};
+  const token = Deno.env.get("HF_TOKEN");
+  if (token) headers.authorization = `Bearer ${token}`;
+  const policy: TransferPolicy = {
+    headers,
+    stallTimeoutMs: opts.stallTimeoutMs ?? 60_000,
+    retries: Math.max(0, opts.retries ?? 4),
+    retryBaseMs: opts.retryBaseMs ?? 1000,
+    onProgress: opts.onProgress ?? defaultProgress(),
+    reachable: false,
+  };
+  return await download(repo, endpoint, repoDir, need, policy, howTo);
 }
 
 /**
@@ -132,61 +149,46 @@ async function download(
   endpoint: string,
   repoDir: string,
   need: "model" | "tokenizer",
-  onProgress: (p: DownloadProgress) => void,
+  policy: TransferPolicy,
   howTo: string,
 ): Promise<string> {
-  const headers: Record<string, string> = {};
-  const token = Deno.env.get("HF_TOKEN");
-  if (token) headers.authorization = `Bearer ${token}`;
   const url = (f: string) => `${endpoint}/${repo}/resolve/main/${f}`;
-  const get = async (file: string): Promise<Response | null> => {
-    let res: Response;
-    try {
-      res = await fetch(url(file), { headers });
-    } catch (e) {
-      throw new ActshardError(`cannot download ${repo} from ${endpoint} (no network?) and it is not cached`, {
-        where: url(file),
-        kind: "remote",
-        hint: howTo,
-        cause: e,
-      });
-    }
-    if (res.status === 404) {
-      await res.body?.cancel();
-      return null;
-    }
-    if (!res.ok) {
-      await res.body?.cancel();
-      throw new ActshardError(`download of ${file} failed: HTTP ${res.status}`, {
-        where: url(file),
-        kind: "remote",
-        hint: res.status === 401 || res.status === 403 ? "set HF_TOKEN for a gated or private repo" : howTo,
-      });
-    }
-    return res;
-  };
-
-  const config = await get("config.json");
+  const unreachable = (file: string, cause: unknown) =>
+    new ActshardError(`cannot download ${repo} from ${endpoint} (no network?) and it is not cached`, {
+      where: url(file),
+      kind: "remote",
+      hint: howTo,
+      cause,
+    });
+  let snap = "";
+  const config = await fetchToFile(
+    url("config.json"),
+    "config.json",
+    async (h) => {
+      snap = join(repoDir, "snapshots", h.get("x-repo-commit") ?? "main");
+      await Deno.mkdir(snap, { recursive: true });
+      return join(snap, "config.json");
+    },
+    policy,
+    howTo,
+    unreachable,
+  );
   if (!config) {
     throw new ActshardError(`model ${repo} was not found on the Hub`, {
       where: url("config.json"),
       kind: "remote",
     });
   }
-  const commit = config.headers.get("x-repo-commit") ?? "main";
-  const snap = join(repoDir, "snapshots", commit);
-  await Deno.mkdir(snap, { recursive: true });
-  await save(config, join(snap, "config.json"), "config.json", onProgress);
-  const fetchOptional = async (f: string) => {
-    const r = await get(f);
-    if (r) await save(r, join(snap, f), f, onProgress);
-    return r !== null;
-  };
+  const commit = config.get("x-repo-commit") ?? "main";
+  const fetchOptional = async (f: string, dest = join(snap, f)) =>
+    await fetchToFile(url(f), f, () => Promise.resolve(dest), policy, howTo, unreachable) !== null;
   for (const f of [...TOKENIZER_FILES, ...OPTIONAL_FILES]) await fetchOptional(f);
   if (need === "model") {
-    const index = await get("model.safetensors.index.json");
-    if (index) {
-      const text = await index.text();
+    // The index is fetched under another name and put in place last: with it, the snapshot counts as
+    // complete (findSnapshot).
+    const pending = join(snap, "model.safetensors.index.json.pending");
+    if (await fetchOptional("model.safetensors.index.json", pending)) {
+      const text = await Deno.readTextFile(pending);
       let shards: Set<string>;
       try {
         shards = new Set(Object.values((JSON.parse(text).weight_map ?? {}) as Record<string, string>));
@@ -198,21 +200,14 @@ async function download(
         });
       }
       for (const s of shards) {
-        const r = await get(s);
-        if (!r) {
+        if (!(await fetchOptional(s))) {
           throw new ActshardError(`weight shard ${s} is missing on the Hub`, {
             where: url(s),
             kind: "remote",
           });
         }
-        await save(r, join(snap, s), s, onProgress);
       }
-      // The index goes in last: with it, the snapshot counts as complete (findSnapshot).
-      await Deno.writeTextFile(join(snap, "model.safetensors.index.json.incomplete"), text);
-      await Deno.rename(
-        join(snap, "model.safetensors.index.json.incomplete"),
-        join(snap, "model.safetensors.index.json"),
-      );
+      await Deno.rename(pending, join(snap, "model.safetensors.index.json"));
     } else if (!(await fetchOptional("model.safetensors"))) {
       throw new ActshardError(`model ${repo} has no safetensors weights on the Hub`, {
         where: url("model.safetensors"),
@@ -223,33 +218,6 @@ async function download(
   await Deno.mkdir(join(repoDir, "refs"), { recursive: true });
   await Deno.writeTextFile(join(repoDir, "refs", "main"), commit);
   return snap;
-}
-
-/** Stream a response to `path` via a `.incomplete` temp file, reporting progress. */
-async function save(res: Response, path: string, file: string, onProgress: (p: DownloadProgress) => void) {
-  const totalHeader = res.headers.get("content-length");
-  const total = totalHeader ? Number(totalHeader) : undefined;
-  const tmp = `${path}.incomplete`;
-  const f = await Deno.open(tmp, { write: true, create: true, truncate: true });
-  let received = 0;
-  try {
-    for await (const chunk of res.body!) {
-      let p = 0;
-      while (p < chunk.length) p += await f.write(chunk.subarray(p));
-      received += chunk.length;
-      onProgress({ file, received, total });
-    }
-  } finally {
-    f.close();
-  }
-  if (total !== undefined && received !== total) {
-    throw new ActshardError(`download of ${file} was cut short (${received} of ${total} bytes)`, {
-      where: path,
-      kind: "remote",
-      hint: "run again to retry",
-    });
-  }
-  await Deno.rename(tmp, path);
 }
 
 /** A one-line progress bar on stderr, redrawn at most every 200 ms (nothing when stderr is not a terminal). */
