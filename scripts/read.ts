@@ -52,7 +52,10 @@ export async function main(args: string[]): Promise<number> {
     });
   }
   if (filtered) {
-    console.log(table([["shard", "layer", "task_id", "sample_idx", "shape", "dtype", "mean", "std"]]));
+    const widths = [Math.max(WIDTHS[0], ...ds.shards.map((n) => n.length)), ...WIDTHS.slice(1)];
+    console.log(
+      table([["shard", "layer", "task_id", "sample_idx", "shape", "dtype", "mean", "std"]], widths),
+    );
     let n = 0;
     for await (const r of ds.records(filter)) {
       let s = 0, s2 = 0;
@@ -72,7 +75,7 @@ export async function main(args: string[]): Promise<number> {
           r.dtype,
           mean.toFixed(4),
           std.toFixed(4),
-        ]]),
+        ]], widths),
       );
       n++;
     }
@@ -84,8 +87,10 @@ export async function main(args: string[]): Promise<number> {
 }
 
 const WIDTHS = [26, 6, 12, 11, 14, 9, 10, 10];
-function table(rows: string[][]): string {
-  return rows.map((r) => r.map((c, i) => c.padEnd(WIDTHS[i] ?? 10)).join(" ").trimEnd()).join("\n");
+/** Columns at least WIDTHS wide, wider where a cell needs it (e.g. "safetensors", merged worker-…/shard paths). */
+function table(rows: string[][], widths: number[] = WIDTHS): string {
+  const w = widths.map((n, i) => Math.max(n, ...rows.map((r) => (r[i] ?? "").length)));
+  return rows.map((r) => r.map((c, i) => c.padEnd(w[i] ?? 10)).join(" ").trimEnd()).join("\n");
 }
 
 async function summary(ds: Dataset): Promise<void> {

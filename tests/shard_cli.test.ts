@@ -85,6 +85,19 @@ Deno.test({
   },
 });
 
+Deno.test("read: table columns stay aligned when a cell is wider than its default (safetensors, zstd)", async () => {
+  await using a = await tempDir();
+  await writeDataset(a.path, 2, [4], { format: "safetensors", codec: "zstd", gzipWorkers: 1 });
+  const col = (line: string, word: string) => line.search(new RegExp(`(?<=\\s|^)${word}(?=\\s|$)`));
+  const sum = (await runScript("read.ts", [a.path])).stdout.split("\n");
+  const head = sum.find((l) => l.startsWith("shard "))!;
+  const row = sum.find((l) => l.startsWith("shard_0001"))!;
+  assert(head && row, sum.join("\n"));
+  assertEquals(col(row, "safetensors"), col(head, "format"), `${head}\n${row}`);
+  assertEquals(col(row, "zstd"), col(head, "codec"), `${head}\n${row}`);
+  assertEquals(col(row, "float32"), col(head, "dtype"), `${head}\n${row}`);
+});
+
 Deno.test("bad input: one clear line on stderr, exit ≠ 0", async () => {
   await using d = await tempDir();
   await Deno.mkdir(`${d.path}/empty`);
