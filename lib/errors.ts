@@ -44,7 +44,8 @@ export class ActshardError extends Error {
   /** `message (where): hint` on one line. */
   line(): string {
     let s = this.message.replace(/\s*\n\s*/g, " ");
-    if (this.where) s += ` (${this.where})`;
+    // Name the place unless the message already does ("unknown flag --x (--x)" reads as a stutter).
+    if (this.where && !s.includes(this.where)) s += ` (${this.where})`;
     if (this.hint) s += `: ${this.hint}`;
     return s;
   }
@@ -65,6 +66,11 @@ export function errorLine(e: unknown): string {
   if (e instanceof ActshardError) return e.line();
   if (e instanceof Deno.errors.NotFound) return `file not found: ${firstLine(e.message)}`;
   if (e instanceof Deno.errors.PermissionDenied) return `permission denied: ${firstLine(e.message)}`;
+  if (e instanceof Deno.errors.NotADirectory) return `not a directory: ${firstLine(e.message)}`;
+  if (e instanceof Deno.errors.IsADirectory) {
+    return `is a directory, expected a file: ${firstLine(e.message)}`;
+  }
+  if (e instanceof Deno.errors.AlreadyExists) return `already exists: ${firstLine(e.message)}`;
   if (e instanceof Error) return `${e.name === "Error" ? "error" : e.name}: ${firstLine(e.message)}`;
   return `error: ${firstLine(String(e))}`;
 }

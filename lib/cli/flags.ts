@@ -158,12 +158,18 @@ function helpText(tool: string, specs: Record<string, FlagSpec>, opts: ParseOpti
   const lines = [`usage: deno task ${tool}${opts.positionals ? ` ${opts.positionals}` : ""} [flags]`];
   if (opts.description) lines.push("", opts.description);
   lines.push("", "flags:");
-  for (const [k, s] of Object.entries(specs)) {
-    const left = `  --${k}${s.type === "string" ? ` ${s.metavar ?? "VALUE"}${s.list ? " [...]" : ""}` : ""}` +
+  const rows: [string, string][] = Object.entries(specs).map(([k, s]) => {
+    const left = `--${k}${s.type === "string" ? ` ${s.metavar ?? "VALUE"}${s.list ? " [...]" : ""}` : ""}` +
       (s.negatable ? ` | --no_${k}` : "");
     const def = s.default === undefined || s.default === "" ? "" : ` (default: ${s.default})`;
-    lines.push(`${left.padEnd(40)} ${s.help}${def}`);
+    return [left, `${s.help}${def}`];
+  });
+  rows.push(["--help", "show this help"]);
+  // One column for the flags, as wide as the widest (capped so long ones wrap onto their own line).
+  const width = Math.min(44, Math.max(...rows.map(([l]) => l.length)));
+  for (const [left, right] of rows) {
+    if (left.length <= width) lines.push(`  ${left.padEnd(width)}  ${right}`);
+    else lines.push(`  ${left}`, `  ${" ".repeat(width)}  ${right}`);
   }
-  lines.push(`  --help${" ".repeat(34)} show this help`);
   return lines.join("\n");
 }
