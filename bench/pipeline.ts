@@ -86,7 +86,7 @@ async function forwardOnly(
 ): Promise<number> {
   const t0 = performance.now();
   for (const positions of run.plan) {
-    const tb = makeTokenBatch(positions.map((p) => run.items[p].input_ids), run.padId);
+    const tb = makeTokenBatch(positions.map((p) => run.allItems[p].input_ids), run.padId);
     const t = performance.now();
     const out = await backend.forward(tb, run.layers);
     record?.(tb, out, (performance.now() - t) / 1000);

@@ -1,5 +1,12 @@
 import { assert, assertEquals, assertRejects, assertThrows } from "./_assert.ts";
-import { makeTokenBatch, planBatches, ReorderBuffer } from "../lib/pipeline/batching.ts";
+import {
+  batchesTouching,
+  makeTokenBatch,
+  partnerCost,
+  planBatches,
+  ReorderBuffer,
+} from "../lib/pipeline/batching.ts";
+import { splitAll } from "../lib/pipeline/work_split.ts";
 import { BoundedQueue } from "../lib/pipeline/queue.ts";
 import { formatDuration, Progress, shardLines } from "../lib/pipeline/progress.ts";
 import { checkFreeDisk, estimateOutputBytes, freeBytes } from "../lib/pipeline/disk.ts";
@@ -23,6 +30,40 @@ Deno.test("planBatches: length-aware within a window, every position exactly onc
       0,
     );
   assert(waste(plan) < waste(planBatches(lengths, { batchSize: 2, window: 1 })));
+});
+
+Deno.test("batchesTouching: every worker runs the whole run's batches of its prompts; partners cost the rest", () => {
+  let seed = 7;
+  const rnd = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+  for (let trial = 0; trial < 50; trial++) {
+    const lengths = Array.from({ length: 1 + Math.floor(rnd() * 60) }, () => 1 + Math.floor(rnd() * 500));
+    const bs = 1 + Math.floor(rnd() * 5), window = 1 + Math.floor(rnd() * 4), n = 1 + Math.floor(rnd() * 6);
+    const plan = planBatches(lengths, { batchSize: bs, window });
+    const parts = splitAll(lengths.map((n_tokens, sample_idx) => ({ sample_idx, n_tokens })), n);
+    let first = 0, partners = 0;
+    for (const part of parts) {
+      const end = first + part.length;
+      const mine = batchesTouching(plan, first, end);
+      // Exactly the single run's batches (same partners), in run order, covering each own position once.
+      for (const b of mine) assert(plan.includes(b), "a batch not of the whole run's plan");
+      assertEquals(mine, plan.filter((b) => mine.includes(b)));
+      const own = mine.flat().filter((p) => p >= first && p < end).sort((a, b) => a - b);
+      assertEquals(own, part.map((_, i) => first + i));
+      const cost = partnerCost(mine, first, end, lengths);
+      assertEquals(cost.prompts, mine.flat().length - part.length);
+      assert(cost.batches <= 2 * window, `${cost.batches} shared batches: more than the two edge windows`);
+      partners += cost.prompts;
+      first = end;
+    }
+    if (n === 1) assertEquals(partners, 0);
+  }
+  // A worker owning positions 2-3 of [[0, 1], [2, 3]] (window 1) shares nothing; of [[0, 2], [1, 3]], both.
+  assertEquals(partnerCost(batchesTouching([[0, 1], [2, 3]], 2, 4), 2, 4, [5, 6, 7, 8]).batches, 0);
+  assertEquals(partnerCost(batchesTouching([[0, 2], [1, 3]], 2, 4), 2, 4, [5, 6, 7, 8]), {
+    batches: 2,
+    prompts: 2,
+    tokens: 11,
+  });
 });
 
 Deno.test("makeTokenBatch right-pads to the longest row", () => {

@@ -9,13 +9,18 @@
  *
  * The plan is a pure function of the prompt list, so a resumed run rebuilds exactly the same batches (same
  * padded shapes, hence the same bytes under `--keep_padding` and the same numerics everywhere) and merely skips
- * the prompts that are already durable.
+ * the prompts that are already durable. It is always planned over the WHOLE run's prompt list, also by a worker
+ * of an N-host run, which then runs the batches holding at least one of its prompts ({@link batchesTouching}):
+ * every prompt gets the same batch partners as in a single-host run, so its records are bit-identical to that
+ * run's (onnxruntime's last bits depend on the partners, and under `--keep_padding` the stored shape does).
+ * The price is the batches straddling a worker boundary, computed by both neighbours ({@link partnerCost}).
  *
  * @example
  * ```ts
  * import { planBatches } from "./batching.ts";
  * const plan = planBatches([5, 90, 7, 80], { batchSize: 2, window: 2 });
  * // [[0, 2], [1, 3]]: short prompts together, long prompts together (positions in the prompt list)
+ * batchesTouching(plan, 2, 4); // [[0, 2], [1, 3]]: a worker owning positions 2-3 runs both (with 0 and 1)
  * ```
  */
 import type { TokenBatch } from "../types.ts";
@@ -50,6 +55,43 @@ export function planBatches(lengths: readonly number[], opts: BatchPlanOptions):
     out.push(...batches);
   }
   return out;
+}
+
+/**
+ * The batches of a whole-run `plan` that hold at least one position in `[first, end)` (a worker's own
+ * prompts), in plan order. Positions outside the range are the batch partners the worker computes but does not
+ * write.
+ */
+export function batchesTouching(plan: readonly number[][], first: number, end: number): number[][] {
+  return plan.filter((b) => b.some((p) => p >= first && p < end));
+}
+
+/** What running a worker's batches costs beyond its own prompts (see {@link partnerCost}). */
+export interface PartnerCost {
+  /** Batches that hold positions outside the worker's range (shared with a neighbouring worker). */
+  batches: number;
+  /** Prompts computed only as batch partners (not written by this worker). */
+  prompts: number;
+  /** Their real tokens. */
+  tokens: number;
+}
+
+/** The partner rows of `batches` (positions outside `[first, end)`), with `lengths` the prompt lengths. */
+export function partnerCost(
+  batches: readonly number[][],
+  first: number,
+  end: number,
+  lengths: readonly number[],
+): PartnerCost {
+  const cost: PartnerCost = { batches: 0, prompts: 0, tokens: 0 };
+  for (const b of batches) {
+    const outside = b.filter((p) => p < first || p >= end);
+    if (outside.length === 0) continue;
+    cost.batches++;
+    cost.prompts += outside.length;
+    cost.tokens += outside.reduce((s, p) => s + lengths[p], 0);
+  }
+  return cost;
 }
 
 /** Right-pad the given token sequences into one {@link TokenBatch} (seqLen = the longest). */

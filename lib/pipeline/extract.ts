@@ -131,6 +131,15 @@ async function extractLocked(
       } of ${config.format}/${config.codec}/${config.dtype} to ${run.outDir} ` +
       `(${(disk.freeBytes / 1e9).toFixed(1)} GB free)`,
   );
+  if (run.partners.batches > 0) {
+    // The whole run's batching (records bit-identical to a single host's) costs the boundary batches' partners.
+    const own = run.items.reduce((s, p) => s + p.input_ids.length, 0);
+    const pct = (100 * run.partners.tokens / Math.max(1, own)).toFixed(1);
+    log(
+      `extract: ${run.partners.batches} batches shared with neighbouring workers: +${run.partners.prompts} ` +
+        `partner prompts, +${run.partners.tokens} tokens (${pct}% of this worker's ${own})`,
+    );
+  }
   if (decision.mode === "resume") {
     log(
       `extract: resuming: ${decision.durablePrompts}/${run.items.length} prompts already durable ` +
@@ -207,9 +216,10 @@ async function extractLocked(
     if (uploads && decision.existing) uploads.resumePending(decision.existing.shards);
     let tokens = 0;
     loop = await runBatches({
-      items: run.items,
+      items: run.allItems,
       plan: run.plan,
-      start: decision.durablePrompts,
+      start: run.first + decision.durablePrompts,
+      end: run.first + run.items.length,
       skipRecords: decision.durableRecordsOfNext,
       backend,
       layers: run.layers,
@@ -220,7 +230,7 @@ async function extractLocked(
         tokens += f.tokens;
         progress.update({ tokens });
       },
-      onWritten: (position) => progress.update({ prompts: position + 1 }),
+      onWritten: (position) => progress.update({ prompts: position - run.first + 1 }),
     });
     await writer.close();
     if (uploads) await uploads.finish();

@@ -39,8 +39,17 @@ export interface RunFingerprint {
   codec: string;
   shard_size_gb: number;
   keep_padding: boolean;
-  /** Only under `--keep_padding` (padded shapes depend on it); null otherwise. */
-  batch_size: number | null;
+  /**
+   * `--batch_size` and the length-sorting window (in batches; 1 under `--keep_padding`): with the prompt list
+   * they define the batch plan, which every worker computes over the whole run, and a prompt's batch partners
+   * decide its records' last bits (onnxruntime) and, under `--keep_padding`, their padded shape. Part of the
+   * fingerprint so that a resumed run is byte-identical to an uninterrupted one and merged workers form one
+   * plan, bit-identical to a single-host run. (Runs started before the plan was whole-run stored `batch_size`
+   * only under `--keep_padding` and no `batch_window`: they are refused on resume, naming both keys, rather
+   * than continued under a different plan.)
+   */
+  batch_size: number;
+  batch_window: number;
   num_workers: number;
   worker_index: number;
   /** Prompts this worker extracts (a consistency check on the prompt plan). */

@@ -35,12 +35,21 @@ export interface PromptTokens {
 
 /** Options for {@link runBatches}. */
 export interface RunBatchesOptions {
-  /** This worker's prompts, in `sample_idx` order (positions index this list). */
+  /**
+   * The prompts the plan's positions index, in `sample_idx` order: the whole run's list (a worker's batches
+   * hold prompts of its neighbours as batch partners).
+   */
   items: readonly PromptTokens[];
-  /** Batches of positions (see `planBatches`); covers every position. */
+  /** Batches of positions (see `planBatches`, `batchesTouching`); covers every position of `[start, end)`. */
   plan: readonly number[][];
-  /** First position not yet durable: earlier positions are skipped (resume). */
+  /**
+   * Positions whose records are written: `[start, end)`. `start` is the first position not yet durable (this
+   * worker's first prompt, or later after a resume), `end` the end of this worker's range (default: all of
+   * `items`). Positions outside are computed with their batch but never written; batches with no position in
+   * the range are not run.
+   */
   start: number;
+  end?: number;
   /** Records (leading layers) of position `start` already durable, dropped before writing (resume). */
   skipRecords?: number;
   backend: Backend;
@@ -52,7 +61,7 @@ export interface RunBatchesOptions {
   write(group: ActivationRecord[]): Promise<void>;
   /** Called after each forward pass. */
   onForward?(info: { batch: number; seqLen: number; tokens: number; seconds: number }): void;
-  /** Called after a prompt's records were written; `position` is its index in `items`. */
+  /** Called after a prompt's records were written; `position` is its index in `items` (in `[start, end)`). */
   onWritten?(position: number): void;
   /** Batches of outputs that may wait for the write stage (default 1). */
   queueDepth?: number;
@@ -102,8 +111,10 @@ export function recordsForRow(
   });
 }
 
-/** Run every batch of `plan` that has positions ≥ `start`, overlapping forwards with writes. */
+/** Run every batch of `plan` that has positions in `[start, end)`, overlapping forwards with writes. */
 export async function runBatches(o: RunBatchesOptions): Promise<RunBatchesStats> {
+  const end = o.end ?? o.items.length;
+  const written = (p: number) => p >= o.start && p < end;
   const layers = [...o.layers].sort((a, b) => a - b);
   const queue = new BoundedQueue<ForwardResult>(o.queueDepth ?? 1);
   const stats: RunBatchesStats = { batches: 0, prompts: 0, tokens: 0, forwardSeconds: 0, maxReorder: 0 };
@@ -111,8 +122,9 @@ export async function runBatches(o: RunBatchesOptions): Promise<RunBatchesStats>
   const forwardStage = async () => {
     try {
       for (const positions of o.plan) {
-        // A partly durable batch is still run whole: the same padded shapes as the uninterrupted run.
-        if (!positions.some((p) => p >= o.start)) continue;
+        // A partly durable batch, or one shared with a neighbouring worker, is still run whole: the same
+        // partners and padded shapes as the uninterrupted, single-host run.
+        if (!positions.some(written)) continue;
         const tb = makeTokenBatch(positions.map((p) => o.items[p].input_ids), o.padId);
         const t = performance.now();
         const out = await o.backend.forward(tb, layers);
@@ -136,7 +148,7 @@ export async function runBatches(o: RunBatchesOptions): Promise<RunBatchesStats>
     try {
       for await (const r of queue) {
         r.positions.forEach((p, row) => {
-          if (p >= o.start) {
+          if (written(p)) {
             const group = recordsForRow(o.items[p], row, r.tb, r.out, layers, o.keepPadding);
             reorder.put(p, { position: p, group });
           }
@@ -149,6 +161,7 @@ export async function runBatches(o: RunBatchesOptions): Promise<RunBatchesStats>
         }
       }
       if (reorder.size > 0) throw new Error(`reorder buffer: ${reorder.size} prompts never became writable`);
+      if (reorder.next < end) throw new Error(`batch plan: position ${reorder.next} is in no batch`);
     } catch (e) {
       queue.fail(e);
       throw e;

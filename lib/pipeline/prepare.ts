@@ -1,7 +1,7 @@
 /**
  * Everything an extract run decides before touching the output dir: the model (resolved, config read, layers
- * checked), the dataset and its fingerprint, the prompt plan and this worker's part of it, the batch plan, and
- * the size estimate. Pure with respect to the output: a bad flag, a missing file or an out-of-range layer fails
+ * checked), the dataset and its fingerprint, the prompt plan and this worker's part of it, the batch plan (the
+ * whole run's, cut to the batches holding this worker's prompts), and the size estimate. Pure with respect to the output: a bad flag, a missing file or an out-of-range layer fails
  * here, before any work and before anything is written.
  *
  * @example
@@ -17,13 +17,17 @@ import { loadModelConfig, type Qwen2Config } from "../model/config.ts";
 import { validateLayers } from "../model/qwen2.ts";
 import { buildPromptPlan } from "../prompts/plan.ts";
 import { loadPromptPlanOptions } from "../prompts/plan_inputs.ts";
-import { planBatches } from "./batching.ts";
+import { batchesTouching, type PartnerCost, partnerCost, planBatches } from "./batching.ts";
+import { ActshardError } from "../errors.ts";
 import { estimateOutputBytes } from "./disk.ts";
 import { datasetSha256, modelSha256, promptsSha256, type RunFingerprint, sha256File } from "./fingerprint.ts";
 import type { PromptTokens } from "./overlap.ts";
 import { splitWork, workerDirName } from "./work_split.ts";
 
-/** Batches per length-sorting window (see planBatches); 1 under --keep_padding, the seed's batching. */
+/**
+ * Batches per length-sorting window (see planBatches); 1 under --keep_padding, the seed's batching. Part of the
+ * run fingerprint (`batch_window`): changing it changes the batch plan, hence the records' last bits.
+ */
 export const SORT_WINDOW = 4;
 
 /** The outcome of {@link prepareRun}. */
@@ -33,12 +37,22 @@ export interface PreparedRun {
   modelConfig: Qwen2Config;
   /** Requested layers, validated, ascending. */
   layers: number[];
-  /** This worker's prompts in sample_idx order (sample_idx stays global). */
+  /** This worker's prompts in sample_idx order (sample_idx stays global): `allItems[first, first + length)`. */
   items: PromptTokens[];
+  /** The whole run's prompts (all workers), in sample_idx order: the list `plan` positions index. */
+  allItems: PromptTokens[];
+  /** Position of this worker's first prompt in `allItems`. */
+  first: number;
   /** Prompts in the whole run (all workers). */
   totalPrompts: number;
-  /** Batches of positions in `items`. */
+  /**
+   * This worker's batches: those of the whole run's plan (the same for every worker and for a single-host run)
+   * that hold at least one of its prompts, as positions in `allItems`, in run order. Positions outside
+   * `[first, first + items.length)` are batch partners, computed but written by their own worker.
+   */
   plan: number[][];
+  /** The extra compute of the partner rows (zero for a single worker). */
+  partners: PartnerCost;
   padId: number;
   /** Where this worker's shards and metadata.json go. */
   outDir: string;
@@ -59,31 +73,42 @@ export async function prepareRun(config: ExtractConfig): Promise<PreparedRun> {
   const planOptions = await loadPromptPlanOptions(config, modelDir);
   const all = buildPromptPlan(planOptions);
 
-  let items: PromptTokens[] = all;
+  // The whole run's list in sample_idx order; the batch plan is computed over it, by every worker alike.
+  const allItems = [...all].sort((a, b) => a.sample_idx - b.sample_idx);
+  let first = 0;
+  let end = allItems.length;
   let workerDir = "";
   if (config.num_workers > 1) {
-    const mine = new Set(
-      splitWork(
-        all.map((p) => ({ sample_idx: p.sample_idx, n_tokens: p.input_ids.length })),
-        config.num_workers,
-        config.worker_index,
-      ),
+    const mine = splitWork(
+      allItems.map((p) => ({ sample_idx: p.sample_idx, n_tokens: p.input_ids.length })),
+      config.num_workers,
+      config.worker_index,
     );
-    items = all.filter((p) => mine.has(p.sample_idx));
+    // The split is contiguous in sample_idx order: this worker's prompts are one range of the list.
+    first = mine.length ? allItems.findIndex((p) => p.sample_idx === mine[0]) : 0;
+    end = first + mine.length;
+    if (mine.some((idx, i) => allItems[first + i]?.sample_idx !== idx)) {
+      throw new ActshardError("work split: a worker's prompts are not one contiguous range", {
+        kind: "internal",
+      });
+    }
     workerDir = workerDirName(config.worker_index, config.num_workers);
   }
-  items = [...items].sort((a, b) => a.sample_idx - b.sample_idx);
+  const items = allItems.slice(first, end);
 
-  const lengths = items.map((p) => p.input_ids.length);
-  const plan = planBatches(lengths, {
-    batchSize: config.batch_size,
-    window: config.keep_padding ? 1 : SORT_WINDOW,
-  });
+  const lengths = allItems.map((p) => p.input_ids.length);
+  const batchWindow = config.keep_padding ? 1 : SORT_WINDOW;
+  const plan = batchesTouching(
+    planBatches(lengths, { batchSize: config.batch_size, window: batchWindow }),
+    first,
+    end,
+  );
   let storedTokens = 0;
   for (const b of plan) {
+    const own = b.filter((p) => p >= first && p < end);
     storedTokens += config.keep_padding
-      ? b.length * Math.max(...b.map((p) => lengths[p]))
-      : b.reduce((s, p) => s + lengths[p], 0);
+      ? own.length * Math.max(...b.map((p) => lengths[p]))
+      : own.reduce((s, p) => s + lengths[p], 0);
   }
 
   const fingerprint: RunFingerprint = {
@@ -103,7 +128,8 @@ export async function prepareRun(config: ExtractConfig): Promise<PreparedRun> {
     codec: config.codec,
     shard_size_gb: config.shard_size_gb,
     keep_padding: config.keep_padding,
-    batch_size: config.keep_padding ? config.batch_size : null,
+    batch_size: config.batch_size,
+    batch_window: batchWindow,
     num_workers: config.num_workers,
     worker_index: config.worker_index,
     n_prompts: items.length,
@@ -116,8 +142,11 @@ export async function prepareRun(config: ExtractConfig): Promise<PreparedRun> {
     modelConfig,
     layers,
     items,
+    allItems,
+    first,
     totalPrompts: all.length,
     plan,
+    partners: partnerCost(plan, first, end, lengths),
     padId: planOptions.tokenizer.padId,
     outDir: workerDir ? join(config.output_dir, workerDir) : config.output_dir,
     workerDir,
