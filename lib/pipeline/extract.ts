@@ -88,6 +88,12 @@ async function extractLocked(
   t0: number,
 ): Promise<ExtractSummary> {
   const log = hooks.log ?? ((l: string) => console.error(l));
+  if (config.delete_local_after_upload && !config.upload_to_gcs) {
+    // The seed ignored it silently; say so, since the user clearly expected the disk to be freed.
+    log(
+      "extract: note: --delete_local_after_upload does nothing without --upload_to_gcs; shards stay on disk",
+    );
+  }
   const sampleIdx = run.items.map((p) => p.sample_idx);
   let decision = await decideResume(run.outDir, run.fingerprint, {
     overwrite: config.overwrite,
