@@ -74,16 +74,6 @@ export async function python(exe: string, code: string, args: string[] = []): Pr
   return new TextDecoder().decode(out.stdout).trim();
 }
 
-/** Whether `exe` runs and imports numpy (sync, for Deno.test `ignore`). */
-export function hasNumpy(exe: string): boolean {
-  try {
-    return new Deno.Command(exe, { args: ["-c", "import numpy"], stdout: "null", stderr: "null" })
-      .outputSync().success;
-  } catch {
-    return false;
-  }
-}
-
 /** The two Pythons the pickle format must satisfy. */
 export const PYTHONS: { exe: string; label: string }[] = [
   { exe: "python3", label: "numpy 2.x" },

@@ -54,9 +54,3 @@ export async function tempDir(
     },
   };
 }
-
-/**
- * In CI (`CI=true`) the Python checks (numpy 1.x/2.x pickle loading, the HF numpy port) must run: .ci/run installs
- * their packages, so a missing numpy there is a failure, not a skip. Elsewhere they are skipped, and say so.
- */
-export const REQUIRE_PYTHON: boolean = Deno.env.get("CI") === "true";

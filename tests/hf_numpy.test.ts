@@ -4,7 +4,8 @@
  * checkpoint, against the reference interpreter's `hidden_states[i+1]`. Ignored when numpy is unavailable.
  */
 import { assertClose } from "./_assert.ts";
-import { REQUIRE_PYTHON, tempDir } from "./_shared.ts";
+import { DEBIAN_PYTHON, ignoreWithoutPython } from "./_python.ts";
+import { tempDir } from "./_shared.ts";
 import { referenceForward } from "../lib/model/reference.ts";
 import { writeTinyModel } from "../lib/model/tiny.ts";
 
@@ -47,12 +48,9 @@ for i in range(cfg["num_hidden_layers"]):
 print(json.dumps(out))
 `;
 
-const hasNumpy = await new Deno.Command("/usr/bin/python3", { args: ["-c", "import numpy"] }).output()
-  .then((r) => r.success).catch(() => false);
-
 Deno.test({
   name: "qwen2 definition matches a numpy port of HF modeling_qwen2 (GQA ratio 3, 3 layers)",
-  ignore: !hasNumpy && !REQUIRE_PYTHON,
+  ignore: ignoreWithoutPython(["numpy"], DEBIAN_PYTHON),
   fn: async () => {
     await using dir = await tempDir();
     await writeTinyModel(dir.path, {

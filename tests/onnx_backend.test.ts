@@ -6,6 +6,7 @@
 import { join } from "node:path";
 import { assert, assertClose, assertEquals, assertRejects, maxRelError } from "./_assert.ts";
 import { tempDir } from "./_shared.ts";
+import { DEBIAN_PYTHON, pythonTest } from "./_python.ts";
 import { createOnnxBackend } from "../lib/backend/onnx/index.ts";
 import { emitOnnx } from "../lib/backend/onnx/emit.ts";
 import { ActshardError } from "../lib/errors.ts";
@@ -148,38 +149,42 @@ Deno.test("onnx: forward rejects layers not built and out-of-vocab ids; bad laye
 });
 
 for (const fusedAttention of [false, true]) {
-  Deno.test(`onnx: the emitted model passes onnx.checker.check_model (full_check, fused ${fusedAttention})`, async () => {
-    await using dir = await tempDir();
-    await writeTinyModel(dir.path, {
-      hidden: 56,
-      layers: 2,
-      heads: 7,
-      kvHeads: 1,
-      vocab: 200,
-      tokenizer: false,
-    });
-    const cfg = await loadModelConfig(dir.path);
-    const graph = buildQwen2Graph(cfg, [0, 1]);
-    const w = await CheckpointWeights.open(dir.path);
-    const refs = new Map(
-      graphWeights(graph).map((n) => {
-        const t = w.info(n.name);
-        return [n.name, { location: "model.safetensors", offset: t.offset, length: t.byteLength }];
-      }),
-    );
-    w.close();
-    const path = join(dir.path, "model.onnx");
-    await Deno.writeFile(path, emitOnnx(graph, (n) => refs.get(n)!, { fusedAttention }));
-    const py = new Deno.Command("/usr/bin/python3", {
-      args: [
-        "-c",
-        "import onnx,sys; onnx.checker.check_model(sys.argv[1], full_check=True); print('ok')",
-        path,
-      ],
-    });
-    const r = await py.output();
-    const err = new TextDecoder().decode(r.stderr);
-    assert(r.success, `check_model failed: ${err}`);
-    assertEquals(new TextDecoder().decode(r.stdout).trim(), "ok");
-  });
+  pythonTest(
+    `onnx: the emitted model passes onnx.checker.check_model (full_check, fused ${fusedAttention})`,
+    { modules: ["onnx"], python: DEBIAN_PYTHON },
+    async () => {
+      await using dir = await tempDir();
+      await writeTinyModel(dir.path, {
+        hidden: 56,
+        layers: 2,
+        heads: 7,
+        kvHeads: 1,
+        vocab: 200,
+        tokenizer: false,
+      });
+      const cfg = await loadModelConfig(dir.path);
+      const graph = buildQwen2Graph(cfg, [0, 1]);
+      const w = await CheckpointWeights.open(dir.path);
+      const refs = new Map(
+        graphWeights(graph).map((n) => {
+          const t = w.info(n.name);
+          return [n.name, { location: "model.safetensors", offset: t.offset, length: t.byteLength }];
+        }),
+      );
+      w.close();
+      const path = join(dir.path, "model.onnx");
+      await Deno.writeFile(path, emitOnnx(graph, (n) => refs.get(n)!, { fusedAttention }));
+      const py = new Deno.Command(DEBIAN_PYTHON, {
+        args: [
+          "-c",
+          "import onnx,sys; onnx.checker.check_model(sys.argv[1], full_check=True); print('ok')",
+          path,
+        ],
+      });
+      const r = await py.output();
+      const err = new TextDecoder().decode(r.stderr);
+      assert(r.success, `check_model failed: ${err}`);
+      assertEquals(new TextDecoder().decode(r.stdout).trim(), "ok");
+    },
+  );
 }

@@ -1,6 +1,7 @@
 import { assert, assertEquals, assertMatch } from "./_assert.ts";
 import { tempDir } from "./_shared.ts";
-import { hasNumpy, python, runScript, writeDataset } from "./_shard_fixtures.ts";
+import { ignoreWithoutPython } from "./_python.ts";
+import { python, runScript, writeDataset } from "./_shard_fixtures.ts";
 import { Dataset } from "../lib/shard/reader.ts";
 import { decodeActivation, encodeActivation } from "../lib/shard/dtype.ts";
 import { main as shardMain } from "../scripts/shard.ts";
@@ -63,7 +64,7 @@ Deno.test("shard round trip: pickle.gz → safetensors (bf16, zstd) → pickle k
 
 Deno.test({
   name: "read --out writes an .npy numpy.load reads; summary and filters",
-  ignore: !hasNumpy("python3"),
+  ignore: ignoreWithoutPython(["numpy"]),
   async fn() {
     await using a = await tempDir();
     await writeDataset(a.path, 3, [4, 6], { gzipWorkers: 1 });

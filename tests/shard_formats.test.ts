@@ -1,6 +1,7 @@
 import { assert, assertEquals } from "./_assert.ts";
 import { tempDir } from "./_shared.ts";
-import { activation, hasNumpy, promptRecords, python, sha256Hex, writeDataset } from "./_shard_fixtures.ts";
+import { ignoreWithoutPython } from "./_python.ts";
+import { activation, promptRecords, python, sha256Hex, writeDataset } from "./_shard_fixtures.ts";
 import { decodeActivation, encodeActivation, f16BitsToF32, f32ToF16Bits } from "../lib/shard/dtype.ts";
 import { Dataset } from "../lib/shard/reader.ts";
 import { createCompressor, decompressStream } from "../lib/shard/codecs.ts";
@@ -25,7 +26,7 @@ Deno.test("float16 conversion: exact cases", () => {
 
 Deno.test({
   name: "float16 / bfloat16 rounding agrees with numpy bit for bit",
-  ignore: !hasNumpy("python3"),
+  ignore: ignoreWithoutPython(["numpy"]),
   async fn() {
     const a = activation(64, 64, 7);
     a[0] = 1e-8;
@@ -56,7 +57,7 @@ print(json.dumps([hashlib.sha256(f16).hexdigest(), hashlib.sha256(bf).hexdigest(
 for (const dtype of ["float32", "float16", "bfloat16"] as const) {
   Deno.test({
     name: `safetensors (${dtype}) reads with a plain Python reader (header + numpy.frombuffer)`,
-    ignore: !hasNumpy("python3"),
+    ignore: ignoreWithoutPython(["numpy"]),
     async fn() {
       await using d = await tempDir();
       await writeDataset(d.path, 3, [2, 4], { format: "safetensors", codec: "none", dtype });
@@ -111,7 +112,7 @@ print(json.dumps(out))`,
 
 Deno.test({
   name: "multi-member gzip from parallel workers is read by Python's gzip module; output is deterministic",
-  ignore: !hasNumpy("python3"),
+  ignore: ignoreWithoutPython(["numpy"]),
   async fn() {
     await using d = await tempDir();
     const data = new Uint8Array(activation(700, 512, 1).buffer);
@@ -175,7 +176,7 @@ function hasZstdCli(): boolean {
 
 Deno.test({
   name: "a zstd shard holds its data in one zstd frame (zstd -l), and the zstd CLI + pickle.load read it",
-  ignore: !hasZstdCli() || !hasNumpy("python3"),
+  ignore: !hasZstdCli() || ignoreWithoutPython(["numpy"]),
   async fn() {
     await using d = await tempDir();
     await writeDataset(d.path, 150, [1, 2], { codec: "zstd" }); // ≈ 340 KB: two 256 KiB chunks

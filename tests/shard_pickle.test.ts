@@ -1,6 +1,7 @@
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
-import { REQUIRE_PYTHON, sharedPath, sharedTest, tempDir } from "./_shared.ts";
-import { hasNumpy, promptRecords, python, PYTHONS, sha256Hex, writeDataset } from "./_shard_fixtures.ts";
+import { sharedPath, sharedTest, tempDir } from "./_shared.ts";
+import { ignoreWithoutPython } from "./_python.ts";
+import { promptRecords, python, PYTHONS, sha256Hex, writeDataset } from "./_shard_fixtures.ts";
 import { Dataset, readShard } from "../lib/shard/reader.ts";
 import { LocalStore } from "../lib/storage/local.ts";
 import { encodeActivation } from "../lib/shard/dtype.ts";
@@ -26,7 +27,7 @@ for (const { exe, label } of PYTHONS) {
   for (const dtype of ["float32", "float16"] as const) {
     Deno.test({
       name: `pickle shard loads with the seed snippet under ${label} (${dtype}), bitwise equal`,
-      ignore: !hasNumpy(exe) && !REQUIRE_PYTHON,
+      ignore: ignoreWithoutPython(["numpy"], exe),
       async fn() {
         await using d = await tempDir();
         await writeDataset(d.path, 5, [10, 11, 12], { dtype });
@@ -140,7 +141,7 @@ Deno.test("restricted unpickler refuses os.system (GLOBAL and STACK_GLOBAL) and 
 
 Deno.test({
   name: "restricted unpickler: a real Python os.system pickle is refused",
-  ignore: !hasNumpy("python3") && !REQUIRE_PYTHON,
+  ignore: ignoreWithoutPython(["numpy"]),
   async fn() {
     const hex = await python(
       "python3",
