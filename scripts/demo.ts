@@ -24,7 +24,13 @@ const PREFIX = "activations";
 /** Run the demo; returns the exit code. */
 export async function main(args: string[]): Promise<number> {
   const f = parseFlags("demo", args, {
-    out: { type: "string", default: "./demo_out", metavar: "DIR", help: "where the demo writes everything" },
+    out: {
+      type: "string",
+      default: "./demo_out",
+      metavar: "DIR",
+      path: true,
+      help: "where the demo writes everything",
+    },
   }, {
     description:
       "Tiny checkpoint + generated ARC tasks → extract (with upload to a local GCS emulator) → verify → read.",

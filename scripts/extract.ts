@@ -6,7 +6,7 @@
 import { parseExtractFlags } from "../lib/cli/extract_flags.ts";
 import { runCli } from "../lib/cli/run.ts";
 import { ActshardError } from "../lib/errors.ts";
-import { dryRun } from "../lib/prompts/dry_run.ts";
+import { dryRun, formatPlanCounts } from "../lib/prompts/dry_run.ts";
 
 // Not a literal, so this script type-checks whether or not the pipeline module is present.
 const PIPELINE_MODULE = "../lib/pipeline/extract.ts";
@@ -20,10 +20,9 @@ export async function extractMain(args: string[]): Promise<number> {
   }
   if (config.dry_run) {
     const s = await dryRun(config);
-    const trunc = config.max_seq_length > 0 ? ` (max_seq_length ${config.max_seq_length})` : "";
     console.log(
-      `dry run: ${s.tasks} tasks, ${s.prompts} prompts, ${s.tokens} tokens, longest ${s.maxTokens}, ` +
-        `${s.truncated} truncated${trunc}` + (s.dumpPath ? `; prompts written to ${s.dumpPath}` : ""),
+      `dry run: ${formatPlanCounts(s, config.max_seq_length)}` +
+        (s.dumpPath ? `; prompts written to ${s.dumpPath}` : ""),
     );
     return 0;
   }

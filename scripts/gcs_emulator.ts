@@ -10,12 +10,13 @@ import { startGcsEmulator } from "../lib/storage/gcs_emulator/server.ts";
 /** Parse flags, start the emulator, print its URL, and serve until SIGINT/SIGTERM. */
 export async function main(args: string[]): Promise<number> {
   const r = parseFlags("gcs-emulator", args, {
-    port: { type: "string", default: "4443", help: "TCP port (0 = any free port)", metavar: "N" },
+    port: { type: "string", default: "4443", help: "TCP port (0 = any free port)", metavar: "N", port: true },
     host: { type: "string", default: "127.0.0.1", help: "address to bind", metavar: "ADDR" },
     dir: {
       type: "string",
       help: "state directory (buckets, objects, upload sessions); default: a temp dir removed on exit",
       metavar: "DIR",
+      path: true,
     },
     bucket: { type: "string", list: true, help: "bucket(s) to create at start", metavar: "NAME" },
     no_auto_create: { type: "boolean", default: false, help: "unknown buckets are 404 (as on GCS)" },

@@ -1,18 +1,26 @@
 /**
- * `deno task make-tiny-model --out DIR [--hidden 64 --layers 2 --heads 4 --kv_heads 2 --vocab N ...]`: write a
- * deterministic random-weight Qwen2 checkpoint in Hugging Face layout (see lib/model/tiny.ts).
+ * `deno task make-tiny-model --out DIR [--hidden 64 --layers 24 --heads 4 --kv_heads 2 --vocab N ...]`: write a
+ * deterministic random-weight Qwen2 checkpoint in Hugging Face layout (see lib/model/tiny.ts). The default has
+ * Qwen2.5-0.5B's 24 blocks, so extract's default `--layers_to_extract 10-23` works on it as it is.
  */
 import { runCli } from "../lib/cli/run.ts";
 import { choiceFlag, numberFlag, parseFlags } from "../lib/cli/flags.ts";
 import { usageError } from "../lib/errors.ts";
 import { writeTinyModel } from "../lib/model/tiny.ts";
 
+/** Default decoder blocks: Qwen2.5-0.5B's count, so extract's default layers (10-23) are all there. */
+export const TINY_CLI_LAYERS = 24;
+
 /** The CLI's main, importable for tests. */
 export async function main(args: string[]): Promise<number> {
   const r = parseFlags("make-tiny-model", args, {
-    out: { type: "string", help: "output directory", metavar: "DIR" },
+    out: { type: "string", help: "output directory", metavar: "DIR", path: true },
     hidden: { type: "string", help: "hidden size", default: "64" },
-    layers: { type: "string", help: "decoder layers", default: "2" },
+    layers: {
+      type: "string",
+      help: "decoder layers (24, as Qwen2.5-0.5B: extract's default layers 10-23 exist)",
+      default: String(TINY_CLI_LAYERS),
+    },
     heads: { type: "string", help: "attention heads", default: "4" },
     kv_heads: { type: "string", help: "key/value heads (GQA)", default: "2" },
     intermediate: { type: "string", help: "MLP size (default 4 * hidden)" },

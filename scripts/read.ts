@@ -6,7 +6,7 @@
  * metadata's per-shard sample ranges), so one record costs a few KiB of header plus its own bytes.
  */
 import { runCli } from "../lib/cli/run.ts";
-import { numberFlag, parseFlags } from "../lib/cli/flags.ts";
+import { GCS_HELP, numberFlag, parseFlags } from "../lib/cli/flags.ts";
 import { ActshardError, usageError } from "../lib/errors.ts";
 import { Dataset, type RecordFilter } from "../lib/shard/reader.ts";
 import { encodeNpy } from "../lib/shard/npy.ts";
@@ -18,14 +18,24 @@ export async function main(args: string[]): Promise<number> {
     layer: { type: "string", help: "only this layer", metavar: "L" },
     task_id: { type: "string", help: "only this task", metavar: "T" },
     sample_idx: { type: "string", help: "only this sample (global prompt index)", metavar: "N" },
-    out: { type: "string", help: "write the first matching activation as .npy", metavar: "FILE.npy" },
-  }, { positionals: "DIR", description: "Summarize a dataset, list records, or export one activation." });
+    out: {
+      type: "string",
+      help: "write the first matching activation as .npy",
+      metavar: "FILE.npy",
+      path: true,
+    },
+  }, {
+    positionals: "DIR|gs://BUCKET/PREFIX",
+    positionalPaths: true,
+    description: "Summarize a dataset, list records, or export one activation.",
+    epilog: GCS_HELP,
+  });
   if (f.help) {
     console.log(f.help);
     return 0;
   }
   if (f.positionals.length !== 1) {
-    throw usageError("give exactly one dataset directory", "deno task read DIR");
+    throw usageError("give exactly one dataset: a directory or gs://BUCKET/PREFIX", "deno task read DIR");
   }
   const filter: RecordFilter = {
     layer: numberFlag("layer", f.values.layer, { integer: true, min: 0 }),
@@ -33,6 +43,7 @@ export async function main(args: string[]): Promise<number> {
     sample_idx: numberFlag("sample_idx", f.values.sample_idx, { integer: true, min: 0 }),
   };
   const ds = await Dataset.open(f.positionals[0]);
+  checkFilterAgainstIndex(ds, filter);
   const filtered = filter.layer !== undefined || filter.task_id !== undefined ||
     filter.sample_idx !== undefined;
   if (f.values.out) {
@@ -45,19 +56,17 @@ export async function main(args: string[]): Promise<number> {
       );
       return 0;
     }
-    throw new ActshardError("no record matches the filter", {
-      where: ds.store.url,
-      kind: "input",
-      hint: "see the summary: deno task read DIR",
-    });
+    throw noMatch(ds, filter);
   }
   if (filtered) {
     const widths = [Math.max(WIDTHS[0], ...ds.shards.map((n) => n.length)), ...WIDTHS.slice(1)];
-    console.log(
-      table([["shard", "layer", "task_id", "sample_idx", "shape", "dtype", "mean", "std"]], widths),
-    );
     let n = 0;
     for await (const r of ds.records(filter)) {
+      if (n === 0) {
+        console.log(
+          table([["shard", "layer", "task_id", "sample_idx", "shape", "dtype", "mean", "std"]], widths),
+        );
+      }
       let s = 0, s2 = 0;
       for (const v of r.activation) {
         s += v;
@@ -79,11 +88,62 @@ export async function main(args: string[]): Promise<number> {
       );
       n++;
     }
+    if (n === 0) throw noMatch(ds, filter);
     console.log(`${n} records`);
-    return n ? 0 : 1;
+    return 0;
   }
   await summary(ds);
   return 0;
+}
+
+/** What the index says exists, as text: "layers 10-23; sample_idx 0..95". */
+function indexFacts(ds: Dataset): { layers: number[]; range: [number, number] | null; text: string } {
+  const shards = ds.metadata?.shards ?? [];
+  const layers = [...new Set(shards.flatMap((e) => e.layers ?? []))].sort((a, b) => a - b);
+  const mins = shards.map((e) => e.sample_idx_min).filter((x) => typeof x === "number");
+  const maxs = shards.map((e) => e.sample_idx_max).filter((x) => typeof x === "number");
+  const range: [number, number] | null = mins.length ? [Math.min(...mins), Math.max(...maxs)] : null;
+  const parts = [];
+  if (layers.length) parts.push(`layers ${rangeText(layers)}`);
+  if (range) parts.push(`sample_idx ${range[0]}..${range[1]}`);
+  return { layers, range, text: parts.join("; ") };
+}
+
+/** "10-23" for a contiguous run, else "1,3,5". */
+function rangeText(xs: number[]): string {
+  const contiguous = xs.every((x, i) => i === 0 || x === xs[i - 1] + 1);
+  return contiguous && xs.length > 2 ? `${xs[0]}-${xs[xs.length - 1]}` : xs.join(",");
+}
+
+/** Fail before reading any shard when the index says the filter cannot match, naming what exists. */
+function checkFilterAgainstIndex(ds: Dataset, filter: RecordFilter): void {
+  const facts = indexFacts(ds);
+  if (filter.layer !== undefined && facts.layers.length && !facts.layers.includes(filter.layer)) {
+    throw usageError(
+      `--layer ${filter.layer} is not in this dataset`,
+      `it has ${facts.text}`,
+      ds.store.url,
+    );
+  }
+  const r = facts.range;
+  if (filter.sample_idx !== undefined && r && (filter.sample_idx < r[0] || filter.sample_idx > r[1])) {
+    throw usageError(
+      `--sample_idx ${filter.sample_idx} is not in this dataset`,
+      `it has ${facts.text}`,
+      ds.store.url,
+    );
+  }
+}
+
+/** Nothing matched: say what was asked and what exists. */
+function noMatch(ds: Dataset, filter: RecordFilter): ActshardError {
+  const asked = Object.entries(filter).filter(([, v]) => v !== undefined).map(([k, v]) => `--${k} ${v}`);
+  const facts = indexFacts(ds).text;
+  return new ActshardError(`no record matches ${asked.join(" ") || "the filter"}`, {
+    where: ds.store.url,
+    kind: "input",
+    hint: `${facts ? `it has ${facts}; ` : ""}the summary lists the shards: deno task read ${ds.store.url}`,
+  });
 }
 
 const WIDTHS = [26, 6, 12, 11, 14, 9, 10, 10];

@@ -7,7 +7,8 @@
  * when DST is the workers' parent (see docs/scale-out.md).
  */
 import { runCli } from "../lib/cli/run.ts";
-import { choiceFlag, numberFlag, parseFlags } from "../lib/cli/flags.ts";
+import { choiceFlag, GCS_HELP, numberFlag, parseFlags } from "../lib/cli/flags.ts";
+import { resolveUserPath } from "../lib/cli/paths.ts";
 import { ActshardError, usageError } from "../lib/errors.ts";
 import { resolve } from "node:path";
 import { Dataset, type ReadRecord } from "../lib/shard/reader.ts";
@@ -21,11 +22,17 @@ const DTYPES: readonly ActivationDType[] = ["float32", "float16", "bfloat16"];
 /** Run shard; returns the exit code. */
 export async function main(args: string[]): Promise<number> {
   const f = parseFlags("shard", args, {
-    input: { type: "string", help: "dataset to read (directory or gs://BUCKET/PREFIX)", metavar: "DIR" },
+    input: {
+      type: "string",
+      help: "dataset to read (directory or gs://BUCKET/PREFIX)",
+      metavar: "DIR",
+      path: true,
+    },
     output: {
       type: "string",
       help: "directory to write (must not hold a dataset unless --overwrite)",
       metavar: "DIR",
+      path: true,
     },
     shard_size_gb: {
       type: "string",
@@ -49,12 +56,17 @@ export async function main(args: string[]): Promise<number> {
       help:
         "merge the workers of a --num_workers run (their parent dir/gs:// prefix, or worker dirs) into --output",
     },
-  }, { description: "Re-shard or convert a dataset, or merge the outputs of N workers into one." });
+  }, {
+    description: "Re-shard or convert a dataset, or merge the outputs of N workers into one.",
+    epilog: GCS_HELP,
+  });
   if (f.help) {
     console.log(f.help);
     return 0;
   }
-  if (f.values.merge !== undefined) return await merge(String(f.values.merge).split(","), f.values.output);
+  if (f.values.merge !== undefined) {
+    return await merge(String(f.values.merge).split(",").map(resolveUserPath), f.values.output);
+  }
   const input = f.values.input as string | undefined;
   const output = f.values.output as string | undefined;
   if (!input || !output) throw usageError("--input and --output are required", "see --help");
@@ -69,7 +81,7 @@ export async function main(args: string[]): Promise<number> {
   if (resolve(input) === resolve(output)) {
     throw usageError("--output must differ from --input", undefined, "--output");
   }
-  const sizeGb = numberFlag("shard_size_gb", f.values.shard_size_gb, { min: 1e-6 })!;
+  const sizeGb = numberFlag("shard_size_gb", f.values.shard_size_gb, { above: 0 })!;
   const format = choiceFlag("format", f.values.format, FORMATS);
   const codec: Codec = f.values.codec !== undefined
     ? choiceFlag("codec", f.values.codec, CODECS)

@@ -4,14 +4,19 @@
  * resumable (rerun after a kill). metadata.json is uploaded last. See docs/gcs.md.
  */
 import { runCli } from "../lib/cli/run.ts";
-import { numberFlag, parseFlags } from "../lib/cli/flags.ts";
+import { GCS_HELP, numberFlag, parseFlags } from "../lib/cli/flags.ts";
 import { usageError } from "../lib/errors.ts";
 import { uploadDataset } from "../lib/storage/shard_uploader.ts";
 
 /** Run the upload stage; returns the exit code. */
 export async function main(args: string[]): Promise<number> {
   const r = parseFlags("upload", args, {
-    output_dir: { type: "string", help: "the local dataset (holds metadata.json)", metavar: "DIR" },
+    output_dir: {
+      type: "string",
+      help: "the local dataset (holds metadata.json)",
+      metavar: "DIR",
+      path: true,
+    },
     gcs_bucket: { type: "string", help: "destination bucket (required)", metavar: "BUCKET" },
     gcs_prefix: { type: "string", default: "activations", help: "object prefix in the bucket", metavar: "P" },
     concurrency: { type: "string", default: "2", help: "uploads in flight", metavar: "N" },
@@ -20,7 +25,10 @@ export async function main(args: string[]): Promise<number> {
       default: false,
       help: "remove each local shard once its upload is confirmed (metadata.json is kept)",
     },
-  }, { description: "Upload an existing local dataset to GCS (verified, idempotent, resumable)." });
+  }, {
+    description: "Upload an existing local dataset to GCS (verified, idempotent, resumable).",
+    epilog: GCS_HELP,
+  });
   if (r.help) {
     console.log(r.help);
     return 0;

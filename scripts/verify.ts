@@ -3,7 +3,7 @@
  * check counts, shapes, dtype, NaN/Inf and sample coverage. Exit 0 only when clean.
  */
 import { runCli } from "../lib/cli/run.ts";
-import { parseFlags } from "../lib/cli/flags.ts";
+import { GCS_HELP, parseFlags } from "../lib/cli/flags.ts";
 import { usageError } from "../lib/errors.ts";
 import { openStore } from "../lib/storage/open.ts";
 import { verifyDataset, type VerifyReport } from "../lib/shard/verify.ts";
@@ -13,13 +13,18 @@ export async function main(args: string[]): Promise<number> {
   const f = parseFlags("verify", args, {
     json: { type: "boolean", help: "print the report as JSON" },
     deep: { type: "boolean", help: "always download, re-hash and decode (even when the store has crc32c)" },
-  }, { positionals: "DIR", description: "Check a dataset's shards against its metadata.json." });
+  }, {
+    positionals: "DIR|gs://BUCKET/PREFIX",
+    positionalPaths: true,
+    description: "Check a dataset's shards against its metadata.json.",
+    epilog: GCS_HELP,
+  });
   if (f.help) {
     console.log(f.help);
     return 0;
   }
   if (f.positionals.length !== 1) {
-    throw usageError("give exactly one dataset directory", "deno task verify DIR");
+    throw usageError("give exactly one dataset: a directory or gs://BUCKET/PREFIX", "deno task verify DIR");
   }
   const report = await verifyDataset(await openStore(f.positionals[0]), { deep: f.values.deep as boolean });
   if (f.values.json) console.log(JSON.stringify(report, null, 2));

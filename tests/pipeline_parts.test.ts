@@ -8,10 +8,12 @@ import {
 } from "../lib/pipeline/batching.ts";
 import { splitAll } from "../lib/pipeline/work_split.ts";
 import { BoundedQueue } from "../lib/pipeline/queue.ts";
-import { formatDuration, Progress, shardLines } from "../lib/pipeline/progress.ts";
+import { formatDuration, formatSize, Progress, shardLines } from "../lib/pipeline/progress.ts";
 import { checkFreeDisk, estimateOutputBytes, freeBytes } from "../lib/pipeline/disk.ts";
 import { syntheticArcTasks } from "../lib/arc/synthetic.ts";
 import { ActshardError } from "../lib/errors.ts";
+import { ShardWriter } from "../lib/shard/writer.ts";
+import { tempDir } from "./_shared.ts";
 
 Deno.test("planBatches: window 1 is consecutive batches in order (the seed's batching)", () => {
   assertEquals(planBatches([9, 1, 8, 2, 7], { batchSize: 2, window: 1 }), [[0, 1], [2, 3], [4]]);
@@ -123,10 +125,11 @@ Deno.test("Progress: plain lines when not a TTY, counts and ETA", () => {
   t = 2500;
   p.update({ prompts: 6 }); // within the interval: no line
   assertEquals(lines.length, 1);
-  assertEquals(lines[0], "extract: 5/10 prompts · 500 tok/s · 3.0 MB · ETA 2s");
+  assertEquals(lines[0], "extract: 5/10 prompts · 500 tok/s · 3.0 MB · 0 shards · ETA 2s");
   p.finish();
   assert(lines[1].includes("6/10 prompts"));
   assertEquals(formatDuration(185), "3m05s");
+  assertEquals([formatSize(812.4 * 2 ** 20), formatSize(1.5 * 2 ** 30)], ["812.4 MB", "1.50 GB"]);
   assertEquals(
     shardLines({
       filename: "shard_0042.pkl.gz",
@@ -182,4 +185,58 @@ Deno.test("fingerprint diff names the differing settings, ignores paths", async 
   );
   assertEquals(diffFingerprints(a, { ...a, model_path: "/elsewhere" }), []);
   assertEquals(sha256Hex("abc").slice(0, 8), "ba7816bf");
+});
+
+Deno.test("Progress: says what it does before the first batch, then ETA by tokens, GB once large, shards", () => {
+  let t = 0;
+  const lines: string[] = [];
+  const p = new Progress({
+    total: 4,
+    totalTokens: 1000,
+    tty: false,
+    intervalMs: 1000,
+    write: (l) => lines.push(l),
+    now: () => t,
+  });
+  // Phases are drawn at once (not "0% ETA ?" for minutes).
+  p.phase("loading the model (24 layers) from /m");
+  t = 12_000;
+  p.phase("first batch (1 prompts, 900 tokens)");
+  p.startCompute();
+  t = 15_000;
+  p.update({});
+  assertEquals(lines, [
+    "extract: 0/4 prompts · loading the model (24 layers) from /m… 0s",
+    "extract: 0/4 prompts · first batch (1 prompts, 900 tokens)… 0s",
+    "extract: 0/4 prompts · first batch (1 prompts, 900 tokens)… 3s",
+  ]);
+  // One long prompt done of four: 90% of the tokens, so ~10% of the time is left (a prompt-count ETA says 3×).
+  t = 21_000;
+  p.update({ prompts: 1, tokens: 900, bytes: 3 * 2 ** 30 + 1, shards: 3 });
+  assertEquals(lines[3], "extract: 1/4 prompts · 100 tok/s · 3.00 GB · 3 shards · ETA 1s");
+});
+
+Deno.test("ShardWriter.openShardBytes: the open shard's bytes count before it is committed", async () => {
+  await using tmp = await tempDir();
+  const w = await ShardWriter.open({
+    dir: tmp.path,
+    format: "pickle",
+    codec: "none",
+    dtype: "float32",
+    shardSizeBytes: 1 << 30,
+    base: {},
+  });
+  assertEquals(w.openShardBytes, 0);
+  await w.write([{
+    task_id: "t",
+    sample_idx: 0,
+    layer: 0,
+    activation: new Float32Array(1000),
+    shape: [10, 100],
+    prompt: "p",
+  }]);
+  assertEquals(w.openShardBytes, 4000); // 1000 float32 values, not yet compressed or committed
+  assertEquals(w.metadata.shards.length, 0);
+  await w.abort();
+  assertEquals(w.openShardBytes, 0);
 });

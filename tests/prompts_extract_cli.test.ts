@@ -1,7 +1,8 @@
 import { assert, assertEquals, assertThrows } from "./_assert.ts";
 import { REPO_ROOT, tempDir } from "./_shared.ts";
 import { writeTinyTokenizer } from "./_tokenizer_fixture.ts";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
+import { userCwd } from "../lib/cli/paths.ts";
 import { type ExtractConfig, parseExtractFlags, parseLayers } from "../lib/cli/extract_flags.ts";
 import { extractMain } from "../scripts/extract.ts";
 import { ActshardError } from "../lib/errors.ts";
@@ -12,8 +13,9 @@ const cfg = (args: string[]) => parseExtractFlags(args) as ExtractConfig;
 Deno.test("extract flags: the seed's names and defaults, plus ours", () => {
   const d = cfg([]);
   assertEquals(d.model_path, "KathirKs/qwen-2.5-0.5b");
-  assertEquals(d.dataset_path, "test_data_small.json");
-  assertEquals(d.output_dir, "./activations_arc");
+  // Paths resolve where the user stands (INIT_CWD under deno task), printed and recorded absolute.
+  assertEquals(d.dataset_path, resolve(userCwd(), "test_data_small.json"));
+  assertEquals(d.output_dir, resolve(userCwd(), "activations_arc"));
   assertEquals(d.layers_to_extract, [10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23]);
   assertEquals([d.batch_size, d.predictions_per_task, d.random_seed, d.max_seq_length], [8, 8, 42, 2048]);
   assertEquals([d.shard_size_gb, d.compress_shards, d.codec, d.format, d.dtype], [

@@ -13,7 +13,7 @@
  */
 import { usageError } from "../errors.ts";
 import { resolveWorker } from "../pipeline/work_split.ts";
-import { choiceFlag, type FlagSpec, numberFlag, parseFlags } from "./flags.ts";
+import { choiceFlag, type FlagSpec, GCS_HELP, numberFlag, parseFlags } from "./flags.ts";
 
 /** A checked extract configuration (snake_case: these are also the run's recorded config). */
 export interface ExtractConfig {
@@ -62,18 +62,21 @@ export const EXTRACT_FLAGS: Record<string, FlagSpec> = {
     type: "string",
     default: "KathirKs/qwen-2.5-0.5b",
     metavar: "DIR|ID",
+    path: "or-id",
     help: "model directory, or a Hugging Face id resolved via the local HF cache",
   },
   dataset_path: {
     type: "string",
     default: "test_data_small.json",
     metavar: "PATH",
+    path: true,
     help: "ARC tasks: {id: task} JSON, a directory of task files, or JSONL",
   },
   output_dir: {
     type: "string",
     default: "./activations_arc",
     metavar: "DIR",
+    path: true,
     help: "local output directory",
   },
   n_tasks: { type: "string", metavar: "N", help: "process only the first N tasks (0 = all)" },
@@ -111,8 +114,17 @@ export const EXTRACT_FLAGS: Record<string, FlagSpec> = {
   delete_local_after_upload: { type: "boolean", help: "delete local shards once verified in GCS" },
   verbose: { type: "boolean", help: "print detailed progress" },
   no_data_parallel: { type: "boolean", help: "use one device only (pjrt)" },
+  use_data_parallel: {
+    type: "boolean",
+    help: "data parallel over all devices (pjrt): the default, accepted as the seed's guide spells it",
+  },
   backend: { type: "string", default: "onnx", metavar: "onnx|pjrt|auto", help: "forward-pass backend" },
-  pjrt_plugin: { type: "string", metavar: "PATH", help: "PJRT plugin .so (else $PJRT_PLUGIN_LIBRARY_PATH)" },
+  pjrt_plugin: {
+    type: "string",
+    metavar: "PATH",
+    path: true,
+    help: "PJRT plugin .so (else $PJRT_PLUGIN_LIBRARY_PATH)",
+  },
   compute_dtype: {
     type: "string",
     default: "float32",
@@ -135,12 +147,18 @@ export const EXTRACT_FLAGS: Record<string, FlagSpec> = {
   prompt_format: {
     type: "string",
     metavar: "PATH",
+    path: true,
     help: "prompt format JSON (default: built-in seed format)",
   },
   augment: { type: "string", default: "default", metavar: "default|none", help: "augmentation of prompts" },
   overwrite: { type: "boolean", help: "replace an existing output made with a different config" },
   dry_run: { type: "boolean", help: "build prompts and token ids only; load no weights" },
-  dump_prompts: { type: "string", metavar: "FILE", help: "write every prompt and its token ids as JSONL" },
+  dump_prompts: {
+    type: "string",
+    metavar: "FILE",
+    path: true,
+    help: "with --dry_run: write every prompt and its token ids as JSONL",
+  },
   num_workers: {
     type: "string",
     metavar: "N",
@@ -194,7 +212,7 @@ function str(v: string | boolean | undefined): string | null {
 
 /** Parse extract's argv. Returns `{help}` for --help; throws a usage error (exit 2) on any bad flag. */
 export function parseExtractFlags(args: string[]): ExtractConfig | { help: string } {
-  const r = parseFlags("extract", args, EXTRACT_FLAGS, { description: DESCRIPTION });
+  const r = parseFlags("extract", args, EXTRACT_FLAGS, { description: DESCRIPTION, epilog: GCS_HELP });
   if (r.help) return { help: r.help };
   const v = r.values;
   const int = (name: string, min: number, raw: string | boolean | undefined = v[name]) =>
@@ -213,8 +231,18 @@ export function parseExtractFlags(args: string[]): ExtractConfig | { help: strin
   const codec = v.codec === undefined
     ? (compress ? "gzip" : "none")
     : choiceFlag("codec", v.codec, ["gzip", "zstd", "none"] as const);
-  const shardGb = numberFlag("shard_size_gb", v.shard_size_gb, { min: 0 }) as number;
-  if (!(shardGb > 0)) throw usageError("--shard_size_gb must be > 0", undefined, "--shard_size_gb");
+  const shardGb = numberFlag("shard_size_gb", v.shard_size_gb, { above: 0 }) as number;
+  if (v.dump_prompts !== undefined && !v.dry_run) {
+    // A real run writes no prompt dump: say so instead of ignoring the flag.
+    throw usageError(
+      "--dump_prompts only works with --dry_run",
+      "add --dry_run to write the prompts and token ids (no weights are loaded), or drop --dump_prompts",
+      "--dump_prompts",
+    );
+  }
+  if (v.use_data_parallel && v.no_data_parallel) {
+    throw usageError("--use_data_parallel and --no_data_parallel contradict each other", "give one of them");
+  }
   if ((v.output_dir as string).startsWith("gs://")) {
     // it would become a local directory named "gs:"
     throw usageError(

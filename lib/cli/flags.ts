@@ -15,6 +15,7 @@
  */
 import { parseArgs } from "node:util";
 import { usageError } from "../errors.ts";
+import { noteFlag, resolveModelPathOrId, resolveUserPath } from "./paths.ts";
 
 /** One flag. */
 export interface FlagSpec {
@@ -27,6 +28,13 @@ export interface FlagSpec {
   negatable?: boolean;
   /** Placeholder shown in --help (e.g. "DIR"). */
   metavar?: string;
+  /**
+   * A local path (or gs:// URL): resolved against the directory the user ran the command in (paths.ts).
+   * `"or-id"`: a path or a Hugging Face id, resolved only when it names an existing path.
+   */
+  path?: boolean | "or-id";
+  /** A TCP port: named by the CLI edge when it is already in use. */
+  port?: boolean;
 }
 
 /** The parsed result; `help` is set (and values empty) when `--help`/`-h` was given. */
@@ -42,7 +50,18 @@ export interface ParseOptions {
   positionals?: string;
   /** One-paragraph description printed at the top of --help. */
   description?: string;
+  /** Positionals are local paths or gs:// URLs (resolved like `path` flags). */
+  positionalPaths?: boolean;
+  /** Paragraph printed at the end of --help (e.g. how GCS credentials are found). */
+  epilog?: string;
 }
+
+/** The --help paragraph of every stage that reads or writes gs:// (credentials, the emulator). */
+export const GCS_HELP =
+  "GCS: gs://BUCKET/PREFIX is read/written with Application Default Credentials (gcloud auth " +
+  "application-default login, a service-account key in $GOOGLE_APPLICATION_CREDENTIALS, or the VM's service " +
+  "account); STORAGE_EMULATOR_HOST=http://HOST:PORT sends every request to an emulator instead " +
+  "(deno task gcs-emulator).";
 
 /** Parse `args` against `specs`. Throws a usage error (exit 2) on unknown flags or missing values. */
 export function parseFlags(
@@ -104,7 +123,14 @@ export function parseFlags(
   } catch (e) {
     const msg = e instanceof Error ? e.message.split("\n")[0] : String(e);
     const m = msg.match(/Unknown option '([^']+)'/);
-    if (m) throw usageError(`unknown flag ${m[1]}`, `run with --help to list the flags`, m[1]);
+    if (m) {
+      const near = closestFlag(m[1].replace(/^-+/, "").split("=")[0], Object.keys(specs));
+      throw usageError(
+        `unknown flag ${m[1]}`,
+        near ? `did you mean --${near}? (--help lists the flags)` : "run with --help to list the flags",
+        m[1],
+      );
+    }
     throw usageError(msg.replace(/\.$/, ""), "run with --help to list the flags");
   }
   if (parsed.positionals.length && !opts.positionals) {
@@ -116,23 +142,69 @@ export function parseFlags(
     if (s.type === "boolean") {
       values[k] = raw === undefined ? (s.default as boolean | undefined) ?? false : raw === "true";
     } else values[k] = raw ?? (s.default as string | undefined);
+    const v = values[k];
+    if (s.path && typeof v === "string" && v !== "") {
+      values[k] = s.path === "or-id" ? resolveModelPathOrId(v) : resolveUserPath(v);
+      noteFlag({ flag: `--${k}`, kind: "path", value: values[k] as string });
+    }
+    if (s.port && typeof v === "string") noteFlag({ flag: `--${k}`, kind: "port", value: v });
   }
-  return { values, positionals: parsed.positionals };
+  let positionals = parsed.positionals;
+  if (opts.positionalPaths) {
+    positionals = positionals.map(resolveUserPath);
+    for (const p of positionals) noteFlag({ flag: opts.positionals ?? "PATH", kind: "path", value: p });
+  }
+  return { values, positionals };
 }
 
-/** Parse a flag value as a number in [min, max]; usage error otherwise. */
+/** The flag name nearest to a mistyped `name` (edit distance ≤ 1/3 of its length, at least 2), or null. */
+export function closestFlag(name: string, names: string[]): string | null {
+  let best: string | null = null, bestD = Infinity;
+  for (const n of names) {
+    const d = editDistance(name.toLowerCase(), n.toLowerCase());
+    if (d < bestD) [best, bestD] = [n, d];
+  }
+  // A flag of the same words in another order or with a dropped word ("layers" for layers_to_extract).
+  if (best && bestD <= Math.max(2, Math.floor(name.length / 3))) return best;
+  const prefix = names.filter((n) => n.startsWith(name) && name.length >= 3);
+  return prefix.length === 1 ? prefix[0] : null;
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) {
+      cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    prev = cur;
+  }
+  return prev[b.length];
+}
+
+/**
+ * Parse a flag value as a number in [min, max] (`above`: strictly greater); usage error otherwise, one message
+ * for every bad value ("--shard_size_gb must be a number > 0, got "-1"").
+ */
 export function numberFlag(
   name: string,
   raw: string | boolean | undefined,
-  opts: { integer?: boolean; min?: number; max?: number } = {},
+  opts: { integer?: boolean; min?: number; max?: number; above?: number } = {},
 ): number | undefined {
   if (raw === undefined || raw === "") return undefined;
   const n = Number(raw);
   const bad = typeof raw !== "string" || !Number.isFinite(n) || (opts.integer && !Number.isInteger(n)) ||
-    (opts.min !== undefined && n < opts.min) || (opts.max !== undefined && n > opts.max);
+    (opts.min !== undefined && n < opts.min) || (opts.max !== undefined && n > opts.max) ||
+    (opts.above !== undefined && !(n > opts.above));
   if (bad) {
     const kind = opts.integer ? "an integer" : "a number";
-    const range = opts.min !== undefined ? ` ≥ ${opts.min}` : "";
+    const range = opts.above !== undefined
+      ? ` > ${opts.above}`
+      : opts.min !== undefined && opts.max !== undefined
+      ? ` in ${opts.min}..${opts.max}`
+      : opts.min !== undefined
+      ? ` ≥ ${opts.min}`
+      : "";
     throw usageError(`--${name} must be ${kind}${range}, got "${raw}"`, "see --help", `--${name}`);
   }
   return n;
@@ -171,5 +243,6 @@ function helpText(tool: string, specs: Record<string, FlagSpec>, opts: ParseOpti
     if (left.length <= width) lines.push(`  ${left.padEnd(width)}  ${right}`);
     else lines.push(`  ${left}`, `  ${" ".repeat(width)}  ${right}`);
   }
+  if (opts.epilog) lines.push("", opts.epilog);
   return lines.join("\n");
 }

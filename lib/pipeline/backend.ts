@@ -24,12 +24,16 @@ export async function chooseBackend(config: ExtractConfig): Promise<"onnx" | "pj
   }
 }
 
-/** Create the backend the config asks for, compiled for `layers`. */
+/**
+ * Create the backend the config asks for, compiled for `layers`. `onPhase` hears what start-up is doing
+ * (converting weights, building the session) for the progress line.
+ */
 export async function createBackend(
   config: ExtractConfig,
   modelDir: string,
   layers: number[],
   log?: (line: string) => void,
+  onPhase?: (text: string) => void,
 ): Promise<Backend> {
   if ((await chooseBackend(config)) === "pjrt") {
     const { createPjrtBackend } = await import("../backend/pjrt/index.ts");
@@ -42,5 +46,5 @@ export async function createBackend(
     });
   }
   const { createOnnxBackend } = await import("../backend/onnx/index.ts");
-  return await createOnnxBackend(modelDir, { layers });
+  return await createOnnxBackend(modelDir, { layers, onPhase });
 }

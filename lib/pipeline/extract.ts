@@ -22,8 +22,8 @@ import { createBackend } from "./backend.ts";
 import { killPoint } from "./kill_point.ts";
 import { checkFreeDisk } from "./disk.ts";
 import { runBatches, type RunBatchesStats } from "./overlap.ts";
-import { type PreparedRun, prepareRun } from "./prepare.ts";
-import { formatMB, Progress, type ProgressOptions, shardLines } from "./progress.ts";
+import { type PreparedRun, prepareRun, runSummaryLines } from "./prepare.ts";
+import { formatSize, Progress, type ProgressOptions, shardLines } from "./progress.ts";
 import { clearOutputDir, decideResume, type ResumeDecision } from "./resume.ts";
 import type { UploadSession } from "./upload.ts";
 
@@ -128,15 +128,7 @@ async function extractLocked(
     // Shards that leave the disk as they are uploaded only need room for a few in flight.
     needBytes: leaving ? Math.min(needBytes, 4 * config.shard_size_gb * GB) : needBytes,
   });
-  log(
-    `extract: ${run.items.length} prompts (${run.totalPrompts} in the run), layers ${
-      fmtLayers(run.layers)
-    }, ` +
-      `~${
-        formatMB(run.estimateBytes)
-      } of ${config.format}/${config.codec}/${config.dtype} to ${run.outDir} ` +
-      `(${(disk.freeBytes / 1e9).toFixed(1)} GB free)`,
-  );
+  for (const line of runSummaryLines(run, disk, remaining)) log(`extract: ${line}`);
   if (run.partners.batches > 0) {
     // The whole run's batching (records bit-identical to a single host's) costs the boundary batches' partners.
     const own = run.items.reduce((s, p) => s + p.input_ids.length, 0);
@@ -166,19 +158,39 @@ async function extractLocked(
   }
 
   await Deno.mkdir(run.outDir, { recursive: true });
-  const backend = hooks.backend ?? await createBackend(config, run.modelDir, run.layers, log);
-  if (config.verbose) log(`extract: backend ${backend.name}`);
+  const start = run.first + decision.durablePrompts, end = run.first + run.items.length;
+  // Tokens this process will compute (partner rows included): the ETA is by tokens, not prompts.
+  const batchesLeft = run.plan.filter((b) => b.some((p) => p >= start && p < end));
   const progress = new Progress({
     total: run.items.length,
     already: decision.durablePrompts,
+    totalTokens: batchesLeft.reduce(
+      (s, b) => s + b.reduce((t, p) => t + run.allItems[p].input_ids.length, 0),
+      0,
+    ),
     ...hooks.progress,
   });
   let uploads: UploadSession | null = null;
   let writer: ShardWriter | null = null;
-  let bytes = 0;
+  let bytes = 0, shards = 0;
   let loop: RunBatchesStats | null = null;
+  // Ctrl-C / SIGTERM: drop the open shard's temp file and say how to continue (committed shards stay).
+  const interrupted = onInterrupt(async (sig) => {
+    progress.finish();
+    await writer?.abort().catch(() => {});
+    const durable = writer?.metadata.shards.length ?? decision.existing?.shards.length ?? 0;
+    log(
+      `extract: interrupted (${sig}): ${durable} shards durable in ${run.outDir}, the partial shard removed; ` +
+        `rerun the same command to continue after them`,
+    );
+  });
+  let backend: Backend | null = null;
   const tLoop = performance.now();
   try {
+    progress.phase(`loading the model (${run.modelConfig.num_hidden_layers} layers) from ${run.modelDir}`);
+    backend = hooks.backend ??
+      await createBackend(config, run.modelDir, run.layers, log, (text) => progress.phase(text));
+    if (config.verbose) log(`extract: backend ${backend.name}`);
     if (config.upload_to_gcs) {
       // Loaded only when uploading: a local run never loads the GCS client.
       const { openUploader } = await import("./upload.ts");
@@ -201,7 +213,7 @@ async function extractLocked(
       onShardCommitted: async (entry: ShardEntry) => {
         killPoint("committed", entry.shard_id);
         bytes += entry.bytes;
-        progress.update({ bytes });
+        progress.update({ bytes, shards: ++shards });
         if (config.verbose) {
           for (
             const line of shardLines({
@@ -221,11 +233,15 @@ async function extractLocked(
     if (!decision.existing || fromGcs) await writeMetadataAtomic(run.outDir, writer.metadata);
     if (uploads && decision.existing) uploads.resumePending(decision.existing.shards);
     let tokens = 0;
+    const first = batchesLeft[0] ?? [];
+    const firstTokens = first.reduce((t, p) => t + run.allItems[p].input_ids.length, 0);
+    progress.phase(`first batch (${first.length} prompts, ${firstTokens} tokens)`);
+    progress.startCompute();
     loop = await runBatches({
       items: run.allItems,
       plan: run.plan,
-      start: run.first + decision.durablePrompts,
-      end: run.first + run.items.length,
+      start,
+      end,
       skipRecords: decision.durableRecordsOfNext,
       backend,
       layers: run.layers,
@@ -236,18 +252,22 @@ async function extractLocked(
         tokens += f.tokens;
         progress.update({ tokens });
       },
-      onWritten: (position) => progress.update({ prompts: position - run.first + 1 }),
+      onWritten: (position) =>
+        progress.update({ prompts: position - run.first + 1, bytes: bytes + writer!.openShardBytes }),
     });
     await writer.close();
     if (uploads) await uploads.finish();
     progress.finish();
   } catch (e) {
+    // Interrupted: the signal handler cleans up and exits 130; errors it causes in the loop are not news.
+    if (interrupted.active) await interrupted.exited;
     progress.finish();
     await writer?.abort().catch(() => {});
     await uploads?.abort().catch(() => {});
     throw e;
   } finally {
-    if (!hooks.backend) await backend.close();
+    interrupted.dispose();
+    if (!hooks.backend) await backend?.close();
   }
   const meta = writer.metadata;
   const summary: ExtractSummary = {
@@ -260,15 +280,15 @@ async function extractLocked(
     records: meta.total_samples,
     shards: meta.total_shards,
     bytes: meta.shards.reduce((s, e) => s + (e.bytes ?? 0), 0),
-    tokens: loop.tokens,
+    tokens: loop!.tokens,
     layers: run.layers,
     wall_s: (performance.now() - t0) / 1000,
     loop_s: (performance.now() - tLoop) / 1000,
-    forward_s: loop.forwardSeconds,
+    forward_s: loop!.forwardSeconds,
     gcs_url: uploads?.url,
   };
   log(
-    `extract: done: ${summary.records} records in ${summary.shards} shards (${formatMB(summary.bytes)}) ` +
+    `extract: done: ${summary.records} records in ${summary.shards} shards (${formatSize(summary.bytes)}) ` +
       `at ${run.outDir}${summary.gcs_url ? ` and ${summary.gcs_url}` : ""}, ${summary.wall_s.toFixed(1)}s`,
   );
   return summary;
@@ -349,9 +369,37 @@ function gcsUrlFor(c: ExtractConfig, run: Pick<PreparedRun, "workerDir">): strin
   return `gs://${c.gcs_bucket}/${gcsPrefixFor(c, run)}`;
 }
 
-function fmtLayers(layers: number[]): string {
-  const contiguous = layers.every((l, i) => i === 0 || l === layers[i - 1] + 1);
-  return contiguous && layers.length > 2 ? `${layers[0]}-${layers[layers.length - 1]}` : layers.join(",");
+/**
+ * Run `cleanup` on SIGINT/SIGTERM, then exit 130 (the shell's code for Ctrl-C). The kernel drops the output
+ * lock with the process; committed shards and metadata.json are already durable.
+ */
+function onInterrupt(
+  cleanup: (sig: string) => Promise<void>,
+): { dispose(): void; readonly active: boolean; exited: Promise<never> } {
+  const sigs = ["SIGINT", "SIGTERM"] as const;
+  let active = false;
+  const handlers = sigs.map((sig) => {
+    const h = () => {
+      if (active) return;
+      active = true;
+      cleanup(sig).finally(() => Deno.exit(130));
+    };
+    try {
+      Deno.addSignalListener(sig, h);
+    } catch {
+      return null; // signals unsupported here (Windows SIGTERM): the run is still resumable after a kill
+    }
+    return [sig, h] as const;
+  });
+  return {
+    dispose() {
+      for (const x of handlers) if (x) Deno.removeSignalListener(x[0], x[1]);
+    },
+    get active() {
+      return active;
+    },
+    exited: new Promise<never>(() => {}),
+  };
 }
 
 /** Thrown for internal inconsistencies the user cannot fix. */

@@ -16,10 +16,12 @@ import type { ExtractConfig } from "../cli/extract_flags.ts";
 import { loadModelConfig, type Qwen2Config } from "../model/config.ts";
 import { validateLayers } from "../model/qwen2.ts";
 import { buildPromptPlan } from "../prompts/plan.ts";
+import { countPrompt, emptyPlanCounts, formatPlanCounts, type PlanCounts } from "../prompts/dry_run.ts";
 import { loadPromptPlanOptions } from "../prompts/plan_inputs.ts";
 import { batchesTouching, type PartnerCost, partnerCost, planBatches } from "./batching.ts";
 import { ActshardError } from "../errors.ts";
-import { estimateOutputBytes } from "./disk.ts";
+import { type DiskCheck, estimateOutputBytes } from "./disk.ts";
+import { formatSize } from "./progress.ts";
 import { datasetSha256, modelSha256, promptsSha256, type RunFingerprint, sha256File } from "./fingerprint.ts";
 import type { PromptTokens } from "./overlap.ts";
 import { splitWork, workerDirName } from "./work_split.ts";
@@ -63,6 +65,8 @@ export interface PreparedRun {
   storedTokens: number;
   /** Estimated bytes of all shards of this worker. */
   estimateBytes: number;
+  /** The whole run's tasks, test inputs, prompts, tokens and truncations (the pre-run summary). */
+  counts: PlanCounts;
 }
 
 /** Resolve, load and plan; throws an ActshardError on anything a user can get wrong. */
@@ -72,6 +76,8 @@ export async function prepareRun(config: ExtractConfig): Promise<PreparedRun> {
   const layers = validateLayers(modelConfig, config.layers_to_extract);
   const planOptions = await loadPromptPlanOptions(config, modelDir);
   const all = buildPromptPlan(planOptions);
+  const counts = emptyPlanCounts(planOptions.tasks);
+  for (const p of all) countPrompt(counts, p.input_ids.length, p.untruncated_length);
 
   // The whole run's list in sample_idx order; the batch plan is computed over it, by every worker alike.
   const allItems = [...all].sort((a, b) => a.sample_idx - b.sample_idx);
@@ -152,6 +158,7 @@ export async function prepareRun(config: ExtractConfig): Promise<PreparedRun> {
     workerDir,
     fingerprint,
     storedTokens,
+    counts,
     estimateBytes: estimateOutputBytes({
       tokens: storedTokens,
       hidden: modelConfig.hidden_size,
@@ -160,6 +167,34 @@ export async function prepareRun(config: ExtractConfig): Promise<PreparedRun> {
       prompts: items.length,
     }),
   };
+}
+
+/**
+ * The summary printed before any compute: what will be read, what the plan holds (truncations included), and
+ * what it will write against the free disk; paths absolute, as resolved.
+ */
+export function runSummaryLines(run: PreparedRun, disk: DiskCheck, remainingPrompts: number): string[] {
+  const c = run.config;
+  const m = run.modelConfig;
+  const lines = [
+    `model ${run.modelDir}${run.modelDir === c.model_path ? "" : ` (${c.model_path})`}: ` +
+    `${m.num_hidden_layers} layers, hidden ${m.hidden_size}; dataset ${c.dataset_path}`,
+    `${formatPlanCounts(run.counts, c.max_seq_length)}` +
+    (run.workerDir
+      ? `; this worker (${c.worker_index + 1} of ${c.num_workers}): ${run.items.length} prompts`
+      : ""),
+    `layers ${fmtLayers(run.layers)} → ~${formatSize(run.estimateBytes)} of ` +
+    `${c.format}/${c.codec}/${c.dtype} in ${run.outDir}` +
+    (remainingPrompts < run.items.length ? ` (~${formatSize(disk.needBytes)} still to write)` : "") +
+    `; ${formatSize(disk.freeBytes)} free there`,
+  ];
+  return lines;
+}
+
+/** "10-23" for a contiguous run of 3+, else "20,22". */
+export function fmtLayers(layers: number[]): string {
+  const contiguous = layers.every((l, i) => i === 0 || l === layers[i - 1] + 1);
+  return contiguous && layers.length > 2 ? `${layers[0]}-${layers[layers.length - 1]}` : layers.join(",");
 }
 
 /** A model directory as given, else a Hub id resolved through the local HF cache. */

@@ -1,8 +1,12 @@
 /**
  * Progress for the extract job. On a terminal: one live line redrawn in place (bar, prompts done/total,
- * tokens/s, MB written, ETA). Otherwise (logs, CI, `kubectl logs`): a plain line every `intervalMs`. `--verbose`
- * adds per-shard blocks in the seed's style ("Saving shard 42: shard_0042.pkl.gz (~2048.5 MB)", the saved size,
- * per-layer counts, upload lines).
+ * tokens/s, bytes written — the open shard's included —, shards committed, ETA). Otherwise (logs, CI, `kubectl
+ * logs`): a plain line every `intervalMs`. Before the first batch finishes, the line says what the run is doing
+ * (a {@link Progress.phase}: "loading the model", "converting BF16 weights", "building the onnxruntime
+ * session", "first batch"), not "0% ETA ?". The ETA is by tokens (prompts differ in length by 10×, so a
+ * prompt-count ETA swings); sizes switch from MB to GB above 1 GiB. `--verbose` adds per-shard blocks in the
+ * seed's style ("Saving shard 42: shard_0042.pkl.gz (~2048.5 MB)", the saved size, per-layer counts, upload
+ * lines).
  *
  * @example
  * ```ts
@@ -19,8 +23,10 @@ export interface ProgressCounts {
   prompts: number;
   /** Tokens run through the model by this process. */
   tokens: number;
-  /** Bytes written to shard files by this process. */
+  /** Bytes written to shard files by this process (committed shards plus the open one). */
   bytes: number;
+  /** Shards committed by this process. */
+  shards: number;
 }
 
 /** Options for {@link Progress}. */
@@ -29,6 +35,8 @@ export interface ProgressOptions {
   total: number;
   /** Prompts already durable when the run started (resume). */
   already?: number;
+  /** Tokens this process will run through the model (the ETA is by tokens when given). */
+  totalTokens?: number;
   /** Live bar (true) or periodic lines (false). Default: stderr is a terminal. */
   tty?: boolean;
   /** Minimum milliseconds between plain lines (default 10 000) or bar redraws (default 200). */
@@ -59,22 +67,31 @@ export function formatMB(bytes: number): string {
   return `${(bytes / (1024 * 1024)).toFixed(1)} MB`;
 }
 
+/** Bytes as MB below 1 GiB, as GB (two decimals) from there: "812.4 MB", "1.23 GB". */
+export function formatSize(bytes: number): string {
+  return bytes < 1024 ** 3 ? formatMB(bytes) : `${(bytes / 1024 ** 3).toFixed(2)} GB`;
+}
+
 /** A live progress display; call {@link update} often, it rate-limits itself. */
 export class Progress {
   readonly total: number;
   readonly tty: boolean;
   #already: number;
+  #totalTokens: number | undefined;
+  #phase: string | null = null;
+  #phaseStart = 0;
   #interval: number;
   #write: (line: string) => void;
   #now: () => number;
   #start: number;
   #last: number;
-  #counts: ProgressCounts = { prompts: 0, tokens: 0, bytes: 0 };
+  #counts: ProgressCounts = { prompts: 0, tokens: 0, bytes: 0, shards: 0 };
   #barShown = false;
 
   constructor(opts: ProgressOptions) {
     this.total = opts.total;
     this.#already = opts.already ?? 0;
+    this.#totalTokens = opts.totalTokens;
     this.tty = opts.tty ?? safeIsTerminal();
     this.#interval = opts.intervalMs ?? (this.tty ? 200 : 10_000);
     this.#write = opts.write ?? stderrLine;
@@ -99,6 +116,24 @@ export class Progress {
     this.#draw();
   }
 
+  /**
+   * Say what the run is doing before its first results (loading, converting, compiling, the first batch):
+   * shown instead of rates and ETA until tokens arrive, drawn at once (a plain line when not a terminal).
+   * `null` ends the phase display.
+   */
+  phase(text: string | null): void {
+    this.#phase = text;
+    this.#phaseStart = this.#now();
+    if (text === null) return;
+    this.#last = this.#phaseStart;
+    this.#draw();
+  }
+
+  /** Start the clock of rates and ETA (call when the first batch is sent: loading time is not compute). */
+  startCompute(): void {
+    this.#start = this.#now();
+  }
+
   /** Print a line above the live bar (verbose per-shard lines) without garbling it. */
   log(line: string): void {
     if (this.tty && this.#barShown) Deno.stderr.writeSync(enc.encode("\r\x1b[2K"));
@@ -106,14 +141,28 @@ export class Progress {
     if (this.tty && this.#barShown) this.#draw();
   }
 
-  /** The status text (without bar), e.g. "120/400 prompts · 5321 tok/s · 812.4 MB · ETA 3m05s". */
+  /**
+   * The status text (without bar), e.g. "120/400 prompts · 5321 tok/s · 812.4 MB · 3 shards · ETA 3m05s", or
+   * before any tokens "0/400 prompts · loading the model… 12s".
+   */
   status(): string {
-    const { prompts, tokens, bytes } = this.#counts;
-    const secs = Math.max(1e-3, (this.#now() - this.#start) / 1000);
-    const doneHere = prompts - this.#already;
+    const { prompts, tokens, bytes, shards } = this.#counts;
+    const now = this.#now();
+    const head = `${prompts}/${this.total} prompts`;
+    if (this.#phase !== null && tokens === 0) {
+      return `${head} · ${this.#phase}… ${formatDuration((now - this.#phaseStart) / 1000)}`;
+    }
+    const secs = Math.max(1e-3, (now - this.#start) / 1000);
     const left = this.total - prompts;
-    const eta = doneHere > 0 ? (secs / doneHere) * left : NaN;
-    return `${prompts}/${this.total} prompts · ${Math.round(tokens / secs)} tok/s · ${formatMB(bytes)} · ` +
+    let eta: number;
+    if (this.#totalTokens !== undefined && this.#totalTokens > 0) {
+      eta = tokens > 0 ? (secs / tokens) * Math.max(0, this.#totalTokens - tokens) : NaN;
+    } else {
+      const doneHere = prompts - this.#already;
+      eta = doneHere > 0 ? (secs / doneHere) * left : NaN;
+    }
+    return `${head} · ${Math.round(tokens / secs)} tok/s · ${formatSize(bytes)} · ` +
+      `${shards} shard${shards === 1 ? "" : "s"} · ` +
       (left <= 0 ? `done in ${formatDuration(secs)}` : `ETA ${formatDuration(eta)}`);
   }
 

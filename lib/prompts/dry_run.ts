@@ -17,9 +17,11 @@ import { ActshardError } from "../errors.ts";
 import { promptDumpLine, promptPlanItems } from "./plan.ts";
 import { loadPromptPlanOptions } from "./plan_inputs.ts";
 
-/** Counts of a dry run. */
-export interface DryRunSummary {
+/** What a prompt plan holds: the summary printed before a run, dry or real. */
+export interface PlanCounts {
   tasks: number;
+  /** Test inputs over all tasks (each gives `--predictions_per_task` prompts). */
+  testInputs: number;
   prompts: number;
   /** Tokens after truncation. */
   tokens: number;
@@ -27,8 +29,45 @@ export interface DryRunSummary {
   truncated: number;
   /** Longest prompt in tokens, after truncation. */
   maxTokens: number;
+}
+
+/** Counts of a dry run. */
+export interface DryRunSummary extends PlanCounts {
   /** Where the JSONL went, or null. */
   dumpPath: string | null;
+}
+
+/** A new count over `tasks` (add prompts with {@link countPrompt}). */
+export function emptyPlanCounts(tasks: readonly { test: readonly unknown[] }[]): PlanCounts {
+  return {
+    tasks: tasks.length,
+    testInputs: tasks.reduce((s, t) => s + t.test.length, 0),
+    prompts: 0,
+    tokens: 0,
+    truncated: 0,
+    maxTokens: 0,
+  };
+}
+
+/** Add one prompt (its token count after truncation, and before) to `c`. */
+export function countPrompt(c: PlanCounts, tokens: number, untruncated: number): void {
+  c.prompts++;
+  c.tokens += tokens;
+  if (untruncated > tokens) c.truncated++;
+  c.maxTokens = Math.max(c.maxTokens, tokens);
+}
+
+/**
+ * "4 tasks, 5 test inputs, 40 prompts, 51,200 tokens (longest 2048), 3 truncated at --max_seq_length 2048":
+ * what a user checks before hours of compute (a truncated prompt loses its test input's end).
+ */
+export function formatPlanCounts(c: PlanCounts, maxSeqLength: number): string {
+  const n = (x: number) => x.toLocaleString("en-US");
+  const cut = maxSeqLength > 0
+    ? `${n(c.truncated)} truncated at --max_seq_length ${maxSeqLength}`
+    : "0 truncated (--max_seq_length 0: no limit)";
+  return `${n(c.tasks)} tasks, ${n(c.testInputs)} test inputs, ${n(c.prompts)} prompts, ` +
+    `${n(c.tokens)} tokens (longest ${n(c.maxTokens)}), ${cut}`;
 }
 
 /** Check that `path` is a local model directory (hub ids are not resolved in a dry run). */
@@ -52,14 +91,7 @@ async function requireModelDir(path: string): Promise<void> {
 export async function dryRun(config: ExtractConfig): Promise<DryRunSummary> {
   await requireModelDir(config.model_path);
   const planOptions = await loadPromptPlanOptions(config, config.model_path);
-  const summary: DryRunSummary = {
-    tasks: planOptions.tasks.length,
-    prompts: 0,
-    tokens: 0,
-    truncated: 0,
-    maxTokens: 0,
-    dumpPath: config.dump_prompts,
-  };
+  const summary: DryRunSummary = { ...emptyPlanCounts(planOptions.tasks), dumpPath: config.dump_prompts };
   const items = promptPlanItems(planOptions);
   const file = config.dump_prompts === null ? null : await Deno.open(config.dump_prompts, {
     write: true,
@@ -77,10 +109,7 @@ export async function dryRun(config: ExtractConfig): Promise<DryRunSummary> {
   };
   try {
     for (const item of items) {
-      summary.prompts++;
-      summary.tokens += item.input_ids.length;
-      if (item.untruncated_length > item.input_ids.length) summary.truncated++;
-      summary.maxTokens = Math.max(summary.maxTokens, item.input_ids.length);
+      countPrompt(summary, item.input_ids.length, item.untruncated_length);
       if (file) {
         pending.push(promptDumpLine(item) + "\n");
         if (pending.length >= 256) await flush();

@@ -96,6 +96,8 @@ export class ShardWriter {
   #zstd: ZstdWorker | undefined;
   #metaChain: Promise<void> = Promise.resolve();
   #closed = false;
+  /** The shard being opened (its temp file may exist before #cur is set): abort() waits for it. */
+  #starting: Promise<OpenShard> | null = null;
 
   private constructor(private opts: ShardWriterOptions) {
     this.#meta = opts.existing ? structuredClone(opts.existing) : newMetadata(opts.base);
@@ -125,6 +127,14 @@ export class ShardWriter {
     return w;
   }
 
+  /**
+   * Activation bytes taken into the shard being written (before compression: codecs buffer, so the file's own
+   * size is known when it closes). Progress counts them, so its size does not sit at 0 until a shard closes.
+   */
+  get openShardBytes(): number {
+    return this.#cur?.payload ?? 0;
+  }
+
   /** Current metadata (committed shards only). */
   get metadata(): DatasetMetadata {
     return this.#meta;
@@ -147,6 +157,8 @@ export class ShardWriter {
   }
 
   async #start(): Promise<OpenShard> {
+    // A write in flight when abort() ran (Ctrl-C) must not open a new temp file behind it.
+    if (this.#closed) throw new ActshardError("ShardWriter is closed", { kind: "internal" });
     const id = this.#nextId++;
     const name = shardFileName(id, this.opts.format, this.opts.codec);
     const s = new OpenShard(id, name, join(this.opts.dir, `.${name}.tmp`));
@@ -176,7 +188,15 @@ export class ShardWriter {
         kind: "internal",
       });
     }
-    const s = this.#cur ?? await this.#start();
+    if (!this.#cur) {
+      this.#starting = this.#start();
+      try {
+        await this.#starting;
+      } finally {
+        this.#starting = null;
+      }
+    }
+    const s = this.#cur!;
     if (s.pickle) {
       for (const part of s.pickle.record(r)) await s.comp.write(part);
       s.payload += r.activation.length * dtypeSize(this.opts.dtype);
@@ -311,6 +331,7 @@ export class ShardWriter {
   }
 
   async #drop(): Promise<void> {
+    await this.#starting?.catch(() => {});
     const s = this.#cur;
     this.#cur = null;
     if (!s) return;

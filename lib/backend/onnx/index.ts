@@ -1,8 +1,8 @@
 /**
  * The CPU backend: the Qwen2 graph emitted as ONNX and run by onnxruntime-node. F32 weights are read in place
  * from the checkpoint's safetensors (ONNX external data through a link in the cache directory); BF16/F16 weights
- * are converted once to an f32 file there. Batch and sequence length are dynamic; the requested layers are graph
- * outputs.
+ * are converted to f32 once per checkpoint and kept in the weight cache (weight_cache.ts), so later runs start
+ * without converting. Batch and sequence length are dynamic; the requested layers are graph outputs.
  *
  * @example
  * ```ts
@@ -16,11 +16,12 @@ import { basename, dirname, join } from "node:path";
 import * as ort from "onnxruntime-node";
 import { ActshardError } from "../../errors.ts";
 import type { Backend, TokenBatch } from "../../types.ts";
-import { loadModelConfig } from "../../model/config.ts";
+import { loadModelConfig, type Qwen2Config } from "../../model/config.ts";
 import { graphWeights } from "../../model/ir.ts";
 import { buildQwen2Graph, layerOutputName, validateLayers } from "../../model/qwen2.ts";
 import { CheckpointWeights } from "../../model/safetensors.ts";
 import { emitOnnx, type ExternalRef } from "./emit.ts";
+import { cachedF32Weights, defaultWeightCacheDir } from "./weight_cache.ts";
 
 /** Options for {@link createOnnxBackend}. */
 export interface OnnxBackendOptions {
@@ -32,6 +33,13 @@ export interface OnnxBackendOptions {
   cacheDir?: string;
   /** onnxruntime's fused GroupQueryAttention instead of standard ops (default true; see emit.ts). */
   fusedAttention?: boolean;
+  /**
+   * Where BF16/F16 checkpoints' f32 conversions are kept across runs (default {@link defaultWeightCacheDir});
+   * `null`: convert into `cacheDir` for this run only.
+   */
+  weightCacheDir?: string | null;
+  /** Hears what start-up is doing ("converting BF16 weights…", "building the onnxruntime session"). */
+  onPhase?: (text: string) => void;
 }
 
 /** Build the ONNX model for `modelDir` and open an onnxruntime session on it. */
@@ -45,7 +53,9 @@ export async function createOnnxBackend(modelDir: string, opts: OnnxBackendOptio
   const weights = await CheckpointWeights.open(modelDir);
   let modelPath: string, cleanup: string[];
   try {
-    const prep = await prepareWeights(weights, graphWeights(graph), dir);
+    opts.onPhase?.("reading the weights");
+    const weightCache = opts.weightCacheDir === undefined ? defaultWeightCacheDir() : opts.weightCacheDir;
+    const prep = await prepareWeights(weights, graphWeights(graph), dir, weightCache, cfg, opts.onPhase);
     // A unique name: model.onnx may have to live next to the checkpoint, shared with other runs.
     modelPath = join(prep.modelDir, `.actshard-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}.onnx`);
     cleanup = [...prep.cleanup, modelPath];
@@ -59,6 +69,7 @@ export async function createOnnxBackend(modelDir: string, opts: OnnxBackendOptio
     weights.close();
   }
   let session: ort.InferenceSession;
+  opts.onPhase?.("building the onnxruntime session");
   try {
     session = await ort.InferenceSession.create(modelPath, {
       intraOpNumThreads: opts.threads ?? navigator.hardwareConcurrency,
@@ -138,6 +149,9 @@ async function prepareWeights(
   weights: CheckpointWeights,
   nodes: { name: string; shape: (number | string)[] }[],
   dir: string,
+  weightCache: string | null,
+  cfg: Qwen2Config,
+  onPhase?: (text: string) => void,
 ): Promise<{ refs: Map<string, ExternalRef>; modelDir: string; cleanup: string[] }> {
   const infos = nodes.map((n) => weights.info(n.name, n.shape as number[]));
   const refs = new Map<string, ExternalRef>();
@@ -174,6 +188,14 @@ async function prepareWeights(
     }
     return { refs, modelDir: dir, cleanup: [...names.values()].map((n) => join(dir, n)) };
   }
+  if (weightCache !== null) {
+    // One entry per checkpoint, holding every block's weights, so any --layers_to_extract reuses it.
+    const all = graphWeights(buildQwen2Graph(cfg, [cfg.num_hidden_layers - 1])).map((n) => n.name);
+    const entry = await cachedF32Weights(weights, all, weightCache, onPhase);
+    const refs = new Map(nodes.map((n) => [n.name, entry.refs.get(n.name)!]));
+    return { refs, modelDir: entry.dir, cleanup: [] };
+  }
+  onPhase?.("converting the weights to f32");
   const converted = join(dir, "weights.f32.bin");
   const out = await Deno.open(converted, { write: true, create: true, truncate: true });
   let pos = 0;
