@@ -74,7 +74,13 @@ for (const [i, c] of CASES.entries()) {
     const layers = [...Array(c.opts.layers!).keys()];
     const batch = makeBatch(c.lengths, c.opts.vocab!);
     const ref = await referenceForward(dir.path, batch, layers);
-    const be = await createOnnxBackend(dir.path, { layers, threads: 1, fusedAttention });
+    // weightCacheDir null: BF16 converted for this run only (the cached path: onnx_weight_cache.test.ts).
+    const be = await createOnnxBackend(dir.path, {
+      layers,
+      threads: 1,
+      fusedAttention,
+      weightCacheDir: null,
+    });
     try {
       assertEquals(be.hiddenSize, c.opts.hidden);
       const out = await be.forward(batch, layers);

@@ -96,6 +96,9 @@ export async function cachedF32Weights(
   if (found) return { dir, refs: found, hit: true };
 
   await Deno.mkdir(root, { recursive: true });
+  // An entry that does not check out (a truncated file, another layout) is rebuilt, not trusted.
+  await Deno.remove(dir, { recursive: true }).catch(() => {});
+  await removeStaleTemps(root, key);
   const tmp = await Deno.makeTempDir({ dir: root, prefix: `.${key}.tmp-` });
   try {
     const total = infos.reduce((s, t) => s + t.byteLength, 0);
@@ -135,6 +138,18 @@ export async function cachedF32Weights(
     return { dir, refs: refsOf(index), hit: false };
   } finally {
     await Deno.remove(tmp, { recursive: true }).catch(() => {});
+  }
+}
+
+/** Temp dirs of `key` left by a killed conversion (untouched for 10 minutes: not one in progress). */
+async function removeStaleTemps(root: string, key: string): Promise<void> {
+  for await (const e of Deno.readDir(root)) {
+    if (!e.isDirectory || !e.name.startsWith(`.${key}.tmp-`)) continue;
+    const p = join(root, e.name);
+    const st = await Deno.stat(p).catch(() => null);
+    if (st?.mtime && Date.now() - st.mtime.getTime() > 10 * 60_000) {
+      await Deno.remove(p, { recursive: true }).catch(() => {});
+    }
   }
 }
 
