@@ -14,6 +14,7 @@ import { statfs } from "node:fs/promises";
 import { dirname, resolve } from "node:path";
 import { ActshardError } from "../errors.ts";
 import type { ActivationDType } from "../types.ts";
+import { formatSize } from "./progress.ts";
 
 /** Bytes per stored element of each activation dtype. */
 export const DTYPE_BYTES: Record<ActivationDType, number> = { float32: 4, float16: 2, bfloat16: 2 };
@@ -77,7 +78,8 @@ export async function checkFreeDisk(dir: string, opts: DiskCheckOptions): Promis
   const reserve = opts.reserveBytes ?? Math.max(1 << 30, opts.needBytes * 0.05);
   const ok = opts.needBytes + reserve <= free;
   if (!ok) {
-    const gb = (b: number) => `${(b / 1e9).toFixed(2)} GB`;
+    // The units of the run summary and progress (GiB shown as GB, as the seed's MB are MiB).
+    const gb = formatSize;
     throw new ActshardError(
       `not enough free disk: the run needs about ${gb(opts.needBytes)} (+${gb(reserve)} headroom), ` +
         `${gb(free)} free`,

@@ -20,7 +20,7 @@ import { ShardWriter } from "../shard/writer.ts";
 import type { Backend } from "../types.ts";
 import { createBackend } from "./backend.ts";
 import { killPoint } from "./kill_point.ts";
-import { checkFreeDisk } from "./disk.ts";
+import { checkFreeDisk, freeBytes } from "./disk.ts";
 import { runBatches, type RunBatchesStats } from "./overlap.ts";
 import { type PreparedRun, prepareRun, runSummaryLines } from "./prepare.ts";
 import { formatSize, Progress, type ProgressOptions, shardLines } from "./progress.ts";
@@ -124,11 +124,14 @@ async function extractLocked(
   const remaining = run.items.length - decision.durablePrompts;
   const needBytes = remaining === 0 ? 0 : run.estimateBytes * (remaining / Math.max(1, run.items.length));
   const leaving = config.upload_to_gcs && config.delete_local_after_upload;
-  const disk = await checkFreeDisk(run.outDir, {
-    // Shards that leave the disk as they are uploaded only need room for a few in flight.
-    needBytes: leaving ? Math.min(needBytes, 4 * config.shard_size_gb * GB) : needBytes,
-  });
-  for (const line of runSummaryLines(run, disk, remaining)) log(`extract: ${line}`);
+  // Shards that leave the disk as they are uploaded only need room for a few in flight.
+  const diskNeed = leaving ? Math.min(needBytes, 4 * config.shard_size_gb * GB) : needBytes;
+  const free = await freeBytes(run.outDir);
+  // The summary first: a run refused for disk space still shows what it would have been.
+  for (const line of runSummaryLines(run, { needBytes: diskNeed, freeBytes: free, ok: true }, remaining)) {
+    log(`extract: ${line}`);
+  }
+  await checkFreeDisk(run.outDir, { needBytes: diskNeed, freeBytes: free });
   if (run.partners.batches > 0) {
     // The whole run's batching (records bit-identical to a single host's) costs the boundary batches' partners.
     const own = run.items.reduce((s, p) => s + p.input_ids.length, 0);
