@@ -194,3 +194,27 @@ for (const fusedAttention of [false, true]) {
     },
   );
 }
+
+Deno.test("onnx: a forward leaves the main thread free (the session runs in a Worker), so writes and Ctrl-C are not held", async () => {
+  await using dir = await tempDir();
+  await writeTinyModel(dir.path, {
+    hidden: 128,
+    layers: 4,
+    heads: 4,
+    kvHeads: 2,
+    vocab: 500,
+    tokenizer: false,
+  });
+  const be = await createOnnxBackend(dir.path, { layers: [3] });
+  try {
+    const batch = makeBatch([512, 512, 512, 512], 500, 3);
+    // On the main thread, onnxruntime-node's run is synchronous: the forward settles before any timer can fire.
+    const first = await Promise.race([
+      be.forward(batch, [3]).then(() => "forward"),
+      new Promise<string>((r) => setTimeout(() => r("timer"), 0)),
+    ]);
+    assertEquals(first, "timer");
+  } finally {
+    await be.close();
+  }
+});

@@ -13,7 +13,6 @@
  * ```
  */
 import { basename, dirname, join } from "node:path";
-import * as ort from "onnxruntime-node";
 import { ActshardError } from "../../errors.ts";
 import type { Backend, TokenBatch } from "../../types.ts";
 import { loadModelConfig, type Qwen2Config } from "../../model/config.ts";
@@ -22,6 +21,7 @@ import { buildQwen2Graph, layerOutputName, validateLayers } from "../../model/qw
 import { CheckpointWeights } from "../../model/safetensors.ts";
 import { emitOnnx, type ExternalRef } from "./emit.ts";
 import { cachedF32Weights, defaultWeightCacheDir } from "./weight_cache.ts";
+import { WorkerSession } from "./worker_session.ts";
 
 /** Options for {@link createOnnxBackend}. */
 export interface OnnxBackendOptions {
@@ -68,10 +68,11 @@ export async function createOnnxBackend(modelDir: string, opts: OnnxBackendOptio
   } finally {
     weights.close();
   }
-  let session: ort.InferenceSession;
+  let session: WorkerSession;
   opts.onPhase?.("building the onnxruntime session");
   try {
-    session = await ort.InferenceSession.create(modelPath, {
+    // In a Worker: onnxruntime-node's run blocks its thread for the whole forward (see session_worker.ts).
+    session = await WorkerSession.create(modelPath, {
       intraOpNumThreads: opts.threads ?? navigator.hardwareConcurrency,
       interOpNumThreads: 1,
       executionMode: "sequential",
@@ -103,13 +104,18 @@ export async function createOnnxBackend(modelDir: string, opts: OnnxBackendOptio
         }
       }
       checkBatch(batch, cfg.vocab_size);
-      const feeds = {
-        ids: new ort.Tensor("int32", batch.ids, [batch.batch, batch.seqLen]),
-        lengths: new ort.Tensor("int32", batch.lengths, [batch.batch]),
-      };
       const names = want.map(layerOutputName);
-      const res = await session.run(feeds, names);
-      return new Map(want.map((l, i) => [l, res[names[i]].data as Float32Array]));
+      let outs: Float32Array[];
+      try {
+        outs = await session.run(batch.ids, batch.lengths, [batch.batch, batch.seqLen], names);
+      } catch (e) {
+        throw new ActshardError(`onnxruntime failed on a batch of ${batch.batch} x ${batch.seqLen}`, {
+          kind: "internal",
+          cause: e,
+          hint: (e as Error).message,
+        });
+      }
+      return new Map(want.map((l, i) => [l, outs[i]]));
     },
     async close() {
       await session.release();
