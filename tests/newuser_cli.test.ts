@@ -39,10 +39,19 @@ async function task(
     cwd,
     stdout: "piped",
     stderr: "piped",
-    env: { NO_COLOR: "1", ...env },
+    // As from a user's shell: no INIT_CWD inherited from the `deno task test` running this (deno task keeps one
+    // that is already set), so the child `deno task` sets it to `cwd`.
+    clearEnv: true,
+    env: { ...withoutInitCwd(), NO_COLOR: "1", ...env },
   }).output();
   const stderr = dec.decode(out.stderr);
   return { code: out.code, stdout: dec.decode(out.stdout), stderr, first: stderr.split("\n")[0] };
+}
+
+function withoutInitCwd(): Record<string, string> {
+  const env = Deno.env.toObject();
+  delete env.INIT_CWD;
+  return env;
 }
 
 async function tasksFile(path: string, nTasks = 3): Promise<string> {
@@ -55,6 +64,9 @@ Deno.test("new user: relative paths from a subdirectory resolve there; the defau
   const sub = join(tmp.path, "sub");
   await Deno.mkdir(sub);
   await tasksFile(join(tmp.path, "tasks.json"));
+  // First a command that writes nothing: if ../ resolved anywhere but tmp, stop before writing outside it.
+  const probe = await task(sub, "verify", ["../absent"]);
+  assertEquals(probe.first, `verify: directory not found (${join(tmp.path, "absent")}): check the path`);
   // make-tiny-model with its defaults, out ../tiny relative to sub/ (not to the repository).
   const made = await task(sub, "make-tiny-model", ["--out", "../tiny"]);
   assertEquals(made.code, 0, made.stderr);

@@ -152,7 +152,9 @@ export function parseFlags(
   let positionals = parsed.positionals;
   if (opts.positionalPaths) {
     positionals = positionals.map(resolveUserPath);
-    for (const p of positionals) noteFlag({ flag: opts.positionals ?? "PATH", kind: "path", value: p });
+    // Named by the usage's placeholder ("DIR" of "DIR|gs://BUCKET/PREFIX") in an OS error's line.
+    const flag = (opts.positionals ?? "PATH").split("|")[0];
+    for (const p of positionals) noteFlag({ flag, kind: "path", value: p });
   }
   return { values, positionals };
 }
@@ -243,6 +245,20 @@ function helpText(tool: string, specs: Record<string, FlagSpec>, opts: ParseOpti
     if (left.length <= width) lines.push(`  ${left.padEnd(width)}  ${right}`);
     else lines.push(`  ${left}`, `  ${" ".repeat(width)}  ${right}`);
   }
-  if (opts.epilog) lines.push("", opts.epilog);
+  if (opts.epilog) lines.push("", ...wrap(opts.epilog, 100));
   return lines.join("\n");
+}
+
+/** Words of `text` in lines of at most `width` characters. */
+function wrap(text: string, width: number): string[] {
+  const out: string[] = [];
+  let line = "";
+  for (const w of text.split(/\s+/)) {
+    if (line && line.length + 1 + w.length > width) {
+      out.push(line);
+      line = w;
+    } else line = line ? `${line} ${w}` : w;
+  }
+  if (line) out.push(line);
+  return out;
 }

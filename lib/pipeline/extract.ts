@@ -177,7 +177,8 @@ async function extractLocked(
   let writer: ShardWriter | null = null;
   let bytes = 0, shards = 0;
   let loop: RunBatchesStats | null = null;
-  // Ctrl-C / SIGTERM: drop the open shard's temp file and say how to continue (committed shards stay).
+  // Ctrl-C / SIGTERM (a preempted pod): drop the open shard's temp file, say how to continue (committed shards
+  // stay). The forward runs off the main thread (the onnx session is in a Worker), so this runs at once.
   const interrupted = onInterrupt(async (sig) => {
     progress.finish();
     await writer?.abort().catch(() => {});
@@ -373,8 +374,9 @@ function gcsUrlFor(c: ExtractConfig, run: Pick<PreparedRun, "workerDir">): strin
 }
 
 /**
- * Run `cleanup` on SIGINT/SIGTERM, then exit 130 (the shell's code for Ctrl-C). The kernel drops the output
- * lock with the process; committed shards and metadata.json are already durable.
+ * Run `cleanup` on SIGINT/SIGTERM, then exit 128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM), as a
+ * shell reports a process killed by it. The kernel drops the output lock with the process; committed shards
+ * and metadata.json are already durable.
  */
 function onInterrupt(
   cleanup: (sig: string) => Promise<void>,
@@ -385,7 +387,7 @@ function onInterrupt(
     const h = () => {
       if (active) return;
       active = true;
-      cleanup(sig).finally(() => Deno.exit(130));
+      cleanup(sig).finally(() => Deno.exit(sig === "SIGINT" ? 130 : 143));
     };
     try {
       Deno.addSignalListener(sig, h);
