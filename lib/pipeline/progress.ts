@@ -87,6 +87,7 @@ export class Progress {
   #last: number;
   #counts: ProgressCounts = { prompts: 0, tokens: 0, bytes: 0, shards: 0 };
   #barShown = false;
+  #ticker: ReturnType<typeof setInterval> | undefined;
 
   constructor(opts: ProgressOptions) {
     this.total = opts.total;
@@ -100,6 +101,13 @@ export class Progress {
     // Plain lines start after one interval; the live bar draws at once.
     this.#last = this.tty ? -Infinity : this.#start;
     this.#counts.prompts = this.#already;
+    // A forward of minutes sends no events: redraw on a clock too, so the line (a phase's elapsed time, the
+    // ETA) never looks hung. Not with an injected clock (tests drive it); unref'd: it never keeps a process up.
+    if (!opts.now) {
+      const ticker = setInterval(() => this.update({}), Math.max(1000, this.#interval));
+      Deno.unrefTimer(ticker as unknown as number);
+      this.#ticker = ticker;
+    }
   }
 
   /** Current counts. */
@@ -168,6 +176,8 @@ export class Progress {
 
   /** Final redraw and newline. */
   finish(): void {
+    if (this.#ticker !== undefined) clearInterval(this.#ticker);
+    this.#ticker = undefined;
     this.#draw();
     if (this.tty && this.#barShown) Deno.stderr.writeSync(enc.encode("\n"));
     this.#barShown = false;

@@ -77,6 +77,9 @@ export async function createOnnxBackend(modelDir: string, opts: OnnxBackendOptio
       interOpNumThreads: 1,
       executionMode: "sequential",
       graphOptimizationLevel: "all",
+      // Fatal only: a failed run already rejects with onnxruntime's message (one line at the CLI edge), and an
+      // exit during a run (Ctrl-C) would otherwise print the kernel errors of the torn-down worker after it.
+      logSeverityLevel: 4,
     });
   } catch (e) {
     for (const f of cleanup) await Deno.remove(f).catch(() => {});
