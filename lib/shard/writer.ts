@@ -24,6 +24,7 @@ import { crc32cCombine } from "./crc_combine.ts";
 import { type Codec, codecSuffix, type Compressor, createCompressor, GzipWorkers } from "./codecs.ts";
 import { dtypeSize, encodeActivation } from "./dtype.ts";
 import { type DatasetMetadata, newMetadata, type ShardEntry, writeMetadataAtomic } from "./metadata.ts";
+import { SHARD_FILE_RE } from "./metadata_check.ts";
 import { PickleShardEncoder } from "./pickle_writer.ts";
 import { ZstdWorker } from "./zstd_stream.ts";
 import { safetensorsHeader, type TensorEntry, tensorName } from "./safetensors.ts";
@@ -58,8 +59,8 @@ export function shardFileName(id: number, format: ShardFormat, codec: Codec): st
   }`;
 }
 
-/** Matches shard files this project (or the seed) writes. */
-export const SHARD_FILE_RE = /^shard_(\d{4,})\.(pkl|safetensors)(\.gz|\.zst)?$/;
+/** Matches shard files this project (or the seed) writes (defined with the metadata checks). */
+export { SHARD_FILE_RE } from "./metadata_check.ts";
 
 async function writeAll(f: Deno.FsFile, b: Uint8Array): Promise<void> {
   let o = 0;
