@@ -13,7 +13,23 @@ Deno.test("output dir lock: a second holder is refused until the first releases"
   a.release(); // idempotent
   const b = await lockOutputDir(out);
   b.release();
-  assertEquals((await Deno.readFile(`${out}/${LOCK_NAME}`)).length, 0, "the lock file stays empty");
+  // the holder's pid and stage, for the refusal line of a second writer
+  assertEquals(await Deno.readTextFile(`${out}/${LOCK_NAME}`), `${Deno.pid} actshard\n`);
+  const c = await lockOutputDir(out, { stage: "upload" });
+  try {
+    await assertRejects(
+      () => lockOutputDir(out),
+      ActshardError,
+      `another actshard process (pid ${Deno.pid}, upload) is writing to this output directory`,
+    );
+  } finally {
+    c.release();
+  }
+  await assertRejects(
+    () => lockOutputDir(`${d.path}/absent`, { create: false }),
+    ActshardError,
+    "directory not found",
+  );
 });
 
 Deno.test("extract: a second process on the same output dir stops with one line, writing nothing", async () => {
@@ -26,7 +42,12 @@ Deno.test("extract: a second process on the same output dir stops with one line,
     assertEquals(r.code, 1, r.stderr);
     const lines = r.stderr.trim().split("\n");
     assertEquals(lines.length, 1, r.stderr);
-    assert(lines[0].includes("another actshard process is writing to this output directory"), lines[0]);
+    assert(
+      lines[0].includes(
+        `another actshard process (pid ${Deno.pid}, actshard) is writing to this output directory`,
+      ),
+      lines[0],
+    );
     const names = [...Deno.readDirSync(out)].map((e) => e.name);
     assertEquals(names, [LOCK_NAME], "nothing written besides the lock file");
   } finally {

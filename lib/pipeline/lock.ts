@@ -1,14 +1,15 @@
 /**
- * One writer per output directory. Two extract processes on the same directory (a duplicated pod index, a
- * second terminal) would interleave shards and metadata rewrites; an advisory lock on `.actshard.lock` makes the
- * second one stop with one line instead. The kernel drops the lock when the process dies (kill -9 included), so
- * there is no stale lock to clean up after a preemption. The file stays empty, so it never changes a snapshot
- * of the directory.
+ * One writer per output directory. Every stage that writes or deletes in a dataset directory — extract, upload
+ * (its metadata.json rewrite and --delete_local_after_upload's deletions), `shard --output`, `shard --merge` —
+ * takes an advisory lock on `.actshard.lock` first, so a second one stops with one line naming the holder's pid
+ * instead of interleaving shards, overwriting metadata.json or deleting shards another process just committed.
+ * The kernel drops the lock when the process dies (kill -9 included), so there is no stale lock to clean up after
+ * a preemption; the pid written into the file is read only while the lock is held by someone.
  *
  * @example
  * ```ts
  * import { lockOutputDir } from "./lock.ts";
- * const lock = await lockOutputDir("./activations_arc");
+ * const lock = await lockOutputDir("./activations_arc", { stage: "extract" });
  * try {
  *   // ... write shards and metadata.json ...
  * } finally {
@@ -27,23 +28,49 @@ export interface DirLock {
   release(): void;
 }
 
-/** Take the output directory's lock (creating the directory), or throw a one-line error if another process holds it. */
-export async function lockOutputDir(dir: string): Promise<DirLock> {
-  await Deno.mkdir(dir, { recursive: true });
-  const file = await Deno.open(join(dir, LOCK_NAME), { read: true, write: true, create: true });
+/** Options for {@link lockOutputDir}. */
+export interface LockOptions {
+  /** Create the directory when missing (default true: extract and shard write new ones). */
+  create?: boolean;
+  /** The stage taking the lock, written beside the pid (`upload`, `shard`, …) for the refusal line. */
+  stage?: string;
+}
+
+/**
+ * Take the output directory's lock, or throw a one-line error naming the process that holds it. Writes
+ * `pid stage` into the lock file once held.
+ */
+export async function lockOutputDir(dir: string, opts: LockOptions = {}): Promise<DirLock> {
+  if (opts.create ?? true) await Deno.mkdir(dir, { recursive: true });
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(join(dir, LOCK_NAME), { read: true, write: true, create: true });
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      throw new ActshardError("directory not found", { where: dir, kind: "input", hint: "check the path" });
+    }
+    throw e;
+  }
   let held = false;
+  let supported = true;
   try {
     held = await file.tryLock(true);
   } catch {
     held = true; // the filesystem has no locks (some network mounts): carry on unguarded, as before
+    supported = false;
   }
   if (!held) {
+    const holder = await readHolder(file);
     file.close();
-    throw new ActshardError("another actshard process is writing to this output directory", {
-      where: dir,
-      hint: "wait for it to finish, or give this run its own --output_dir (or --worker_index)",
-    });
+    throw new ActshardError(
+      `another actshard process${holder ? ` (${holder})` : ""} is writing to this output directory`,
+      {
+        where: dir,
+        hint: "wait for it to finish, or give this run its own --output_dir (or --worker_index)",
+      },
+    );
   }
+  if (supported) await writeHolder(file, opts.stage ?? "actshard").catch(() => {});
   let open = true;
   return {
     release() {
@@ -52,4 +79,25 @@ export async function lockOutputDir(dir: string): Promise<DirLock> {
       file.close(); // closing the descriptor releases the lock
     },
   };
+}
+
+/** `pid 1234, extract` from the lock file (written by the holder), or null when not readable yet. */
+async function readHolder(file: Deno.FsFile): Promise<string | null> {
+  try {
+    const buf = new Uint8Array(256);
+    await file.seek(0, Deno.SeekMode.Start);
+    const n = await file.read(buf);
+    const m = /^(\d+)(?: (\S+))?/.exec(new TextDecoder().decode(buf.subarray(0, n ?? 0)));
+    return m ? `pid ${m[1]}${m[2] ? `, ${m[2]}` : ""}` : null;
+  } catch {
+    return null;
+  }
+}
+
+async function writeHolder(file: Deno.FsFile, stage: string): Promise<void> {
+  const bytes = new TextEncoder().encode(`${Deno.pid} ${stage}\n`);
+  await file.truncate(0);
+  await file.seek(0, Deno.SeekMode.Start);
+  let o = 0;
+  while (o < bytes.length) o += await file.write(bytes.subarray(o));
 }
