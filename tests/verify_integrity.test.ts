@@ -171,3 +171,33 @@ Deno.test("verify: a clean but unfinished run exits 3 (in_progress, no shards, n
     /0 complete and clean; 1 corrupt or inconsistent; 2 usage error; 3 clean but incomplete/,
   );
 });
+
+Deno.test("shard --input of an interrupted run refuses without --allow_incomplete; with it the output stays in_progress (verify exits 3)", async () => {
+  await using d = await tempDir();
+  await writeDataset(d.path, 3, LAYERS, { gzipWorkers: 1 });
+  const m = JSON.parse(await Deno.readTextFile(`${d.path}/metadata.json`));
+  m.status = "in_progress";
+  await Deno.writeTextFile(`${d.path}/metadata.json`, JSON.stringify(m));
+  await using o = await tempDir();
+  const out = `${o.path}/out`;
+  const refused = await runScript("shard.ts", ["--input", d.path, "--output", out]);
+  assertEquals(refused.code, 1, refused.stderr);
+  const lines = refused.stderr.trim().split("\n");
+  assertEquals(lines.length, 1, refused.stderr);
+  assertMatch(lines[0], /^shard: --input is not a finished run \(status in_progress\).*--allow_incomplete/);
+  await Deno.stat(`${out}/metadata.json`).then(
+    () => assert(false, "refused conversion wrote metadata.json"),
+    () => {},
+  );
+  const ok = await runScript("shard.ts", ["--input", d.path, "--output", out, "--allow_incomplete"]);
+  assertEquals(ok.code, 0, ok.stderr);
+  assertMatch(ok.stdout, /status in_progress, as its input/);
+  const meta = JSON.parse(await Deno.readTextFile(`${out}/metadata.json`));
+  assertEquals([meta.status, meta.config.resharded_from_status, meta.total_samples], [
+    "in_progress",
+    "in_progress",
+    6,
+  ]);
+  assertEquals(await verifyMain([out]), 3);
+  assertEquals(await verifyMain([out, "--allow_incomplete"]), 0);
+});

@@ -285,12 +285,15 @@ export class ShardWriter {
     await this.#rewriteMetadata();
   }
 
-  /** Commit the last shard and mark the dataset complete. */
-  async close(): Promise<DatasetMetadata> {
+  /**
+   * Commit the last shard and mark the dataset complete — or, with `incomplete` (a conversion of a run that did
+   * not finish), leave it `in_progress` so the output never claims more than its input held.
+   */
+  async close(opts: { incomplete?: boolean } = {}): Promise<DatasetMetadata> {
     try {
       if (this.#cur && this.#cur.records > 0) await this.#commit();
       else await this.#drop();
-      this.#meta.status = "complete";
+      this.#meta.status = opts.incomplete ? "in_progress" : "complete";
       await this.#rewriteMetadata();
     } finally {
       this.#closed = true;
