@@ -124,9 +124,13 @@ export async function writeMetadataAtomic(dir: string, meta: DatasetMetadata): P
     let o = 0;
     while (o < bytes.length) o += await f.write(bytes.subarray(o));
     await f.sync();
-  } finally {
+  } catch (e) {
+    // e.g. disk full: no half-written temp file left behind; the previous metadata.json stays as it was
     f.close();
+    await Deno.remove(tmp).catch(() => {});
+    throw e;
   }
+  f.close();
   await Deno.rename(tmp, join(dir, METADATA_NAME));
   await syncDir(dir);
 }
