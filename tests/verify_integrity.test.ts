@@ -15,6 +15,9 @@ import { createHash } from "node:crypto";
 import { main as verifyMain } from "../scripts/verify.ts";
 import type { ShardFormat } from "../lib/shard/writer.ts";
 import type { Codec } from "../lib/shard/codecs.ts";
+import { uploadDataset } from "../lib/storage/shard_uploader.ts";
+import { GcsStore } from "../lib/storage/gcs.ts";
+import { startGcsEmulator } from "../lib/storage/gcs_emulator/server.ts";
 
 const LAYERS = [1, 2];
 const COMBOS: [ShardFormat, Codec][] = (["pickle", "safetensors"] as const).flatMap((f) =>
@@ -201,3 +204,51 @@ Deno.test("shard --input of an interrupted run refuses without --allow_incomplet
   assertEquals(await verifyMain([out]), 3);
   assertEquals(await verifyMain([out, "--allow_incomplete"]), 0);
 });
+
+Deno.test("verify gs://: object info (size + crc32c) without --deep; with --deep every downloaded byte is hashed, so a flipped byte on the server is caught", async () => {
+  await using emuDir = await tempDir();
+  const emu = await startGcsEmulator({ port: 0, dir: emuDir.path });
+  try {
+    for (const [format, codec] of COMBOS.filter(([, c]) => c !== "gzip")) {
+      await using d = await tempDir();
+      const meta = await small(d.path, format, codec, 150); // ≈ 330 KB: a download of several chunks
+      const prefix = `${format}-${codec}`;
+      await uploadDataset({ outputDir: d.path, bucket: "bkt", prefix, apiEndpoint: emu.url });
+      const store = await GcsStore.open("bkt", prefix, { apiEndpoint: emu.url });
+      assert((await verifyDataset(store, { deep: true })).ok);
+      // the object's bytes as the emulator keeps them (the object's recorded crc32c stays: silent bit rot)
+      const remote = (await store.list()).find((o) => o.name === meta.shards[0].filename)!;
+      const data = await findDataFile(
+        emuDir.path,
+        remote.size,
+        await Deno.readFile(`${d.path}/${remote.name}`),
+      );
+      const clean = await Deno.readFile(data);
+      const rand = mulberry32(99);
+      const missed: number[] = [];
+      for (let t = 0; t < 20; t++) {
+        const off = Math.floor(rand() * clean.length);
+        const b = clean.slice();
+        b[off] ^= 1 + Math.floor(rand() * 255);
+        await Deno.writeFile(data, b);
+        if ((await verifyDataset(store, { deep: true })).ok) missed.push(off);
+        const quick = await verifyDataset(store);
+        assertEquals(quick.shards[0].method, "object-info", "without --deep: object info only");
+      }
+      await Deno.writeFile(data, clean);
+      assertEquals(missed, [], `${format}/${codec}: flips missed by verify --deep gs://`);
+    }
+  } finally {
+    await emu.close();
+  }
+});
+
+/** The emulator's data file holding exactly `bytes` (searched by size, then content). */
+async function findDataFile(root: string, size: number, bytes: Uint8Array): Promise<string> {
+  for (const o of await new LocalStore(root).list()) {
+    if (o.size !== size || !o.name.includes("/data/")) continue;
+    const p = `${root}/${o.name}`;
+    if ((await Deno.readFile(p)).every((x, i) => x === bytes[i])) return p;
+  }
+  throw new Error("object data file not found");
+}

@@ -5,7 +5,7 @@
 import { assert, assertEquals } from "./_assert.ts";
 import { tempDir } from "./_shared.ts";
 import { PYTHON, pythonTest } from "./_python.ts";
-import { writeDataset } from "./_shard_fixtures.ts";
+import { runScript, writeDataset } from "./_shard_fixtures.ts";
 import { readShard } from "../lib/shard/reader.ts";
 import { LocalStore } from "../lib/storage/local.ts";
 import { ActshardError } from "../lib/errors.ts";
@@ -62,3 +62,26 @@ pythonTest(
     assertEquals(new TextDecoder().decode(out.stdout).trim(), "True True");
   },
 );
+
+Deno.test("a corrupt frame in a multi-chunk zstd/gzip shard: the read and verify stages fail with one line (no uncaught error)", async () => {
+  for (const codec of ["zstd", "gzip"] as const) {
+    await using d = await tempDir();
+    const meta = await writeDataset(d.path, 150, [1, 2], { codec, gzipWorkers: 1 }); // ≈ 330 KB, several chunks
+    const name = meta.shards[0].filename;
+    const b = await Deno.readFile(`${d.path}/${name}`);
+    b[Math.floor(b.length / 3)] ^= 0x5a;
+    await Deno.writeFile(`${d.path}/${name}`, b);
+    let err: unknown = null;
+    try {
+      for await (const _ of readShard(new LocalStore(d.path), name)) { /* drain */ }
+    } catch (e) {
+      err = e;
+    }
+    assert(err instanceof ActshardError, `${codec}: ${err}`);
+    for (const [script, args] of [["read.ts", [d.path, "--layer", "1"]], ["verify.ts", [d.path]]] as const) {
+      const r = await runScript(script, [...args]);
+      assertEquals(r.code, 1, `${script} ${codec}: ${r.stdout}${r.stderr}`);
+      assert(!/Uncaught|\n\s+at /.test(r.stderr), `${script} ${codec}: ${r.stderr}`);
+    }
+  }
+});
