@@ -237,6 +237,15 @@ Deno.test("verify gs://: object info (size + crc32c) without --deep; with --deep
       }
       await Deno.writeFile(data, clean);
       assertEquals(missed, [], `${format}/${codec}: flips missed by verify --deep gs://`);
+      // a prefix whose uploads did not all finish publishes status in_progress: clean but incomplete (exit 3)
+      const published = JSON.parse(new TextDecoder().decode(await store.read("metadata.json")));
+      published.status = "in_progress";
+      await store.writeSmall("metadata.json", new TextEncoder().encode(JSON.stringify(published)));
+      const partial = await verifyDataset(store);
+      assert(partial.ok);
+      assertEquals(partial.incomplete, [
+        "status is in_progress: not every upload finished (or the run is still going)",
+      ]);
     }
   } finally {
     await emu.close();
