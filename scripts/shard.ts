@@ -100,7 +100,7 @@ export async function main(args: string[]): Promise<number> {
         "finish it first (rerun the same extract), or pass --allow_incomplete (the output then says in_progress)",
     });
   }
-  const lock = await lockOutputDir(output, { stage: "shard" });
+  const lock = await lockOutputDir(output);
   try {
     return await convert(src, output, {
       format,
@@ -208,7 +208,7 @@ async function merge(sources: string[], output: string | boolean | undefined): P
     );
   }
   // A local destination is written (root metadata.json, copied workers) under its lock, like any other writer.
-  const lock = output.startsWith("gs://") ? null : await lockOutputDir(output, { stage: "merge" });
+  const lock = output.startsWith("gs://") ? null : await lockOutputDir(output);
   let meta;
   try {
     meta = await mergeDatasets(sources, output);

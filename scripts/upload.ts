@@ -32,7 +32,7 @@ export async function main(args: string[]): Promise<number> {
   if (!bucket) throw usageError("--gcs_bucket is required", "e.g. --gcs_bucket my-bucket", "--gcs_bucket");
   // The dataset's writer lock, held across the upload, the metadata.json rewrite and any local deletions: an
   // extract still writing there (or another upload) refuses this one instead of losing shards.
-  const lock = await lockOutputDir(dir, { create: false, stage: "upload" });
+  const lock = await lockOutputDir(dir, { create: false });
   let rep;
   try {
     rep = await uploadDataset({

@@ -18,7 +18,7 @@ import {
   spawnExtract,
   spawnScript,
 } from "./_extract_fixture.ts";
-import { LOCK_NAME, lockOutputDir } from "../lib/pipeline/lock.ts";
+import { LOCK_NAME, lockHolder, lockOutputDir } from "../lib/pipeline/lock.ts";
 import { KILL_AT_ENV } from "../lib/pipeline/kill_point.ts";
 import { readMetadata } from "../lib/shard/metadata.ts";
 import { LocalStore } from "../lib/storage/local.ts";
@@ -49,12 +49,12 @@ Deno.test("upload, shard --output and shard --merge refuse a directory another p
   const ds = join(d.path, "ds");
   await writeDataset(ds, 3, [1], { gzipWorkers: 1 });
   await writeWorkers(join(d.path, "run"), 2);
-  const held = [await lockOutputDir(ds, { stage: "extract" }), await lockOutputDir(join(d.path, "run"))];
+  const held = [await lockOutputDir(ds), await lockOutputDir(join(d.path, "run"))];
   const src = join(d.path, "src");
   await writeDataset(src, 2, [1], { gzipWorkers: 1 });
   try {
     const before = await tree(ds);
-    const pid = new RegExp(`another actshard process \\(pid ${Deno.pid}, (extract|actshard)\\) is writing`);
+    const pid = new RegExp(`another actshard process \\(pid ${Deno.pid}\\) is writing`);
     for (const del of [[], ["--delete_local_after_upload"]]) {
       const up = await runScript("upload.ts", ["--output_dir", ds, "--gcs_bucket", "bkt", ...del]);
       assertEquals(up.code, 1, up.stderr);
@@ -100,7 +100,7 @@ Deno.test("upload --delete_local_after_upload beside a running extract is refuse
     let exited = false;
     const status = child.status.finally(() => (exited = true));
     const lockFile = join(out, LOCK_NAME);
-    while (!exited && !(await Deno.readTextFile(lockFile).catch(() => "")).startsWith(`${child.pid} `)) {
+    while (!exited && (await lockHolder(lockFile)) !== `pid ${child.pid}, extract`) {
       await sleep(1);
     }
     if (exited) throw new Error(`extract finished before the test could pause it: ${await stderr}`);

@@ -73,7 +73,7 @@ export async function runExtract(config: ExtractConfig, hooks: ExtractHooks = {}
   const t0 = performance.now();
   const run = await prepareRun(config);
   // Everything below reads or writes the output dir: one process at a time.
-  const lock = await lockOutputDir(run.outDir, { stage: "extract" });
+  const lock = await lockOutputDir(run.outDir);
   try {
     return await extractLocked(config, hooks, run, t0);
   } finally {

@@ -2,14 +2,15 @@
  * One writer per output directory. Every stage that writes or deletes in a dataset directory — extract, upload
  * (its metadata.json rewrite and --delete_local_after_upload's deletions), `shard --output`, `shard --merge` —
  * takes an advisory lock on `.actshard.lock` first, so a second one stops with one line naming the holder's pid
- * instead of interleaving shards, overwriting metadata.json or deleting shards another process just committed.
- * The kernel drops the lock when the process dies (kill -9 included), so there is no stale lock to clean up after
- * a preemption; the pid written into the file is read only while the lock is held by someone.
+ * (found in /proc/locks, where the kernel lists who holds the lock) instead of interleaving shards, overwriting
+ * metadata.json or deleting shards another process just committed. The kernel drops the lock when the process
+ * dies (kill -9 included), so there is no stale lock to clean up after a preemption. The file stays empty, so it
+ * never changes a snapshot of the directory.
  *
  * @example
  * ```ts
  * import { lockOutputDir } from "./lock.ts";
- * const lock = await lockOutputDir("./activations_arc", { stage: "extract" });
+ * const lock = await lockOutputDir("./activations_arc");
  * try {
  *   // ... write shards and metadata.json ...
  * } finally {
@@ -32,19 +33,15 @@ export interface DirLock {
 export interface LockOptions {
   /** Create the directory when missing (default true: extract and shard write new ones). */
   create?: boolean;
-  /** The stage taking the lock, written beside the pid (`upload`, `shard`, …) for the refusal line. */
-  stage?: string;
 }
 
-/**
- * Take the output directory's lock, or throw a one-line error naming the process that holds it. Writes
- * `pid stage` into the lock file once held.
- */
+/** Take the output directory's lock, or throw a one-line error naming the process that holds it. */
 export async function lockOutputDir(dir: string, opts: LockOptions = {}): Promise<DirLock> {
   if (opts.create ?? true) await Deno.mkdir(dir, { recursive: true });
+  const path = join(dir, LOCK_NAME);
   let file: Deno.FsFile;
   try {
-    file = await Deno.open(join(dir, LOCK_NAME), { read: true, write: true, create: true });
+    file = await Deno.open(path, { read: true, write: true, create: true });
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) {
       throw new ActshardError("directory not found", { where: dir, kind: "input", hint: "check the path" });
@@ -52,16 +49,14 @@ export async function lockOutputDir(dir: string, opts: LockOptions = {}): Promis
     throw e;
   }
   let held = false;
-  let supported = true;
   try {
     held = await file.tryLock(true);
   } catch {
     held = true; // the filesystem has no locks (some network mounts): carry on unguarded, as before
-    supported = false;
   }
   if (!held) {
-    const holder = await readHolder(file);
     file.close();
+    const holder = await lockHolder(path);
     throw new ActshardError(
       `another actshard process${holder ? ` (${holder})` : ""} is writing to this output directory`,
       {
@@ -70,7 +65,6 @@ export async function lockOutputDir(dir: string, opts: LockOptions = {}): Promis
       },
     );
   }
-  if (supported) await writeHolder(file, opts.stage ?? "actshard").catch(() => {});
   let open = true;
   return {
     release() {
@@ -81,23 +75,23 @@ export async function lockOutputDir(dir: string, opts: LockOptions = {}): Promis
   };
 }
 
-/** `pid 1234, extract` from the lock file (written by the holder), or null when not readable yet. */
-async function readHolder(file: Deno.FsFile): Promise<string | null> {
+/**
+ * `pid 1234, extract` for the process holding the flock on `path`, from /proc/locks (Linux) and the holder's
+ * command line; null where that is not available.
+ */
+export async function lockHolder(path: string): Promise<string | null> {
   try {
-    const buf = new Uint8Array(256);
-    await file.seek(0, Deno.SeekMode.Start);
-    const n = await file.read(buf);
-    const m = /^(\d+)(?: (\S+))?/.exec(new TextDecoder().decode(buf.subarray(0, n ?? 0)));
-    return m ? `pid ${m[1]}${m[2] ? `, ${m[2]}` : ""}` : null;
-  } catch {
-    return null;
-  }
-}
-
-async function writeHolder(file: Deno.FsFile, stage: string): Promise<void> {
-  const bytes = new TextEncoder().encode(`${Deno.pid} ${stage}\n`);
-  await file.truncate(0);
-  await file.seek(0, Deno.SeekMode.Start);
-  let o = 0;
-  while (o < bytes.length) o += await file.write(bytes.subarray(o));
+    const ino = (await Deno.stat(path)).ino;
+    for (const line of (await Deno.readTextFile("/proc/locks")).split("\n")) {
+      // "1: FLOCK  ADVISORY  WRITE 4242 fe:00:2148172 0 EOF" (waiters are listed with "->": skipped)
+      const m = /^\d+:\s+FLOCK\s+\S+\s+\S+\s+(\d+)\s+[0-9a-f]+:[0-9a-f]+:(\d+)\s/.exec(line);
+      if (!m || Number(m[2]) !== ino || m[1] === "0") continue;
+      const stage = await Deno.readTextFile(`/proc/${m[1]}/cmdline`).then(
+        (c) => c.split("\0").map((a) => /scripts\/(\w+)\.ts$/.exec(a)?.[1]).find(Boolean),
+        () => undefined,
+      );
+      return `pid ${m[1]}${stage ? `, ${stage}` : ""}`;
+    }
+  } catch { /* not Linux, or /proc not readable */ }
+  return null;
 }
