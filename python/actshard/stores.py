@@ -49,6 +49,10 @@ class FsspecStore:
     """``gs://bucket/prefix`` (or any fsspec URL) read through fsspec; gcsfs honours ``STORAGE_EMULATOR_HOST``."""
 
     def __init__(self, url: str, storage_options: Optional[Dict[str, Any]] = None):
+        if (storage_options or {}).get("endpoint_url") or os.environ.get("STORAGE_EMULATOR_HOST"):
+            # gcsfs >= 2026 probes each bucket's layout over the gRPC Storage Control API (retrying for a minute
+            # per call when it fails); emulators serve the JSON API only. Its switch must be set before import.
+            os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
         try:
             import fsspec
         except ImportError:

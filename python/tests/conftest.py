@@ -19,6 +19,11 @@ from typing import Dict, List, Optional
 
 import pytest
 
+# gcsfs ≥ 2026 first asks the gRPC Storage Control API for a bucket's layout (zonal/hierarchical namespace),
+# retrying for a minute on every call when that fails; GCS emulators (ours, fake-gcs-server) serve the JSON API
+# only. This is gcsfs's documented switch for its experimental path; set before gcsfs is imported.
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+
 REPO = Path(__file__).resolve().parents[2]
 REQUIRE = os.environ.get("CI") == "true" or os.environ.get("ACTSHARD_REQUIRE_PYTHON") == "1"
 SHARED = Path(os.environ.get("ACTSHARD_SHARED", REPO.parent / "shared"))
@@ -35,15 +40,23 @@ def require(module: str):
         pytest.skip(f"python module {module} is not installed (CI installs it: see .ci/run)")
 
 
+_deno: List[Optional[str]] = []
+
+
 def deno_path() -> Optional[str]:
-    """ACTSHARD_DENO, else node_modules/.bin/deno under the repo, else deno on PATH."""
-    env = os.environ.get("ACTSHARD_DENO")
-    if env:
-        return env
-    local = REPO / "node_modules" / ".bin" / "deno"
-    if local.exists():
-        return str(local)
-    return shutil.which("deno")
+    """ACTSHARD_DENO, else node_modules/.bin/deno under the repo, else deno on PATH — resolved to the binary
+    itself (npm's .bin/deno is a node wrapper, which would not pass a signal on to a server we stop)."""
+    if not _deno:
+        exe = os.environ.get("ACTSHARD_DENO")
+        if not exe:
+            local = REPO / "node_modules" / ".bin" / "deno"
+            exe = str(local) if local.exists() else shutil.which("deno")
+        if exe:
+            p = subprocess.run([exe, "eval", "console.log(Deno.execPath())"], capture_output=True, text=True,
+                               env={**os.environ, "NO_COLOR": "1"})
+            exe = p.stdout.strip() or exe if p.returncode == 0 else exe
+        _deno.append(exe)
+    return _deno[0]
 
 
 class DenoError(AssertionError):
