@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -151,7 +152,7 @@ def crc32c_b64(data: bytes) -> str:
 
 
 @pytest.mark.parametrize("prefix", ["pkl", "st", "stz"])
-def test_google_cloud_storage_client_downloads_every_object(uploaded, gcs_client, prefix):
+def test_google_cloud_storage_client_downloads_every_object(uploaded, gcs_client, prefix, caplog):
     require("google_crc32c")
     local = uploaded[prefix]
     objs = local_objects(local)
@@ -166,6 +167,10 @@ def test_google_cloud_storage_client_downloads_every_object(uploaded, gcs_client
         assert b.crc32c == crc32c_b64(data), n
         assert b.md5_hash == base64.b64encode(hashlib.md5(data).digest()).decode(), n
         assert b.download_as_bytes() == data
+        with caplog.at_level(logging.INFO):  # the client validates against x-goog-hash; it logs when it can't
+            assert b.download_as_bytes(checksum="crc32c") == data
+            assert b.download_as_bytes(checksum="md5") == data
+        assert not [r for r in caplog.records if "checksum" in r.getMessage().lower()]
         assert b.download_as_bytes(start=10, end=99) == data[10:100]  # `end` is inclusive here
         if n in by_name:  # metadata.json's checksums are what GCS reports
             e = by_name[n]
