@@ -79,12 +79,12 @@ def run_script(script: str, *args, env: Optional[Dict[str, str]] = None, check: 
     return p
 
 
-def arc_tasks(n_tasks: int, seed: int, max_side: int = 6, train_pairs=(1, 3)) -> Dict[str, dict]:
+def arc_tasks(n_tasks: int, seed: int, max_side: int = 6, train_pairs=(1, 3), min_side: int = 1) -> Dict[str, dict]:
     """ARC-format tasks with random grids of varied sizes (so prompts differ in length and batches pad)."""
     rng = random.Random(seed)
 
     def grid():
-        h, w = rng.randint(1, max_side), rng.randint(1, max_side)
+        h, w = rng.randint(min_side, max_side), rng.randint(min_side, max_side)
         return [[rng.randint(0, 9) for _ in range(w)] for _ in range(h)]
 
     def pair():

@@ -244,7 +244,7 @@ def test_comparison_fails_on_a_wrong_layer(work, tiny_model, hf_tasks):
 @pytest.mark.skipif(os.environ.get("ACTSHARD_HF_FULL") != "1",
                     reason="opt-in: ACTSHARD_HF_FULL=1 (Qwen2.5-0.5B shape, random weights, a 2048-token prompt)")
 def test_full_qwen25_05b_shape(work):
-    tasks = write_tasks(work / "hf_full_tasks.json", n_tasks=1, seed=8, max_side=30, train_pairs=(3, 3))
+    tasks = write_tasks(work / "hf_full_tasks.json", n_tasks=1, seed=8, min_side=24, max_side=30, train_pairs=(3, 3))
     flags = ["--predictions_per_task", 1, "--max_seq_length", 2048]
     o = oracle_for(FULL, work, tasks, flags)
     assert [len(v) for v in o.ids.values()] == [2048], "the prompt must fill --max_seq_length 2048"

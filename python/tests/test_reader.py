@@ -4,16 +4,19 @@ seed-written datasets, merged scale-out roots, and metadata fields the reader do
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
+import os
 import pickle
 import shutil
+import subprocess
 
 import numpy as np
 import pytest
 
 import actshard
 from actshard import ActshardError, ShardIntegrityError
-from conftest import COMBOS, LAYERS, SHARED, extract, require, run_script, shard_files
+from conftest import COMBOS, LAYERS, REPO, REQUIRE, SHARED, extract, require, run_script, shard_files
 
 
 def to_bf16_float32(a: np.ndarray) -> np.ndarray:
@@ -257,3 +260,37 @@ def test_merged_scale_out_root(work, tiny_model, tasks_file, base_records):
     # a worker dir alone is a dataset too
     w0 = actshard.open_dataset(str(out / "worker-00000-of-00002"))
     assert {k[1] for k in by_key(w0)} < {k[1] for k in got}
+
+
+NUMPY1_READ = r"""
+import hashlib, json, sys
+import numpy as np
+import actshard
+out = {}
+for root in sys.argv[1:]:
+    out[root] = sorted([r.layer, r.sample_idx, r.task_id, list(r.shape), r.dtype,
+                        hashlib.sha256(np.ascontiguousarray(r.activation).tobytes()).hexdigest()]
+                       for r in actshard.open_dataset(root).records())
+print(json.dumps({"numpy": np.__version__, "modules": sorted(m for m in sys.modules if m.split(".")[0] in
+      ("zstandard", "safetensors", "gcsfs", "fsspec", "torch", "google_crc32c")), "records": out}))
+"""
+
+
+def test_reader_needs_only_numpy_and_runs_under_numpy1(converted, base_dataset):
+    """Debian's /usr/bin/python3 (numpy 1.x, no extras installed) reads gzip/none pickle and safetensors."""
+    py = "/usr/bin/python3"
+    if not os.path.exists(py):
+        (pytest.fail if REQUIRE else pytest.skip)(f"{py} not found")
+    roots = [converted(*c) for c in [("pickle", "gzip", "float32"), ("pickle", "none", "float16"),
+                                     ("safetensors", "gzip", "bfloat16"), ("safetensors", "none", "float16")]]
+    p = subprocess.run([py, "-c", NUMPY1_READ, *map(str, roots)], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(REPO / "python")})
+    assert p.returncode == 0, p.stderr[-2000:]
+    res = json.loads(p.stdout)
+    assert res["numpy"].startswith("1."), res["numpy"]
+    assert res["modules"] == [], f"imported optional modules: {res['modules']}"
+    for root in roots:
+        want = sorted([r.layer, r.sample_idx, r.task_id, list(r.shape), r.dtype,
+                       hashlib.sha256(np.ascontiguousarray(r.activation).tobytes()).hexdigest()]
+                      for r in actshard.open_dataset(str(root)).records())
+        assert res["records"][str(root)] == want
