@@ -241,3 +241,23 @@ def test_merged_root_on_gs(work, tiny_model, tasks_file, emulator, env, gcsfs_fs
     assert workers == ["worker-00000-of-00002", "worker-00001-of-00002"]
     for loc, e in ds.shards:
         assert gcsfs_fs.info(f"{BUCKET}/merged/{loc}")["size"] == e["bytes"]
+
+
+def test_corrupt_object_on_gs_is_caught(uploaded, gcs_client, emulator):
+    """A shard whose bytes on GCS differ from metadata.json: the reader stops before yielding its records."""
+    require("gcsfs")
+    objs = local_objects(uploaded["pkl"])
+    bucket = gcs_client.bucket(BUCKET)
+    victim = sorted(n for n in objs if n.startswith("shard_"))[1]
+    for n, data in objs.items():
+        if n == victim:
+            data = data[:100] + bytes([data[100] ^ 0xFF]) + data[101:]
+        bucket.blob(f"corrupt/{n}").upload_from_string(data)
+    ds = actshard.open_dataset(f"gs://{BUCKET}/corrupt", storage_options={"endpoint_url": emulator.url,
+                                                                           "token": "anon"})
+    shards = []
+    with pytest.raises(actshard.ShardIntegrityError, match="sha256") as e:
+        for r in ds.records():
+            shards.append(r.shard)
+    assert f"gs://{BUCKET}/corrupt/{victim}" in str(e.value)
+    assert victim not in shards and shards

@@ -61,6 +61,11 @@ CASES = [
 FULL = Case("qwen2.5-0.5b-shape", "F32", hidden=896, heads=14, kv_heads=2, layers=24, tie=True, intermediate=4864)
 
 
+def fmt_worst(worst: Dict[str, float]) -> str:
+    keys = sorted(worst, key=lambda k: (int(k.split()[0]), k))
+    return ", ".join(f"layer {k} {worst[k]:.2e}" for k in keys)
+
+
 def rel_error(ours: np.ndarray, ref: np.ndarray) -> float:
     return float(np.max(np.abs(ours.astype(np.float64) - ref)) / max(float(np.max(np.abs(ref))), 1e-6))
 
@@ -221,7 +226,7 @@ def test_matches_hf_transformers(work, tiny_model, hf_tasks, case, keep_padding,
             *(["--keep_padding"] if keep_padding else []), layers=list(range(case.layers)))
     worst = compare(o, out, keep_padding)
     print(f"{case.name} {backend} keep_padding={keep_padding}: " +
-          ", ".join(f"layer {l} {e:.2e}" for l, e in sorted(worst.items())))
+          fmt_worst(worst))
     bad = {l: e for l, e in worst.items() if e > TOLERANCE}
     assert not bad, f"layers differ from HF by more than {TOLERANCE} relative: {bad}"
 
@@ -251,7 +256,7 @@ def test_full_qwen25_05b_shape(work):
     out = o.root / "out_onnx_real"
     extract(o.model, tasks, out, *flags, "--batch_size", 1, "--codec", "none", layers=list(range(FULL.layers)))
     worst = compare(o, out, keep_padding=False)
-    print("full shape: " + ", ".join(f"layer {l} {e:.2e}" for l, e in sorted(worst.items())))
+    print("full shape: " + fmt_worst(worst))
     bad = {l: e for l, e in worst.items() if e > TOLERANCE}
     assert not bad, f"layers differ from HF by more than {TOLERANCE} relative: {bad}"
 

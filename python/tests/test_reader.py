@@ -145,6 +145,15 @@ def test_crc32c_alone_is_checked(base_dataset, tmp_path):
     assert len(list(actshard.open_dataset(str(root)).records())) == 18
 
 
+def test_in_progress_dataset_warns_and_reads_committed_shards(base_dataset, tmp_path):
+    root, meta = _copy(base_dataset, tmp_path / "ds")
+    meta["status"] = "in_progress"
+    (root / "metadata.json").write_text(json.dumps(meta))
+    with pytest.warns(UserWarning, match="in_progress"):
+        ds = actshard.open_dataset(str(root))
+    assert ds.status == "in_progress" and len(list(ds.records())) == 18
+
+
 def test_unknown_metadata_fields_are_ignored(base_dataset, base_records, tmp_path):
     root, meta = _copy(base_dataset, tmp_path / "ds")
     meta["schema_version"] = 99
