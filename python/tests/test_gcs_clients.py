@@ -135,8 +135,12 @@ def test_gcsfs_ls_du_glob_and_range_reads(uploaded, gcsfs_fs, prefix):
     assert sorted(p.rsplit("/", 1)[-1] for p in fs.glob(f"{root}/shard_*")) == shards
     assert fs.glob(f"{BUCKET}/runs/*/metadata.json") == [f"{BUCKET}/runs/{p}/metadata.json" for p in
                                                           sorted(uploaded)]
+    require("google_crc32c")
     for n in shards:
         data = objs[n]
+        info = fs.info(f"{root}/{n}")
+        assert info["crc32c"] == crc32c_b64(data)
+        assert info["md5Hash"] == base64.b64encode(hashlib.md5(data).digest()).decode()
         assert fs.cat_file(f"{root}/{n}") == data
         mid = len(data) // 3
         assert fs.cat_file(f"{root}/{n}", start=mid, end=mid + 1000) == data[mid:mid + 1000]
