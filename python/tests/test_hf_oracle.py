@@ -12,8 +12,9 @@ Cases cover float32 and bfloat16 checkpoints, GQA ratios 1, 2 and 7, tied and un
 tokens, compared with HF on the unpadded prompt) and with ``--keep_padding`` (records = the batch's padded
 length, compared with HF on the padded row and its attention mask).
 
-Backends: ``onnx`` always; ``pjrt`` runs when ``deno task extract --backend pjrt`` works here (a PJRT plugin is
-found, or ACTSHARD_PJRT_PLUGIN names one) and is skipped with the reason otherwise (ACTSHARD_REQUIRE_PJRT=1 turns
+Backends: ``onnx`` always; ``pjrt`` runs when ``deno task extract --backend pjrt`` works here (on
+ACTSHARD_PJRT_PLUGIN, else the real XLA CPU plugin of the ``xla-cpu-pjrt`` wheel, else whatever extract
+discovers) and is skipped with extract's reason otherwise (ACTSHARD_REQUIRE_PJRT=1 turns
 the skip into a failure). ACTSHARD_HF_FULL=1 adds the Qwen2.5-0.5B-shaped case (random weights, one 2048-token
 prompt; minutes on a CPU).
 """
@@ -135,8 +136,20 @@ def oracle_for(case: Case, work: Path, tasks: Path, flags: List) -> Oracle:
 _pjrt_probe: Dict[str, Optional[str]] = {}
 
 
+def xla_cpu_plugin() -> Optional[str]:
+    """The real XLA CPU PJRT plugin of the `xla-cpu-pjrt` wheel (.ci/requirements.txt), when installed."""
+    import importlib.util
+    spec = importlib.util.find_spec("xla_plugins")
+    for d in (spec.submodule_search_locations or []) if spec else []:
+        so = Path(d) / "xla_cpu_pjrt" / "xla_cpu_pjrt.so"
+        if so.exists():
+            return str(so)
+    return None
+
+
 def pjrt_flags() -> List[str]:
-    plugin = os.environ.get("ACTSHARD_PJRT_PLUGIN")
+    """`--backend pjrt` on ACTSHARD_PJRT_PLUGIN, else the XLA CPU plugin, else extract's own discovery."""
+    plugin = os.environ.get("ACTSHARD_PJRT_PLUGIN") or xla_cpu_plugin()
     return ["--backend", "pjrt", *(["--pjrt_plugin", plugin] if plugin else [])]
 
 
