@@ -131,7 +131,12 @@ async function extractLocked(
   for (const line of runSummaryLines(run, { needBytes: diskNeed, freeBytes: free, ok: true }, remaining)) {
     log(`extract: ${line}`);
   }
-  await checkFreeDisk(run.outDir, { needBytes: diskNeed, freeBytes: free });
+  await checkFreeDisk(run.outDir, {
+    needBytes: diskNeed,
+    freeBytes: free,
+    // a safetensors shard is written twice over at its commit (body temp file, then the shard)
+    inFlightBytes: config.format === "safetensors" ? config.shard_size_gb * GB : 0,
+  });
   if (run.partners.batches > 0) {
     // The whole run's batching (records bit-identical to a single host's) costs the boundary batches' partners.
     const own = run.items.reduce((s, p) => s + p.input_ids.length, 0);

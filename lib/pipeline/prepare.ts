@@ -21,7 +21,6 @@ import { loadPromptPlanOptions } from "../prompts/plan_inputs.ts";
 import { batchesTouching, type PartnerCost, partnerCost, planBatches } from "./batching.ts";
 import { ActshardError } from "../errors.ts";
 import { type DiskCheck, estimateOutputBytes } from "./disk.ts";
-import { formatSize } from "./progress.ts";
 import { datasetSha256, modelSha256, promptsSha256, type RunFingerprint, sha256File } from "./fingerprint.ts";
 import type { PromptTokens } from "./overlap.ts";
 import { splitWork, workerDirName } from "./work_split.ts";
@@ -183,12 +182,17 @@ export function runSummaryLines(run: PreparedRun, disk: DiskCheck, remainingProm
     (run.workerDir
       ? `; this worker (${c.worker_index + 1} of ${c.num_workers}): ${run.items.length} prompts`
       : ""),
-    `layers ${fmtLayers(run.layers)} → ~${formatSize(run.estimateBytes)} of ` +
+    `layers ${fmtLayers(run.layers)} → ~${diskSize(run.estimateBytes)} of ` +
     `${c.format}/${c.codec}/${c.dtype} in ${run.outDir}` +
-    (remainingPrompts < run.items.length ? ` (~${formatSize(disk.needBytes)} still to write)` : "") +
-    `; ${formatSize(disk.freeBytes)} free there`,
+    (remainingPrompts < run.items.length ? ` (~${diskSize(disk.needBytes)} still to write)` : "") +
+    `; ${diskSize(disk.freeBytes)} free there`,
   ];
   return lines;
+}
+
+/** Bytes in the units of checkFreeDisk's refusal (decimal: "226.22 GB", "6.8 MB"), so both lines agree. */
+function diskSize(b: number): string {
+  return b < 1e9 ? `${(b / 1e6).toFixed(1)} MB` : `${(b / 1e9).toFixed(2)} GB`;
 }
 
 /** "10-23" for a contiguous run of 3+, else "20,22". */
