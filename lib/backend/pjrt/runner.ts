@@ -13,7 +13,13 @@
 import { ActshardError } from "../../errors.ts";
 import type { Graph } from "../../model/ir.ts";
 import { encodeActivation } from "../../shard/dtype.ts";
-import type { PjrtBuffer, PjrtClient, PjrtDevice, PjrtExecutable } from "../../../native/pjrt/mod.ts";
+import type {
+  AttributeValue,
+  PjrtBuffer,
+  PjrtClient,
+  PjrtDevice,
+  PjrtExecutable,
+} from "../../../native/pjrt/mod.ts";
 import { PjrtError } from "../../../native/pjrt/mod.ts";
 import { compileOptionsBytes } from "./compile_options.ts";
 import { type ComputeDtype, emitStableHlo, type EmittedProgram, ropeTables } from "./emit.ts";
@@ -44,6 +50,31 @@ async function uploadAll(uploads: Promise<PjrtBuffer>[]): Promise<PjrtBuffer[]> 
   throw failed.reason;
 }
 
+/**
+ * One line for a failed `Client_Compile`. XLA reports a module it cannot parse with "Failed to parse using
+ * StableHLO vX" after the MLIR diagnostic; that case says so, with the StableHLO versions the plugin reads.
+ */
+export function compileProblem(
+  e: PjrtError,
+  shape: string,
+  attrs: Record<string, AttributeValue>,
+): ActshardError {
+  const first = e.pjrtMessage.split("\n")[0];
+  const v = (x: AttributeValue | undefined) => Array.isArray(x) ? x.join(".") : String(x ?? "?");
+  const reads = attrs.stablehlo_current_version
+    ? `; the plugin reads StableHLO ${v(attrs.stablehlo_minimum_version)}..${
+      v(attrs.stablehlo_current_version)
+    }`
+    : "";
+  const parse = /Failed to parse using StableHLO/.test(e.pjrtMessage);
+  return new ActshardError(
+    parse
+      ? `the PJRT plugin cannot parse the emitted StableHLO program (${shape}): ${first}${reads}`
+      : `the PJRT plugin rejected the StableHLO program (${shape}): ${e.codeName}: ${first}`,
+    { kind: "internal", cause: e, hint: "rerun with ACTSHARD_DEBUG=1; --backend onnx avoids PJRT" },
+  );
+}
+
 /** Runs emitted programs on PJRT devices, one replica per device. */
 export class PjrtRunner implements ReplicaRunner {
   readonly replicas: number;
@@ -53,6 +84,8 @@ export class PjrtRunner implements ReplicaRunner {
   readonly computeDtype: ComputeDtype;
   /** Compiled shapes, e.g. "2x16"; exposed for tests and progress lines. */
   readonly compiled = new Map<string, { exe: PjrtExecutable; program: EmittedProgram }>();
+  /** `PJRT_Plugin_Attributes` (StableHLO versions), for compile error lines. */
+  readonly pluginAttributes: Record<string, AttributeValue>;
   #weights: PjrtBuffer[][];
   #rope = new Map<number, PjrtBuffer[][]>();
 
@@ -62,6 +95,7 @@ export class PjrtRunner implements ReplicaRunner {
     graph: Graph,
     computeDtype: ComputeDtype,
     weights: PjrtBuffer[][],
+    pluginAttributes: Record<string, AttributeValue>,
   ) {
     this.client = client;
     this.devices = devices;
@@ -69,6 +103,7 @@ export class PjrtRunner implements ReplicaRunner {
     this.graph = graph;
     this.computeDtype = computeDtype;
     this.#weights = weights;
+    this.pluginAttributes = pluginAttributes;
   }
 
   /** Upload every weight of `graph` to each device (in the emitter's argument order). */
@@ -78,6 +113,7 @@ export class PjrtRunner implements ReplicaRunner {
     graph: Graph,
     loadWeight: WeightSource,
     computeDtype: ComputeDtype,
+    pluginAttributes: Record<string, AttributeValue> = {},
   ): Promise<PjrtRunner> {
     const order = emitStableHlo(graph, { batch: 1, seq: 1 }, computeDtype).weights;
     const perDevice: PjrtBuffer[][] = devices.map(() => []);
@@ -92,7 +128,7 @@ export class PjrtRunner implements ReplicaRunner {
       perDevice.flat().forEach((b) => b.destroy());
       throw e;
     }
-    return new PjrtRunner(client, devices, graph, computeDtype, perDevice);
+    return new PjrtRunner(client, devices, graph, computeDtype, perDevice, pluginAttributes);
   }
 
   #executable(batch: number, seq: number): { exe: PjrtExecutable; program: EmittedProgram } {
@@ -108,12 +144,7 @@ export class PjrtRunner implements ReplicaRunner {
         );
       } catch (e) {
         if (!(e instanceof PjrtError)) throw e;
-        throw new ActshardError(
-          `the PJRT plugin rejected the StableHLO program (${key}): ${e.codeName}: ${
-            e.pjrtMessage.split("\n")[0]
-          }`,
-          { kind: "internal", cause: e, hint: "rerun with ACTSHARD_DEBUG=1; --backend onnx avoids PJRT" },
-        );
+        throw compileProblem(e, key, this.pluginAttributes);
       }
       hit = { exe, program };
       this.compiled.set(key, hit);
