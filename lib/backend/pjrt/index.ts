@@ -60,13 +60,14 @@ export interface PjrtBackendOptions {
 }
 
 /**
- * Keep the plugin's own INFO/WARNING lines (XLA's `I0000 … cpu_device_count set…`, libtpu's metadata-server
- * retries) off the terminal: the variables XLA's and libtpu's loggers read when the plugin is loaded. A value
- * the user set wins.
+ * Keep the plugin's own log lines (XLA's `I0000 … cpu_device_count set…`, libtpu's metadata-server retries,
+ * the CUDA plugin's `failed call to cuInit` before its error) off the terminal: the variables XLA's and libtpu's
+ * loggers read when the plugin is loaded, at FATAL only — every failure still reaches the user as our one line,
+ * carrying the plugin's message. A value the user set wins; `--verbose` skips this.
  */
 export function quietPluginLogs(): void {
   for (
-    const [k, v] of [["TF_CPP_MIN_LOG_LEVEL", "2"], ["TPU_STDERR_LOG_LEVEL", "2"], ["TPU_MIN_LOG_LEVEL", "2"]]
+    const [k, v] of [["TF_CPP_MIN_LOG_LEVEL", "3"], ["TPU_STDERR_LOG_LEVEL", "3"], ["TPU_MIN_LOG_LEVEL", "3"]]
   ) {
     if (Deno.env.get(k) === undefined) Deno.env.set(k, v);
   }
@@ -104,7 +105,8 @@ function versionText(v: unknown): string {
   return Array.isArray(v) ? v.join(".") : String(v ?? "?");
 }
 
-function clientProblem(e: PjrtError, path: string): ActshardError {
+/** One line for a failed `PJRT_Client_Create` (no TPU / no GPU said in our words, the plugin's reason kept). */
+export function clientProblem(e: PjrtError, path: string): ActshardError {
   if (e instanceof PjrtStructSizeError) {
     return new ActshardError(e.message, {
       where: path,
@@ -119,6 +121,12 @@ function clientProblem(e: PjrtError, path: string): ActshardError {
       hint: "on a CPU host use --backend onnx",
       cause: e,
     });
+  }
+  if (pluginKind(path) === "cuda" && /No visible GPU|cuInit|CUDA/i.test(first)) {
+    return new ActshardError(
+      `no GPU found: run on a machine with an NVIDIA GPU (CUDA plugin: ${e.codeName}: ${first})`,
+      { where: path, hint: "on a CPU host use --backend onnx", cause: e },
+    );
   }
   return new ActshardError(`PJRT client could not be created: ${e.codeName}: ${first}`, {
     where: path,
