@@ -18,6 +18,7 @@ import { loadModelConfig, type Qwen2Config } from "../../model/config.ts";
 import { buildQwen2Graph, validateLayers } from "../../model/qwen2.ts";
 import { CheckpointWeights } from "../../model/safetensors.ts";
 import {
+  BINDING_API_VERSION,
   type NamedValue,
   parseCreateOption,
   PjrtApi,
@@ -161,11 +162,13 @@ export function createReplicaBackend(
   graphLayers: number[],
   runner: ReplicaRunner,
   onClose: () => Promise<void> = () => Promise.resolve(),
+  concurrentForwards = 1,
 ): Backend {
   return {
     name,
     hiddenSize: cfg.hidden_size,
     numLayers: cfg.num_hidden_layers,
+    concurrentForwards,
     forward(batch: TokenBatch, layers: number[]) {
       return forwardDataParallel(batch, layers, graphLayers, runner, cfg.hidden_size);
     },
@@ -208,6 +211,11 @@ export async function createPjrtBackend(modelDir: string, opts: PjrtBackendOptio
       versionText(attrs.stablehlo_minimum_version)
     }..${versionText(attrs.stablehlo_current_version)}${
       attrs.xla_version ? `, xla_version ${attrs.xla_version}` : ""
+    }${
+      api.version.minor > BINDING_API_VERSION.minor
+        ? ` (newer than the binding's ${BINDING_API_VERSION.major}.${BINDING_API_VERSION.minor}: ` +
+          "our structs are sent at that header's sizes; a refused one is named)"
+        : ""
     }`,
   );
   let client: PjrtClient;
@@ -248,8 +256,11 @@ export async function createPjrtBackend(modelDir: string, opts: PjrtBackendOptio
   } finally {
     weights.close();
   }
+  // Two forwards in flight: batch n's device→host copies overlap batch n+1's upload and execute
+  // (`PJRT_OVERLAP=1` turns it off, e.g. to measure the difference).
+  const overlap = Deno.env.get("PJRT_OVERLAP") === "1" ? 1 : 2;
   return createReplicaBackend("pjrt", cfg, layers, runner, async () => {
     await client.close();
     api.close();
-  });
+  }, overlap);
 }

@@ -87,7 +87,11 @@ export class PjrtRunner implements ReplicaRunner {
   /** `PJRT_Plugin_Attributes` (StableHLO versions), for compile error lines. */
   readonly pluginAttributes: Record<string, AttributeValue>;
   #weights: PjrtBuffer[][];
-  #rope = new Map<number, PjrtBuffer[][]>();
+  /** RoPE tables per bucket, as promises: concurrent first calls of one bucket share one upload. */
+  #rope = new Map<number, Promise<PjrtBuffer[][]>>();
+  #inFlight = 0;
+  /** Most `run` calls in flight at once so far (2 when forwards overlap; see `PJRT_OVERLAP`). */
+  maxInFlight = 0;
 
   private constructor(
     client: PjrtClient,
@@ -152,27 +156,34 @@ export class PjrtRunner implements ReplicaRunner {
     return hit;
   }
 
-  async #ropeBuffers(seq: number, program: EmittedProgram): Promise<PjrtBuffer[][]> {
+  #ropeBuffers(seq: number, program: EmittedProgram): Promise<PjrtBuffer[][]> {
     let bufs = this.#rope.get(seq);
     if (!bufs) {
       const w = Math.max(program.ropeHalf, 1);
       const { cos, sin } = ropeTables(seq, program.ropeHalf, program.ropeTheta);
-      const flat = await uploadAll(this.devices.flatMap((d) => [
+      bufs = uploadAll(this.devices.flatMap((d) => [
         this.client.bufferFromHost(cos, [seq, w], "f32", d),
         this.client.bufferFromHost(sin, [seq, w], "f32", d),
-      ]));
-      bufs = this.devices.map((_, r) => flat.slice(2 * r, 2 * r + 2));
+      ])).then((flat) => this.devices.map((_, r) => flat.slice(2 * r, 2 * r + 2)));
       this.#rope.set(seq, bufs);
+      bufs.catch(() => this.#rope.delete(seq)); // a failed upload is tried again by the next call
     }
     return bufs;
   }
 
+  /**
+   * One forward on every replica. Safe to call again before the previous call resolved: the calls share the
+   * resident weights, the executable and the RoPE tables, and each has its own inputs and outputs — so the
+   * device→host copies of one call overlap the upload and execute of the next (the extract loop keeps two in
+   * flight: `Backend.concurrentForwards`).
+   */
   async run(shape: { batch: number; seq: number }, inputs: ReplicaInput[]): Promise<Float32Array[][]> {
     const { batch: B, seq: S } = shape;
-    const { exe, program } = this.#executable(B, S);
-    const rope = await this.#ropeBuffers(S, program);
+    this.maxInFlight = Math.max(this.maxInFlight, ++this.#inFlight);
     const perCall: PjrtBuffer[] = [];
     try {
+      const { exe, program } = this.#executable(B, S);
+      const rope = await this.#ropeBuffers(S, program);
       // All devices' uploads settle before anything is thrown, so none finishes after the `finally` below.
       const uploaded = await uploadAll(this.devices.flatMap((d, r) => [
         this.client.bufferFromHost(inputs[r].ids, [B, S], "s32", d),
@@ -201,6 +212,7 @@ export class PjrtRunner implements ReplicaRunner {
         }))
       ));
     } finally {
+      this.#inFlight--;
       perCall.forEach((b) => b.destroy());
     }
   }
@@ -210,11 +222,12 @@ export class PjrtRunner implements ReplicaRunner {
     return node.shape.map((d) => d === "batch" ? B : d === "seq" ? S : d);
   }
 
-  close(): Promise<void> {
+  async close(): Promise<void> {
     for (const { exe } of this.compiled.values()) exe.destroy();
     this.compiled.clear();
-    for (const l of [...this.#weights, ...[...this.#rope.values()].flat()]) l.forEach((b) => b.destroy());
+    const rope = (await Promise.allSettled(this.#rope.values()))
+      .flatMap((r) => r.status === "fulfilled" ? r.value : []);
+    for (const l of [...this.#weights, ...rope]) l.forEach((b) => b.destroy());
     this.#rope.clear();
-    return Promise.resolve();
   }
 }
