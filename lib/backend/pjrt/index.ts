@@ -257,8 +257,8 @@ export async function createPjrtBackend(modelDir: string, opts: PjrtBackendOptio
     weights.close();
   }
   // Two forwards in flight: batch n's device→host copies overlap batch n+1's upload and execute
-  // (`PJRT_OVERLAP=1` turns it off, e.g. to measure the difference).
-  const overlap = Deno.env.get("PJRT_OVERLAP") === "1" ? 1 : 2;
+  // (`ACTSHARD_PJRT_OVERLAP=0` turns it off, e.g. to measure the difference).
+  const overlap = Deno.env.get("ACTSHARD_PJRT_OVERLAP") === "0" ? 1 : 2;
   return createReplicaBackend("pjrt", cfg, layers, runner, async () => {
     await client.close();
     api.close();

@@ -90,7 +90,7 @@ export class PjrtRunner implements ReplicaRunner {
   /** RoPE tables per bucket, as promises: concurrent first calls of one bucket share one upload. */
   #rope = new Map<number, Promise<PjrtBuffer[][]>>();
   #inFlight = 0;
-  /** Most `run` calls in flight at once so far (2 when forwards overlap; see `PJRT_OVERLAP`). */
+  /** Most `run` calls in flight at once so far (2 when forwards overlap; `ACTSHARD_PJRT_OVERLAP=0` keeps 1). */
   maxInFlight = 0;
 
   private constructor(
