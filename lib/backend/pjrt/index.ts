@@ -7,6 +7,8 @@
  * @example
  * ```ts
  * import { createPjrtBackend } from "./index.ts";
+ * import type { TokenBatch } from "../../types.ts";
+ * declare const batch: TokenBatch;
  * const backend = await createPjrtBackend("models/qwen", { layers: [0, 12], computeDtype: "float32" });
  * const acts = await backend.forward(batch, [0, 12]); // Map(layer -> Float32Array [batch, seq, hidden])
  * await backend.close();
