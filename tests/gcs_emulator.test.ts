@@ -27,8 +27,8 @@ function bytes(n: number, seed = 1): Uint8Array<ArrayBuffer> {
 
 const code = (e: unknown) => (e as { code?: number }).code;
 
-Deno.test("gcs emulator: buckets create/get, 409 on duplicate, 404 when auto-create is off", async () => {
-  const emu = await startGcsEmulator({ port: 0, autoCreateBuckets: false });
+Deno.test("gcs emulator: buckets create/get, 409 on duplicate, unknown buckets 404 (the default)", async () => {
+  const emu = await startGcsEmulator({ port: 0 });
   try {
     const s = client(emu.url);
     await assertRejects(() => s.bucket("nope").getMetadata().then(() => {}));
@@ -46,7 +46,7 @@ Deno.test("gcs emulator: buckets create/get, 409 on duplicate, 404 when auto-cre
 });
 
 Deno.test("gcs emulator: multipart and media uploads, metadata with crc32c/md5, generations", async () => {
-  const emu = await startGcsEmulator({ port: 0 });
+  const emu = await startGcsEmulator({ port: 0, buckets: ["bkt1"] });
   try {
     const s = client(emu.url);
     const f = s.bucket("bkt1").file("dir/hello.txt");
@@ -85,7 +85,7 @@ Deno.test("gcs emulator: resumable multi-chunk upload, preconditions 412, persis
   const data = bytes(3 * 256 * 1024 + 123);
   const src = `${dir.path}/src.bin`;
   await Deno.writeFile(src, data);
-  let emu = await startGcsEmulator({ port: 0, dir: `${dir.path}/state` });
+  let emu = await startGcsEmulator({ port: 0, dir: `${dir.path}/state`, buckets: ["bkt2"] });
   try {
     const b = client(emu.url).bucket("bkt2");
     await b.upload(src, {
@@ -123,7 +123,7 @@ Deno.test("gcs emulator: resumable multi-chunk upload, preconditions 412, persis
   } finally {
     await emu.close();
   }
-  emu = await startGcsEmulator({ port: 0, dir: `${dir.path}/state` });
+  emu = await startGcsEmulator({ port: 0, dir: `${dir.path}/state`, buckets: ["bkt2"] });
   try {
     const [m] = await client(emu.url).bucket("bkt2").file("a/big.bin").getMetadata();
     assertEquals(Number(m.size), 1, "state survives a restart on the same --dir");
@@ -133,7 +133,7 @@ Deno.test("gcs emulator: resumable multi-chunk upload, preconditions 412, persis
 });
 
 Deno.test("gcs emulator: resumable session status query answers 308 with Range", async () => {
-  const emu = await startGcsEmulator({ port: 0 });
+  const emu = await startGcsEmulator({ port: 0, buckets: ["bkt3"] });
   try {
     const start = await fetch(`${emu.url}/upload/storage/v1/b/bkt3/o?uploadType=resumable&name=s.bin`, {
       method: "POST",
@@ -182,7 +182,7 @@ Deno.test("gcs emulator: resumable session status query answers 308 with Range",
 });
 
 Deno.test("gcs emulator: alt=media with Range, list with prefix/delimiter/pageToken, delete", async () => {
-  const emu = await startGcsEmulator({ port: 0 });
+  const emu = await startGcsEmulator({ port: 0, buckets: ["bkt4"] });
   try {
     const b = client(emu.url).bucket("bkt4");
     const data = bytes(5000);
@@ -212,7 +212,7 @@ Deno.test("gcs emulator: alt=media with Range, list with prefix/delimiter/pageTo
 
 Deno.test("gcs emulator: scripted faults (429, 503, reset mid-upload, truncated body) are survived by retries", async () => {
   await using dir = await tempDir();
-  const emu = await startGcsEmulator({ port: 0 });
+  const emu = await startGcsEmulator({ port: 0, buckets: ["bkt5"] });
   try {
     const b = client(emu.url).bucket("bkt5");
     const data = bytes(4 * 256 * 1024 + 7);

@@ -102,7 +102,7 @@ async function extractLocked(
   });
   // A replacement pod starts with an empty local dir: the previous attempt's state is what it published on GCS.
   let fromGcs = false;
-  if (decision.mode === "fresh" && config.upload_to_gcs && config.gcs_bucket) {
+  if (decision.mode === "fresh" && config.upload_to_gcs && config.gcs_bucket && !config.overwrite) {
     const { decideRemoteResume } = await import("./remote_resume.ts");
     const remote = await decideRemoteResume({
       bucket: config.gcs_bucket,
@@ -219,7 +219,7 @@ async function extractLocked(
     // The fingerprint goes on disk before the first shard, so a run killed at any moment is recognised; after
     // a resume from GCS, so do the remote shards it continues after (listed, their files only on GCS).
     if (!decision.existing || fromGcs) await writeMetadataAtomic(run.outDir, writer.metadata);
-    if (uploads && decision.existing) uploads.resumePending(decision.existing.shards);
+    if (uploads && decision.existing) await uploads.resumePending(decision.existing.shards);
     let tokens = 0;
     loop = await runBatches({
       items: run.allItems,
@@ -231,7 +231,10 @@ async function extractLocked(
       layers: run.layers,
       padId: run.padId,
       keepPadding: config.keep_padding,
-      write: (group) => writer!.write(group),
+      write: (group) => {
+        uploads?.check(); // an upload that failed for good stops the run (durable shards kept, resumable)
+        return writer!.write(group);
+      },
       onForward: (f) => {
         tokens += f.tokens;
         progress.update({ tokens });
@@ -297,8 +300,15 @@ async function finishComplete(
       existing: meta,
     });
     const { openUploader } = await import("./upload.ts");
-    const uploads = await openUploader(run.config, run, () => writer!, hooks.gcsEndpoint, log);
-    uploads.resumePending(meta.shards);
+    let uploads: UploadSession | null = null;
+    try {
+      uploads = await openUploader(run.config, run, () => writer!, hooks.gcsEndpoint, log);
+      await uploads.resumePending(meta.shards);
+    } catch (e) {
+      await writer.close(); // nothing was added: the local dataset stays complete, as it was
+      await uploads?.abort();
+      throw e;
+    }
     // Closed first: close() marks the metadata complete again (open() made it in_progress), and the
     // metadata.json that finish() publishes must say so once every shard is verified.
     await writer.close();

@@ -364,29 +364,55 @@ export class GcsStore implements BlobStore {
     opts: { ifGenerationMatch?: string } = {},
   ): Promise<ObjectInfo> {
     const where = this.objectUrl(name);
+    let gen = opts.ifGenerationMatch;
+    if (gen === undefined) {
+      const before = await this.stat(name);
+      if (before && before.size === data.byteLength && before.crc32c === crc32c(data)) return before;
+      gen = before?.generation ?? "0";
+    }
+    const r = await this.tryWrite(name, data, contentType, gen);
+    if ("written" in r) return r.written;
+    throw new ActshardError(
+      `${name} was changed by another writer (generation ${
+        r.conflict?.generation ?? "none"
+      }, expected ${gen})`,
+      {
+        where,
+        kind: "remote",
+        hint: "two runs write this prefix; stop one of them, or give each its own --gcs_prefix",
+      },
+    );
+  }
+
+  /**
+   * Write `data` as `name` if its generation is `ifGenerationMatch` ("0": only if absent). A 412 whose object
+   * holds exactly `data` (our own earlier attempt whose answer was lost) counts as written; otherwise the
+   * object that won is returned as `conflict` (null if it is gone again).
+   */
+  async tryWrite(
+    name: string,
+    data: Uint8Array,
+    contentType: string,
+    ifGenerationMatch: string,
+  ): Promise<{ written: ObjectInfo } | { conflict: ObjectInfo | null }> {
+    const where = this.objectUrl(name);
     const local = { size: data.byteLength, crc32c: crc32c(data) };
     const t = this.transport;
+    const boundary = `actshard-${crypto.randomUUID()}`;
+    const meta = JSON.stringify({ name: this.key(name), contentType, crc32c: crc32cBase64(local.crc32c) });
+    const te = new TextEncoder();
+    const body = concat([
+      te.encode(`--${boundary}\r\ncontent-type: application/json; charset=UTF-8\r\n\r\n${meta}\r\n`),
+      te.encode(`--${boundary}\r\ncontent-type: ${contentType}\r\n\r\n`),
+      data,
+      te.encode(`\r\n--${boundary}--\r\n`),
+    ]);
+    const url = t.uploadUrl(`/b/${encodeURIComponent(this.bucket)}/o`, {
+      uploadType: "multipart",
+      name: this.key(name),
+      ifGenerationMatch,
+    });
     try {
-      let gen = opts.ifGenerationMatch;
-      if (gen === undefined) {
-        const before = await this.stat(name);
-        if (before && before.size === local.size && before.crc32c === local.crc32c) return before;
-        gen = before?.generation ?? "0";
-      }
-      const boundary = `actshard-${crypto.randomUUID()}`;
-      const meta = JSON.stringify({ name: this.key(name), contentType, crc32c: crc32cBase64(local.crc32c) });
-      const te = new TextEncoder();
-      const body = concat([
-        te.encode(`--${boundary}\r\ncontent-type: application/json; charset=UTF-8\r\n\r\n${meta}\r\n`),
-        te.encode(`--${boundary}\r\ncontent-type: ${contentType}\r\n\r\n`),
-        data,
-        te.encode(`\r\n--${boundary}--\r\n`),
-      ]);
-      const url = t.uploadUrl(`/b/${encodeURIComponent(this.bucket)}/o`, {
-        uploadType: "multipart",
-        name: this.key(name),
-        ifGenerationMatch: gen,
-      });
       return await t.retrying("write", where, async () => {
         try {
           const r = await t.request("POST", url, {
@@ -394,23 +420,13 @@ export class GcsStore implements BlobStore {
             body,
           });
           const info = toInfo(await r.json(), this.#cut);
-          if (info.size === local.size && info.crc32c === local.crc32c) return info;
+          if (info.size === local.size && info.crc32c === local.crc32c) return { written: info };
           throw new GcsRequestError("the object written differs from what was sent", 0, true, "checksum");
         } catch (e) {
           if (!(e instanceof GcsRequestError) || e.status !== 412) throw e;
-          // Exists with another generation: our own earlier attempt whose answer was lost, or another writer.
           const now = await this.stat(name);
-          if (now && now.size === local.size && now.crc32c === local.crc32c) return now;
-          throw new ActshardError(
-            `${name} was changed by another writer (generation ${
-              now?.generation ?? "none"
-            }, expected ${gen})`,
-            {
-              where,
-              kind: "remote",
-              hint: "two runs write this prefix; stop one of them, or give each its own --gcs_prefix",
-            },
-          );
+          if (now && now.size === local.size && now.crc32c === local.crc32c) return { written: now };
+          return { conflict: now };
         }
       });
     } catch (e) {
@@ -450,12 +466,10 @@ export class GcsStore implements BlobStore {
       });
     }
     const name = `.actshard-write-probe-${crypto.randomUUID()}`;
-    const info = await this.writeSmall(name, new TextEncoder().encode("probe\n"), "text/plain", {
-      ifGenerationMatch: "0",
-    }).catch((e) => {
+    const r = await this.tryWrite(name, new TextEncoder().encode("probe\n"), "text/plain", "0").catch((e) => {
       throw this.error((e as ActshardError).cause ?? e, this.url, "cannot write under this prefix");
     });
-    await this.delete(name, { ifGenerationMatch: info.generation });
+    if ("written" in r) await this.delete(name, { ifGenerationMatch: r.written.generation });
   }
 
   async #confirm(

@@ -30,7 +30,8 @@ import {
   writeMetadataAtomic,
 } from "../shard/metadata.ts";
 import { LocalStore } from "./local.ts";
-import { GcsStore, type RetryPolicy } from "./gcs.ts";
+import { GcsStore, type GcsStoreOptions, type RetryPolicy } from "./gcs.ts";
+import { PrefixLease } from "./gcs_lease.ts";
 import type { ObjectInfo } from "./types.ts";
 
 /** Options for {@link ShardUploader.create}. */
@@ -52,14 +53,30 @@ export interface ShardUploaderOptions {
   chunkSize?: number;
   /** Publish metadata.json after each verified shard (default true; `upload` publishes once, at the end). */
   publishEach?: boolean;
+  /** Stall timeout per request (default $ACTSHARD_GCS_STALL_TIMEOUT_S or 60 s). */
+  stallTimeoutMs?: number;
+  /** Told about retry waits (default: a line on stderr). */
+  onRetry?: GcsStoreOptions["onRetry"];
+  /**
+   * Called at open with the prefix's metadata.json (null when there is none), after the writer lease is held:
+   * throws to refuse a prefix that holds another dataset. Default: accept.
+   */
+  checkRemote?: (remote: DatasetMetadata | null, store: GcsStore) => Promise<void>;
+  /** Hold the prefix's writer lease while open (default true). */
+  lease?: boolean;
+  /** Least time between two writes of metadata.json (GCS allows about one write per second per object). */
+  publishIntervalMs?: number;
 }
 
 /**
  * Metadata as published to GCS: only verified shards, totals recomputed for them. `complete` only once every
  * shard is verified: the writer marks itself complete at close while its last uploads are still running.
  */
-export function publishedMetadata(m: DatasetMetadata): DatasetMetadata {
-  const shards = m.shards.filter((s) => s.gcs_verified === true);
+export function publishedMetadata(m: DatasetMetadata, root?: string): DatasetMetadata {
+  // Verified under *this* prefix: a run resumed with another --gcs_prefix has entries verified elsewhere.
+  const shards = m.shards.filter((s) =>
+    s.gcs_verified === true && (root === undefined || s.gcs_path === `${root}/${shardLocation(s)}`)
+  );
   return {
     ...m,
     status: m.status === "complete" && shards.length === m.shards.length ? "complete" : "in_progress",
@@ -79,24 +96,55 @@ export class ShardUploader {
   #inflight = new Set<Promise<void>>();
   #failures: ActshardError[] = [];
   #publishChain: Promise<unknown> = Promise.resolve();
+  #queuedPublish: Promise<void> | null = null;
+  #lastPublishAt = 0;
+  #metaGeneration: string;
   #roomWaiters: (() => void)[] = [];
+  #lease: PrefixLease | null;
   /** Shards confirmed so far (ids). */
   readonly verified = new Set<number>();
 
-  private constructor(store: GcsStore, opts: ShardUploaderOptions) {
+  private constructor(
+    store: GcsStore,
+    opts: ShardUploaderOptions,
+    lease: PrefixLease | null,
+    metaGeneration: string,
+  ) {
     this.#store = store;
     this.#opts = opts;
     this.#limit = Math.max(1, opts.concurrency ?? 2);
+    this.#lease = lease;
+    this.#metaGeneration = metaGeneration;
   }
 
-  /** Open the bucket (checks credentials and access up front: a clear error before any work is done). */
+  /**
+   * Open the prefix for writing, before any work is done: credentials and access (one list), a write probe
+   * (a tiny object created with ifGenerationMatch=0, then deleted: a read-only account fails here), the
+   * writer lease (a second writer is refused, naming the holder), then `checkRemote` on its metadata.json.
+   */
   static async create(opts: ShardUploaderOptions): Promise<ShardUploader> {
     const store = await GcsStore.open(opts.bucket, opts.prefix, {
       apiEndpoint: opts.apiEndpoint,
       retry: opts.retry,
       chunkSize: opts.chunkSize,
+      stallTimeoutMs: opts.stallTimeoutMs,
+      onRetry: opts.onRetry,
     });
-    return new ShardUploader(store, opts);
+    await store.probeWrite();
+    const lease = opts.lease === false
+      ? null
+      : await PrefixLease.acquire(store, { outputDir: opts.localDir });
+    try {
+      const info = await store.stat(METADATA_NAME);
+      const remote = info ? await readMetadata(store) : null;
+      await opts.checkRemote?.(remote, store);
+      // checkRemote may have cleared the prefix (--overwrite): the generation to write over is what is there now.
+      const now = remote ? await store.stat(METADATA_NAME) : null;
+      return new ShardUploader(store, opts, lease, now?.generation ?? "0");
+    } catch (e) {
+      await lease?.release();
+      throw e;
+    }
   }
 
   /** The store uploads go to. */
@@ -115,9 +163,37 @@ export class ShardUploader {
     this.#pump();
   }
 
-  /** Shards queued or uploading. */
+  /** Shards queued, uploading, or failed (a failed shard stays on disk: it counts toward the local bound). */
   get pending(): number {
-    return this.#queue.length + this.#running;
+    return this.#queue.length + this.#running + this.#failures.length;
+  }
+
+  /** The first upload failure (retries exhausted or permanent), if any. */
+  get failure(): ActshardError | null {
+    return this.#failures[0] ?? null;
+  }
+
+  /**
+   * Throws when an upload failed for good or the writer lease was lost: the caller stops producing shards
+   * (those already durable stay, and a rerun resumes) instead of extracting on while nothing reaches GCS.
+   */
+  throwIfFailed(): void {
+    this.#lease?.check();
+    const f = this.failure;
+    if (f) {
+      throw new ActshardError(f.message, {
+        where: f.where,
+        kind: "remote",
+        hint: f.hint ?? "local shards were kept; rerun the same command to resume and finish the upload",
+        cause: f,
+      });
+    }
+  }
+
+  /** Stop renewing and drop the writer lease (after the last publish). */
+  async release(): Promise<void> {
+    await this.#lease?.release();
+    this.#lease = null;
   }
 
   /**
@@ -125,7 +201,10 @@ export class ShardUploader {
    * keeps the local shards bounded when uploads are slower than extraction (`--delete_local_after_upload`).
    */
   async waitForRoom(max: number): Promise<void> {
-    while (this.pending > Math.max(0, max)) await new Promise<void>((r) => this.#roomWaiters.push(r));
+    while (this.pending > Math.max(0, max)) {
+      this.throwIfFailed(); // failed shards never leave the disk: waiting would be forever
+      await new Promise<void>((r) => this.#roomWaiters.push(r));
+    }
   }
 
   #pump(): void {
@@ -181,16 +260,31 @@ export class ShardUploader {
     });
   }
 
-  /** Upload metadata.json = getMetadata() with only verified shards listed (serialized with other publishes). */
+  /**
+   * Upload metadata.json = getMetadata() with only the shards verified under this prefix. Publishes are
+   * serialized and coalesced (a call while one is queued joins it: the queued one reads the metadata when it
+   * starts), at most one per `publishIntervalMs`, and conditional on the generation this writer last wrote:
+   * anyone else's write in between is refused, not overwritten.
+   */
   publishMetadata(): Promise<void> {
+    if (this.#queuedPublish) return this.#queuedPublish;
     const run = this.#publishChain.catch(() => {}).then(async () => {
-      const m = publishedMetadata(this.#opts.getMetadata());
+      this.#queuedPublish = null;
+      this.#lease?.check();
+      const wait = this.#lastPublishAt + (this.#opts.publishIntervalMs ?? 1000) - Date.now();
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      this.#lastPublishAt = Date.now();
+      const m = publishedMetadata(this.#opts.getMetadata(), this.#store.url);
       m.upload_to_gcs = true;
       m.gcs_bucket = this.#opts.bucket;
       m.gcs_prefix = this.#opts.prefix;
       const data = new TextEncoder().encode(JSON.stringify(m, null, 2) + "\n");
-      await this.#store.writeSmall(METADATA_NAME, data);
+      const info = await this.#store.writeSmall(METADATA_NAME, data, "application/json", {
+        ifGenerationMatch: this.#metaGeneration,
+      });
+      this.#metaGeneration = info.generation ?? this.#metaGeneration;
     });
+    this.#queuedPublish = run;
     this.#publishChain = run;
     return run;
   }
@@ -226,13 +320,8 @@ export interface UploadReport {
   metadataUrl: string;
 }
 
-/**
- * Upload an existing local dataset (the `upload` stage): shards whose object already exists with the same size
- * and CRC-32C are skipped, the rest are uploaded (resumable, verified), the local metadata.json gets the gcs
- * fields, and metadata.json is uploaded last, listing only verified shards. Idempotent; a killed run resumes by
- * rerunning (objects only appear when complete, so nothing is duplicated).
- */
-export async function uploadDataset(opts: {
+/** Options of {@link uploadDataset}. */
+export interface UploadDatasetOptions {
   outputDir: string;
   bucket: string;
   prefix: string;
@@ -241,10 +330,30 @@ export async function uploadDataset(opts: {
   apiEndpoint?: string;
   retry?: RetryPolicy;
   chunkSize?: number;
+  stallTimeoutMs?: number;
   onProgress?: (msg: string) => void;
-}): Promise<UploadReport> {
+  /** Given the local dataset: refuse (or clear) another dataset at the prefix (lib/pipeline/gcs_prefix.ts). */
+  guard?: (local: DatasetMetadata) => ShardUploaderOptions["checkRemote"];
+}
+
+async function isFile(p: string | undefined): Promise<boolean> {
+  if (!p) return false;
+  try {
+    return (await Deno.stat(p)).isFile;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Upload an existing local dataset (the `upload` stage): shards whose object already exists under this prefix
+ * with the same size and CRC-32C are skipped, the rest are uploaded (resumable, verified), the local
+ * metadata.json gets the gcs fields, and metadata.json is uploaded last, listing only shards verified under
+ * this prefix. A shard that is neither on disk (deleted after an upload elsewhere) nor under this prefix is
+ * refused before anything is sent, naming where it went. Idempotent; a killed run resumes by rerunning.
+ */
+export async function uploadDataset(opts: UploadDatasetOptions): Promise<UploadReport> {
   const meta = await readMetadata(new LocalStore(opts.outputDir));
-  for (const s of meta.shards) s.gcs_verified = false;
   let uploaded = 0;
   const up = await ShardUploader.create({
     ...opts,
@@ -259,35 +368,71 @@ export async function uploadDataset(opts: {
     },
     getMetadata: () => meta,
     publishEach: false, // metadata.json goes up once, last
+    checkRemote: opts.guard?.(meta),
   });
-  const remote = new Map((await up.store.list()).map((o) => [o.name, o]));
-  let already = 0;
-  for (const e of meta.shards) {
-    const r = remote.get(shardLocation(e));
-    if (r && r.size === e.bytes && r.crc32c === (e.crc32c >>> 0)) {
-      e.gcs_path = up.gcsPath(e);
-      e.gcs_generation = r.generation;
-      e.gcs_verified = true;
-      already++;
-      continue;
-    }
-    up.enqueue(e);
-    uploaded++;
-  }
-  opts.onProgress?.(`${already} shard(s) already in ${up.store.url}, uploading ${uploaded}`);
   try {
-    await up.drain();
-  } finally {
-    meta.upload_to_gcs = true;
-    meta.gcs_bucket = opts.bucket;
-    meta.gcs_prefix = opts.prefix;
-    await writeMetadataAtomic(opts.outputDir, meta);
-  }
-  await up.publishMetadata();
-  if (opts.deleteLocalAfterUpload) {
+    const remote = new Map((await up.store.list()).map((o) => [o.name, o]));
+    const there = (e: ShardEntry) => {
+      const r = remote.get(shardLocation(e));
+      return r && r.size === e.bytes && r.crc32c === (e.crc32c >>> 0) ? r : undefined;
+    };
+    const missing: ShardEntry[] = [];
     for (const e of meta.shards) {
-      if (e.gcs_verified) await Deno.remove(join(opts.outputDir, shardLocation(e))).catch(() => {});
+      if (
+        !there(e) && !(await isFile(join(opts.outputDir, shardLocation(e)))) && !(await isFile(e.local_path))
+      ) {
+        missing.push(e);
+      }
     }
+    if (missing.length > 0) {
+      const e = missing[0];
+      const elsewhere = e.gcs_verified && e.gcs_path ? ` (uploaded to ${e.gcs_path})` : "";
+      throw new ActshardError(
+        `${missing.length} shard(s) are neither on disk nor in ${up.store.url}: ${
+          shardLocation(e)
+        }${elsewhere}` +
+          (missing.length > 1 ? ` and ${missing.length - 1} more` : ""),
+        {
+          where: join(opts.outputDir, shardLocation(e)),
+          kind: "input",
+          hint: elsewhere
+            ? `nothing was uploaded; upload to where they are (--gcs_bucket/--gcs_prefix of ${e.gcs_path}), ` +
+              `or copy those objects into ${up.store.url} first`
+            : "nothing was uploaded; restore the files or rerun the extraction",
+        },
+      );
+    }
+    let already = 0;
+    for (const e of meta.shards) {
+      const r = there(e);
+      if (r) {
+        e.gcs_path = up.gcsPath(e);
+        e.gcs_generation = r.generation;
+        e.gcs_verified = true;
+        already++;
+        continue;
+      }
+      e.gcs_verified = false;
+      up.enqueue(e);
+      uploaded++;
+    }
+    opts.onProgress?.(`${already} shard(s) already in ${up.store.url}, uploading ${uploaded}`);
+    try {
+      await up.drain();
+    } finally {
+      meta.upload_to_gcs = true;
+      meta.gcs_bucket = opts.bucket;
+      meta.gcs_prefix = opts.prefix;
+      await writeMetadataAtomic(opts.outputDir, meta);
+    }
+    await up.publishMetadata();
+    if (opts.deleteLocalAfterUpload) {
+      for (const e of meta.shards) {
+        if (e.gcs_verified) await Deno.remove(join(opts.outputDir, shardLocation(e))).catch(() => {});
+      }
+    }
+    return { uploaded, alreadyThere: already, metadataUrl: up.store.objectUrl(METADATA_NAME) };
+  } finally {
+    await up.release();
   }
-  return { uploaded, alreadyThere: already, metadataUrl: up.store.objectUrl(METADATA_NAME) };
 }

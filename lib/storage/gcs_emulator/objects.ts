@@ -22,7 +22,7 @@ export function download(
     "x-goog-generation": o.generation,
     "x-goog-metageneration": o.metageneration,
     "x-goog-stored-content-length": o.size,
-    "x-goog-stored-content-encoding": "identity",
+    "x-goog-stored-content-encoding": o.contentEncoding ?? "identity",
     "x-goog-hash": `crc32c=${o.crc32c},md5=${o.md5Hash}`,
     etag: o.etag,
     "accept-ranges": "bytes",
@@ -89,10 +89,16 @@ function fileRange(
 }
 
 /** One page of `objects.list` for `bucket` with the query's prefix, delimiter, offsets and page token. */
-export async function listPage(store: EmulatorStore, bucket: string, q: URLSearchParams): Promise<unknown> {
+export async function listPage(
+  store: EmulatorStore,
+  bucket: string,
+  q: URLSearchParams,
+  pageSize?: number,
+): Promise<unknown> {
   const prefix = q.get("prefix") ?? "";
   const delimiter = q.get("delimiter") ?? "";
-  const max = Math.max(1, Math.min(1000, Number(q.get("maxResults") ?? 1000) || 1000));
+  const asked = Math.max(1, Math.min(1000, Number(q.get("maxResults") ?? 1000) || 1000));
+  const max = pageSize ? Math.min(asked, Math.max(1, pageSize)) : asked;
   const after = q.get("pageToken") ? atob(q.get("pageToken")!) : null;
   const startOffset = q.get("startOffset");
   const endOffset = q.get("endOffset");
