@@ -21,8 +21,14 @@
 import { ActshardError } from "../errors.ts";
 import { Crc32c, crc32c, crc32cBase64, crc32cFromBase64 } from "../util/crc32c.ts";
 import type { BlobStore, ObjectInfo } from "./types.ts";
-import { type Credentials, findCredentials, NO_CREDENTIALS_HINT, scopesAllowWrite } from "./gcs_auth.ts";
-import { GcsRequestError, GcsTransport, type RetryNotice, type RetryPolicy } from "./gcs_transport.ts";
+import { type Credentials, findCredentials, scopesAllowWrite } from "./gcs_auth.ts";
+import {
+  envSeconds,
+  GcsRequestError,
+  GcsTransport,
+  type RetryNotice,
+  type RetryPolicy,
+} from "./gcs_transport.ts";
 import { uploadResumable } from "./gcs_resumable.ts";
 
 export type { RetryPolicy } from "./gcs_transport.ts";
@@ -124,7 +130,8 @@ export class GcsStore implements BlobStore {
       retry: opts.retry,
       onRetry: opts.onRetry ?? logRetry,
     });
-    const chunk = opts.chunkSize ?? 16 * 1024 * 1024;
+    // ACTSHARD_GCS_CHUNK_SIZE (bytes): a tuning and test knob (memory per upload vs. requests per shard).
+    const chunk = opts.chunkSize ?? (envSeconds("ACTSHARD_GCS_CHUNK_SIZE") ?? 16 * 1024 * 1024 * 1000) / 1000;
     const s = new GcsStore(bucket, prefix.replace(/^\/+|\/+$/g, ""), transport, chunk, credentials);
     if (opts.checkAccess ?? true) {
       try {
@@ -567,10 +574,10 @@ export function gcsError(e: unknown, where: string, what: string, creds?: Creden
       hint = scopesAllowWrite(creds.vmScopes)
         ? "grant this VM's service account roles/storage.objectAdmin on the bucket (IAM)"
         : "this VM's access scopes lack Storage read/write: stop it and change its access scopes";
-    } else if (creds) {
+    } else {
       hint = "use an account with roles/storage.objectAdmin on the bucket " +
         "(`gcloud auth application-default login`, or a key file in GOOGLE_APPLICATION_CREDENTIALS)";
-    } else hint = NO_CREDENTIALS_HINT;
+    }
     return new ActshardError(`${what}: permission denied (${s}): ${msg}`, {
       where,
       kind: "remote",
