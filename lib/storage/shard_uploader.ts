@@ -92,6 +92,7 @@ export class ShardUploader {
   readonly #opts: ShardUploaderOptions;
   readonly #limit: number;
   #running = 0;
+  #postVerify = 0;
   #queue: ShardEntry[] = [];
   #inflight = new Set<Promise<void>>();
   #failures: ActshardError[] = [];
@@ -165,7 +166,7 @@ export class ShardUploader {
 
   /** Shards queued, uploading, or failed (a failed shard stays on disk: it counts toward the local bound). */
   get pending(): number {
-    return this.#queue.length + this.#running + this.#failures.length;
+    return this.#queue.length + this.#postVerify + this.#failures.length;
   }
 
   /** The first upload failure (retries exhausted or permanent), if any. */
@@ -211,17 +212,30 @@ export class ShardUploader {
     while (this.#running < this.#limit && this.#queue.length > 0) {
       const entry = this.#queue.shift()!;
       this.#running++;
+      this.#postVerify++; // until its publish (and local delete) is done: the shard is still on disk
+      const fail = (e: unknown) => {
+        this.#failures.push(
+          e instanceof ActshardError ? e : new ActshardError(`upload failed: ${(e as Error)?.message ?? e}`, {
+            where: this.gcsPath(entry),
+            kind: "remote",
+            cause: e,
+          }),
+        );
+      };
+      // The upload slot is freed once the object is verified: waiting for metadata.json (at most one write a
+      // second) must not hold back the next upload.
+      let after: Promise<void> | null = null;
       const p = this.#uploadOne(entry)
-        .catch((e) => {
-          this.#failures.push(
-            e instanceof ActshardError
-              ? e
-              : new ActshardError(`upload failed: ${(e as Error)?.message ?? e}`, {
-                where: this.gcsPath(entry),
-                kind: "remote",
-                cause: e,
-              }),
-          );
+        .then((localPath) => {
+          after = this.#afterVerified(localPath).catch(fail).finally(() => {
+            this.#postVerify--;
+            this.#inflight.delete(after!);
+            for (const wake of this.#roomWaiters.splice(0)) wake();
+          });
+          this.#inflight.add(after);
+        }, (e) => {
+          this.#postVerify--;
+          fail(e);
         })
         .finally(() => {
           this.#running--;
@@ -233,7 +247,8 @@ export class ShardUploader {
     }
   }
 
-  async #uploadOne(entry: ShardEntry): Promise<void> {
+  /** Upload and verify one shard; resolves with its local path once `onVerified` ran. */
+  async #uploadOne(entry: ShardEntry): Promise<string> {
     const localPath = await this.#localPath(entry);
     const local = typeof entry.bytes === "number" && typeof entry.crc32c === "number"
       ? { size: entry.bytes, crc32c: entry.crc32c >>> 0 }
@@ -241,6 +256,11 @@ export class ShardUploader {
     const remote = await this.#store.uploadFile(localPath, shardLocation(entry), { local });
     await this.#opts.onVerified(entry, remote);
     this.verified.add(entry.shard_id);
+    return localPath;
+  }
+
+  /** metadata.json listing the shard, then (if asked) the local file goes. */
+  async #afterVerified(localPath: string): Promise<void> {
     if (this.#opts.publishEach ?? true) await this.publishMetadata();
     if (this.#opts.deleteLocalAfterUpload) await Deno.remove(localPath).catch(() => {});
   }
