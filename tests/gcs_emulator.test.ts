@@ -3,6 +3,7 @@
 import { Buffer } from "node:buffer";
 import { IdempotencyStrategy, Storage } from "@google-cloud/storage";
 import { startGcsEmulator } from "../lib/storage/gcs_emulator/server.ts";
+import { GcsStore } from "../lib/storage/gcs.ts";
 import { crc32c, crc32cBase64 } from "../lib/util/crc32c.ts";
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { tempDir } from "./_shared.ts";
@@ -249,6 +250,133 @@ Deno.test("gcs emulator: scripted faults (429, 503, reset mid-upload, truncated 
     assertEquals(code(err), 500);
     await (await fetch(`${emu.url}/_emulator/faults`, { method: "DELETE" })).body?.cancel();
     await b.file("f.bin").getMetadata();
+  } finally {
+    await emu.close();
+  }
+});
+
+// ---- fidelity: what real GCS does that the client must cope with ----
+
+Deno.test("gcs emulator: an unknown bucket is 404 until created through the JSON API (POST /storage/v1/b?project=)", async () => {
+  const emu = await startGcsEmulator({ port: 0 });
+  try {
+    const list = await fetch(`${emu.url}/storage/v1/b/fresh/o`);
+    assertEquals(list.status, 404);
+    await list.body?.cancel();
+    const made = await fetch(`${emu.url}/storage/v1/b?project=my-project`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ name: "fresh" }),
+    });
+    assertEquals(made.status, 200);
+    assertEquals((await made.json()).name, "fresh");
+    const again = await fetch(`${emu.url}/storage/v1/b/fresh/o`);
+    assertEquals(again.status, 200);
+    await again.body?.cancel();
+  } finally {
+    await emu.close();
+  }
+});
+
+Deno.test("gcs emulator: ifGenerationMatch=0 of a resumable session is checked again at finalize (412)", async () => {
+  const emu = await startGcsEmulator({ port: 0, buckets: ["bkt"] });
+  try {
+    const start = await fetch(
+      `${emu.url}/upload/storage/v1/b/bkt/o?uploadType=resumable&name=x.bin&ifGenerationMatch=0`,
+      { method: "POST", headers: { "content-type": "application/json" }, body: "{}" },
+    );
+    assertEquals(start.status, 200);
+    const session = start.headers.get("location")!;
+    // another writer creates the object while the session is open
+    const other = await fetch(`${emu.url}/upload/storage/v1/b/bkt/o?uploadType=media&name=x.bin`, {
+      method: "POST",
+      body: "theirs",
+    });
+    assertEquals(other.status, 200);
+    await other.body?.cancel();
+    const fin = await fetch(session, {
+      method: "PUT",
+      headers: { "content-range": "bytes 0-3/4" },
+      body: "mine",
+    });
+    assertEquals(fin.status, 412);
+    await fin.body?.cancel();
+    const got = await fetch(`${emu.url}/storage/v1/b/bkt/o/x.bin?alt=media`);
+    assertEquals(await got.text(), "theirs");
+  } finally {
+    await emu.close();
+  }
+});
+
+Deno.test("gcs emulator: short list pages with nextPageToken; the client reads every page", async () => {
+  const emu = await startGcsEmulator({ port: 0, buckets: ["bkt"], listPageSize: 2 });
+  try {
+    const store = await GcsStore.open("bkt", "p", { apiEndpoint: emu.url });
+    for (let i = 0; i < 5; i++) {
+      await store.writeSmall(`o${i}`, new TextEncoder().encode(`${i}`), "text/plain");
+    }
+    const page = await (await fetch(`${emu.url}/storage/v1/b/bkt/o?prefix=p/&maxResults=1000`)).json();
+    assertEquals(page.items.length, 2);
+    assert(typeof page.nextPageToken === "string");
+    assertEquals((await store.list()).map((o) => o.name), ["o0", "o1", "o2", "o3", "o4"]);
+  } finally {
+    await emu.close();
+  }
+});
+
+Deno.test("gcs emulator: a stall fault holds the request unanswered until the client gives up", async () => {
+  const emu = await startGcsEmulator({ port: 0, buckets: ["bkt"] });
+  try {
+    emu.faults.add({ op: "list", kind: "stall" });
+    const r = await fetch(`${emu.url}/storage/v1/b/bkt/o`, { signal: AbortSignal.timeout(200) }).then(
+      () => "answered",
+      (e) => (e as Error).name,
+    );
+    assertEquals(r, "TimeoutError");
+    const next = await fetch(`${emu.url}/storage/v1/b/bkt/o`);
+    assertEquals(next.status, 200);
+    await next.body?.cancel();
+    assertEquals(emu.faults.fired.map((f) => f.kind), ["stall"]);
+  } finally {
+    await emu.close();
+  }
+});
+
+Deno.test("gcs emulator: 429 for a second write of one object within a second; the client's retry gets through", async () => {
+  const emu = await startGcsEmulator({ port: 0, buckets: ["bkt"], objectWriteRateLimit: true });
+  try {
+    const put = (body: string) =>
+      fetch(`${emu.url}/upload/storage/v1/b/bkt/o?uploadType=media&name=m.json`, { method: "POST", body });
+    const a = await put("1");
+    const b = await put("2");
+    assertEquals([a.status, b.status], [200, 429]);
+    await a.body?.cancel();
+    await b.body?.cancel();
+    const notes: string[] = [];
+    const store = await GcsStore.open("bkt", "", {
+      apiEndpoint: emu.url,
+      retry: { initialDelayMs: 600 },
+      onRetry: (n) => notes.push(n.reason),
+    });
+    await store.writeSmall("m.json", new TextEncoder().encode("3"));
+    assertEquals(new TextDecoder().decode(await store.read("m.json")), "3");
+    assert(notes.some((r) => r.startsWith("HTTP 429")), JSON.stringify(notes));
+  } finally {
+    await emu.close();
+  }
+});
+
+Deno.test("gcs emulator: contentEncoding is kept as given (no transcoding)", async () => {
+  const emu = await startGcsEmulator({ port: 0, buckets: ["bkt"] });
+  try {
+    const s = client(emu.url);
+    const f = s.bucket("bkt").file("z.gz");
+    await f.save(Buffer.from([1, 2, 3]), { resumable: false, metadata: { contentEncoding: "gzip" } });
+    const [m] = await f.getMetadata();
+    assertEquals(m.contentEncoding, "gzip");
+    const r = await fetch(`${emu.url}/storage/v1/b/bkt/o/z.gz?alt=media`);
+    assertEquals(r.headers.get("x-goog-stored-content-encoding"), "gzip");
+    assertEquals(new Uint8Array(await r.arrayBuffer()), new Uint8Array([1, 2, 3]));
   } finally {
     await emu.close();
   }
