@@ -30,6 +30,10 @@ import {
   type RetryPolicy,
 } from "./gcs_transport.ts";
 import { uploadResumable } from "./gcs_resumable.ts";
+import { downloadRange } from "./gcs_download.ts";
+import { gcsError } from "./gcs_errors.ts";
+
+export { gcsError, statusOf } from "./gcs_errors.ts";
 
 export type { RetryPolicy } from "./gcs_transport.ts";
 
@@ -204,7 +208,7 @@ export class GcsStore implements BlobStore {
     for (let tries = 1;; tries++) {
       try {
         const parts: Uint8Array[] = [];
-        for await (const c of this.#download(name, 0, undefined)) parts.push(c);
+        for await (const c of downloadRange(this, name, 0, undefined)) parts.push(c);
         return concat(parts);
       } catch (e) {
         // A whole-object CRC-32C mismatch is damage in transit (GCS checks what it stores): read it again.
@@ -219,7 +223,7 @@ export class GcsStore implements BlobStore {
     let buf: Uint8Array;
     try {
       const parts: Uint8Array[] = [];
-      for await (const c of this.#download(name, start, end)) parts.push(c);
+      for await (const c of downloadRange(this, name, start, end)) parts.push(c);
       buf = concat(parts);
     } catch (e) {
       throw this.error(e, this.objectUrl(name), "cannot read object range");
@@ -235,7 +239,7 @@ export class GcsStore implements BlobStore {
 
   // deno-lint-ignore require-await
   async openRead(name: string): Promise<ReadableStream<Uint8Array>> {
-    const it = this.#download(name, 0, undefined);
+    const it = downloadRange(this, name, 0, undefined);
     const where = this.objectUrl(name);
     return new ReadableStream<Uint8Array>({
       pull: async (ctl) => {
@@ -251,88 +255,6 @@ export class GcsStore implements BlobStore {
         await it.return(undefined);
       },
     });
-  }
-
-  /**
-   * Bytes [start, end) of an object (end undefined = to its end), resuming with `Range` after a dropped,
-   * stalled or truncated body, within the retry deadline (which restarts whenever bytes arrive). A whole-object
-   * read is checked against the object's CRC-32C.
-   */
-  async *#download(name: string, start: number, end: number | undefined): AsyncGenerator<Uint8Array> {
-    const t = this.transport;
-    let pos = start;
-    let generation: string | undefined;
-    let crcWant: number | undefined;
-    const crc = start === 0 && end === undefined ? new Crc32c() : null;
-    let lastProgress = Date.now();
-    let delay = t.retry.initialDelayMs;
-    for (let attempt = 1;; attempt++) {
-      if (end !== undefined && pos >= end) return;
-      const r = await t.retrying(
-        "download",
-        this.objectUrl(name),
-        () =>
-          t.request("GET", t.jsonUrl(this.objectPath(name), { alt: "media", generation }), {
-            headers: pos > start || end !== undefined || pos > 0
-              ? { range: `bytes=${pos}-${end === undefined ? "" : end - 1}` }
-              : {},
-          }),
-      );
-      generation ??= r.res.headers.get("x-goog-generation") ?? undefined;
-      if (crc && crcWant === undefined) crcWant = hashHeader(r.res.headers.get("x-goog-hash"));
-      // A server that ignores Range answers 200 with the whole object: skip what we have.
-      let skip = r.res.status === 200 ? pos : 0;
-      try {
-        for await (let c of r.body()) {
-          if (skip > 0) {
-            const k = Math.min(skip, c.byteLength);
-            skip -= k;
-            c = c.subarray(k);
-            if (c.byteLength === 0) continue;
-          }
-          if (end !== undefined && pos + c.byteLength > end) c = c.subarray(0, end - pos);
-          pos += c.byteLength;
-          crc?.update(c);
-          lastProgress = Date.now();
-          delay = t.retry.initialDelayMs;
-          yield c;
-        }
-      } catch (e) {
-        if (!(e instanceof GcsRequestError) || !e.transient) throw e;
-        const left = t.retry.deadlineMs - (Date.now() - lastProgress);
-        const wait = Math.round(delay * (0.5 + Math.random() / 2));
-        if (attempt >= t.retry.maxAttempts || wait >= left) {
-          throw new GcsRequestError(
-            `${e.message} (gave up after ${attempt} attempts)`,
-            0,
-            false,
-            e.cause_kind,
-          );
-        }
-        t.notify({
-          what: "download",
-          where: this.objectUrl(name),
-          attempt,
-          reason: `${e.message} at byte ${pos}`,
-          delayMs: wait,
-          deadlineLeftMs: left,
-        });
-        await new Promise((res) => setTimeout(res, wait));
-        delay = Math.min(delay * 2, t.retry.maxDelayMs);
-        continue;
-      }
-      if (crc && crcWant !== undefined && crc.value() !== crcWant) {
-        throw new GcsRequestError(
-          `downloaded bytes do not match the object's CRC-32C (${crc32cBase64(crc.value())} ≠ ${
-            crc32cBase64(crcWant)
-          }): damaged in transit`,
-          0,
-          false,
-          "checksum",
-        );
-      }
-      return;
-    }
   }
 
   /**
@@ -530,21 +452,8 @@ export function toInfo(m: Record<string, unknown>, cut: number): ObjectInfo {
   };
 }
 
-function hashHeader(h: string | null): number | undefined {
-  for (const part of (h ?? "").split(",")) {
-    const i = part.indexOf("=");
-    if (i > 0 && part.slice(0, i).trim() === "crc32c") {
-      try {
-        return crc32cFromBase64(part.slice(i + 1).trim());
-      } catch {
-        return undefined;
-      }
-    }
-  }
-  return undefined;
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
+/** Concatenate byte arrays. */
+export function concat(parts: Uint8Array[]): Uint8Array {
   if (parts.length === 1) return parts[0];
   const out = new Uint8Array(parts.reduce((s, p) => s + p.byteLength, 0));
   let o = 0;
@@ -554,64 +463,3 @@ function concat(parts: Uint8Array[]): Uint8Array {
   }
   return out;
 }
-
-/** HTTP status of a failure, when it has one. */
-export function statusOf(e: unknown): number | undefined {
-  if (e instanceof GcsRequestError) return e.status || undefined;
-  const c = (e as { code?: unknown; status?: unknown })?.code ?? (e as { status?: unknown })?.status;
-  const n = typeof c === "string" ? Number(c) : c;
-  return typeof n === "number" && Number.isFinite(n) ? n : undefined;
-}
-
-/** One-line ActshardError for a failure; never includes credentials (only the server's message). */
-export function gcsError(e: unknown, where: string, what: string, creds?: Credentials): ActshardError {
-  if (e instanceof ActshardError) return e;
-  const msg = String((e as Error)?.message ?? e).split("\n")[0].slice(0, 300);
-  const s = statusOf(e);
-  if (s === 401 || s === 403) {
-    let hint: string;
-    if (creds?.source === "metadata-server") {
-      hint = scopesAllowWrite(creds.vmScopes)
-        ? "grant this VM's service account roles/storage.objectAdmin on the bucket (IAM)"
-        : "this VM's access scopes lack Storage read/write: stop it and change its access scopes";
-    } else {
-      hint = "use an account with roles/storage.objectAdmin on the bucket " +
-        "(`gcloud auth application-default login`, or a key file in GOOGLE_APPLICATION_CREDENTIALS)";
-    }
-    return new ActshardError(`${what}: permission denied (${s}): ${msg}`, {
-      where,
-      kind: "remote",
-      hint,
-      cause: e,
-    });
-  }
-  if (s === 404) {
-    return new ActshardError(`${what}: not found (${msg})`, {
-      where,
-      kind: "remote",
-      hint: "check the bucket name (it must exist; create it first) and the prefix",
-      cause: e,
-    });
-  }
-  if (e instanceof GcsRequestError && e.status === 0 && e.cause_kind !== "checksum") {
-    return new ActshardError(`${what}: network failure, ${msg}`, {
-      where,
-      kind: "remote",
-      hint: e.cause_kind === "dns"
-        ? "check the network and DNS (or STORAGE_EMULATOR_HOST), then rerun; local files are kept"
-        : "GCS did not answer in time; check the network (or STORAGE_EMULATOR_HOST), then rerun; local files are kept",
-      cause: e,
-    });
-  }
-  if (e instanceof GcsRequestError && TRANSIENT.has(s ?? -1)) {
-    return new ActshardError(`${what}: ${msg}`, {
-      where,
-      kind: "remote",
-      hint: "GCS kept failing; local files are kept: rerun (or `deno task upload`) once it answers",
-      cause: e,
-    });
-  }
-  return new ActshardError(`${what}: ${msg}`, { where, kind: "remote", cause: e });
-}
-
-const TRANSIENT = new Set([408, 429, 500, 502, 503, 504]);
