@@ -215,3 +215,28 @@ Deno.test("permissions at start: a refused write fails before any upload, with a
     await emu.close();
   }
 });
+
+Deno.test("transport: a server that answers 411 to a streamed body gets whole buffers (Content-Length) instead", async () => {
+  const seen: string[] = [];
+  const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, async (req) => {
+    const n = (await req.arrayBuffer()).byteLength;
+    const cl = req.headers.get("content-length");
+    seen.push(cl ? `length ${cl}` : "chunked");
+    return cl ? Response.json({ n }) : new Response("Length Required", { status: 411 });
+  });
+  try {
+    const t = new GcsTransport({
+      endpoint: `http://127.0.0.1:${server.addr.port}`,
+      token: null,
+      onRetry: () => {},
+    });
+    const body = new Uint8Array(300_000);
+    const r = await t.request("PUT", t.uploadUrl("/x"), { body });
+    assertEquals((await r.json()).n, 300_000);
+    const r2 = await t.request("PUT", t.uploadUrl("/x"), { body });
+    assertEquals((await r2.json()).n, 300_000);
+    assertEquals(seen, ["chunked", "length 300000", "length 300000"]);
+  } finally {
+    await server.shutdown();
+  }
+});

@@ -125,6 +125,7 @@ export class GcsTransport {
   readonly retry: Required<Omit<RetryPolicy, "totalTimeoutMs">>;
   readonly #token: (() => Promise<string>) | null;
   readonly #onRetry?: (n: RetryNotice) => void;
+  #lengthRequired = false;
 
   constructor(o: GcsTransportOptions) {
     this.endpoint = o.endpoint.replace(/\/+$/, "");
@@ -176,7 +177,9 @@ export class GcsTransport {
       res = await fetch(url, {
         method,
         headers,
-        body: opts.body === undefined ? undefined : watchedBody(opts.body, dog) as BodyInit,
+        body: opts.body === undefined
+          ? undefined
+          : (this.#lengthRequired ? opts.body : watchedBody(opts.body, dog)) as BodyInit,
         signal: dog.controller.signal,
         redirect: "manual",
       });
@@ -185,6 +188,14 @@ export class GcsTransport {
       throw dog.fired ? dog.controller.signal.reason : networkError(e);
     }
     dog.kick();
+    if (res.status === 411 && !this.#lengthRequired && (opts.body?.byteLength ?? 0) > 64 * 1024) {
+      // A server that wants Content-Length for a streamed body: send whole buffers from now on (the watchdog
+      // then sees only the answer side of those requests).
+      await res.body?.cancel();
+      dog.stop();
+      this.#lengthRequired = true;
+      return await this.request(method, url, opts);
+    }
     const ok = res.ok || (opts.okStatus ?? []).includes(res.status);
     const watched = watchResponse(res, dog);
     if (!ok) {
