@@ -51,7 +51,7 @@ export async function runScript(
   return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
 }
 
-/** stderr lines that are not retry notices ("gcs: … retrying in …"). */
+/** stderr lines that are not progress notices ("gcs: … retrying in …", "gcs: … waiting up to …"). */
 export function errorLines(stderr: string): string[] {
-  return stderr.split("\n").filter((l) => l.trim() && !/^gcs: .*retrying in/.test(l));
+  return stderr.split("\n").filter((l) => l.trim() && !/^gcs: /.test(l));
 }

@@ -70,7 +70,7 @@ Deno.test("upload: a second live writer of one prefix is refused, naming the hol
   try {
     await makeDataset(tmp.path);
     const store = await GcsStore.open("bkt", "p", { apiEndpoint: emu.url });
-    const lease = await PrefixLease.acquire(store, { outputDir: "/elsewhere/out" });
+    const lease = await PrefixLease.acquire(store, { outputDir: "/elsewhere/out", ttlMs: 3000 }); // renews each s
     try {
       const r = await runScript("upload.ts", up(tmp.path, "p"), { STORAGE_EMULATOR_HOST: emu.url });
       assertEquals(r.code, 1, r.stderr);
@@ -79,7 +79,7 @@ Deno.test("upload: a second live writer of one prefix is refused, naming the hol
       assert(
         lines[0].startsWith(
           `upload: another run is writing gs://bkt/p (host ${Deno.hostname()}, pid ${Deno.pid}, ` +
-            "output dir /elsewhere/out, lease renewed",
+            "output dir /elsewhere/out; it renewed its lease while we watched)",
         ),
         lines[0],
       );

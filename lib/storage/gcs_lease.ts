@@ -5,10 +5,11 @@
  * (from a holder that is gone) with `ifGenerationMatch=<its generation>` — so of two writers racing, exactly
  * one wins and the other is told who holds the prefix.
  *
- * A holder is gone when its lease expired (not renewed for `ttlMs`: killed, preempted, partitioned) or, on the
- * same host and for the same output directory, when its process no longer exists (a rerun after `kill -9`
- * continues at once instead of waiting out the lease). Expiry compares this host's clock with the holder's
- * `renewed_at`; hosts whose clocks differ by more than the TTL could misjudge it (real GCS hosts run NTP).
+ * A holder is gone when, on the same host and for the same output directory, its process no longer exists (a
+ * rerun after `kill -9` continues at once), or when its lease expires unrenewed while we watch it (killed,
+ * preempted, partitioned: a replacement pod waits at most the TTL). A holder that renews while we watch (it
+ * renews every ttl/4) is alive: the newcomer is refused, naming it. The watch lasts a full TTL on this host's
+ * clock, so clock skew between hosts cannot make a live lease look expired.
  *
  * @example
  * ```ts
@@ -43,6 +44,28 @@ export interface LeaseOptions {
   ttlMs?: number;
   /** Default ttl / 4. */
   renewMs?: number;
+  /** Told while waiting on another holder (default stderr). */
+  log?: (line: string) => void;
+}
+
+/** Watch a holder's lease for up to `forMs`: renewed (alive), released (gone), or expired unrenewed. */
+async function watchHolder(
+  store: GcsStore,
+  generation: string,
+  forMs: number,
+  renewMs: number,
+): Promise<{ state: "alive" | "gone" | "expired"; generation: string }> {
+  const until = Date.now() + forMs;
+  const poll = Math.max(200, Math.min(5000, renewMs / 3));
+  for (;;) {
+    const wait = Math.min(poll, until - Date.now());
+    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    const now = await store.stat(LEASE_NAME);
+    if (!now) return { state: "gone", generation: "0" };
+    // Renewed by its holder, or taken by a third writer: either way a live writer holds it.
+    if (now.generation !== generation) return { state: "alive", generation: now.generation ?? "0" };
+    if (Date.now() >= until) return { state: "expired", generation };
+  }
 }
 
 function hostname(): string {
@@ -127,24 +150,38 @@ export class PrefixLease {
       const age = held ? Date.now() - Date.parse(held.renewed_at) : Infinity;
       const sameRun = held && held.host === body.host && held.output_dir === o.outputDir &&
         processExists(held.pid) === false;
-      const expired = !held || !(age < (held.ttl_s ?? ttlMs / 1000) * 1000);
+      const expired = !held; // unreadable; otherwise watched below (no trust in the holder's clock)
+      let takeGeneration = holder.generation ?? "0";
       if (!sameRun && !expired) {
-        const left = Math.ceil(((held!.ttl_s ?? ttlMs / 1000) * 1000 - age) / 1000);
-        throw new ActshardError(
-          `another run is writing ${store.url} (host ${held!.host}, pid ${held!.pid}, output dir ${
-            held!.output_dir
-          }, lease renewed ${Math.max(0, Math.round(age / 1000))} s ago)`,
-          {
-            where: store.objectUrl(LEASE_NAME),
-            kind: "remote",
-            hint:
-              `wait for it to finish, or use another --gcs_prefix; if that run is dead, its lease expires in ${
-                Math.max(0, left)
-              } s: rerun then`,
-          },
+        // A holder on another host (or another dir) may be alive or dead (preempted): it renews every ttl/4, so
+        // watch for one renewal. Renewed → alive: refused. Expired unrenewed → dead: taken over.
+        const ttl = (held!.ttl_s ?? ttlMs / 1000) * 1000;
+        const left = ttl; // a full TTL on our clock from now: skew between hosts cannot shorten it
+        (o.log ?? console.error)(
+          `gcs: ${store.url} is leased by host ${held!.host} pid ${held!.pid} (renewed ${
+            Math.round(age / 1000)
+          } s ago); waiting up to ${Math.ceil(left / 1000)} s to see whether it is alive`,
         );
+        const seen = await watchHolder(store, holder.generation ?? "0", left, ttl / 4);
+        if (seen.state === "alive") {
+          throw new ActshardError(
+            `another run is writing ${store.url} (host ${held!.host}, pid ${held!.pid}, output dir ${
+              held!.output_dir
+            }; it renewed its lease while we watched)`,
+            {
+              where: store.objectUrl(LEASE_NAME),
+              kind: "remote",
+              hint: "wait for it to finish, or use another --gcs_prefix",
+            },
+          );
+        }
+        if (seen.state === "gone") {
+          r = await store.tryWrite(LEASE_NAME, data, "application/json", "0");
+          continue;
+        }
+        takeGeneration = seen.generation;
       }
-      r = await store.tryWrite(LEASE_NAME, data, "application/json", holder.generation ?? "0");
+      r = await store.tryWrite(LEASE_NAME, data, "application/json", takeGeneration);
     }
     if (!("written" in r)) {
       throw new ActshardError(
