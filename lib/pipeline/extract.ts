@@ -166,30 +166,31 @@ async function extractLocked(
   }
 
   await Deno.mkdir(run.outDir, { recursive: true });
-  const backend = hooks.backend ?? await createBackend(config, run.modelDir, run.layers, log);
+  let uploads: UploadSession | null = null;
+  let writer: ShardWriter | null = null;
+  if (config.upload_to_gcs) {
+    // Before the model loads: credentials, a write probe, the prefix's lease and dataset (one line if refused).
+    // Loaded only when uploading: a local run never loads the GCS code.
+    const { openUploader } = await import("./upload.ts");
+    uploads = await openUploader(config, run, () => writer!, hooks.gcsEndpoint, log);
+  }
+  let backend: Awaited<ReturnType<typeof createBackend>>;
+  try {
+    backend = hooks.backend ?? await createBackend(config, run.modelDir, run.layers, log);
+  } catch (e) {
+    await uploads?.abort().catch(() => {});
+    throw e;
+  }
   if (config.verbose) log(`extract: backend ${backend.name}`);
   const progress = new Progress({
     total: run.items.length,
     already: decision.durablePrompts,
     ...hooks.progress,
   });
-  let uploads: UploadSession | null = null;
-  let writer: ShardWriter | null = null;
   let bytes = 0;
   let loop: RunBatchesStats | null = null;
   const tLoop = performance.now();
   try {
-    if (config.upload_to_gcs) {
-      // Loaded only when uploading: a local run never loads the GCS client.
-      const { openUploader } = await import("./upload.ts");
-      uploads = await openUploader(
-        config,
-        run,
-        () => writer!,
-        hooks.gcsEndpoint,
-        log,
-      );
-    }
     writer = await ShardWriter.open({
       dir: run.outDir,
       format: config.format,
