@@ -21,6 +21,7 @@ import type { ShardEntry } from "../shard/metadata.ts";
 import type { ShardWriter } from "../shard/writer.ts";
 import { shardLocation } from "../shard/metadata.ts";
 import { ShardUploader } from "../storage/shard_uploader.ts";
+import { retryLine } from "../storage/gcs.ts";
 import type { ObjectInfo } from "../storage/types.ts";
 import { prefixGuard } from "./gcs_prefix.ts";
 import { killPoint } from "./kill_point.ts";
@@ -91,6 +92,7 @@ export async function openUploader(
       if (config.verbose) log(`  ✓ Uploaded to GCS: ${gcsPath}`);
     },
     getMetadata: () => writer().metadata,
+    onRetry: (n) => log(retryLine(n)), // through the run's log: progress says when it waits on retries
     checkRemote: prefixGuard(run.fingerprint as unknown as Record<string, unknown>, {
       overwrite: config.overwrite,
       log,

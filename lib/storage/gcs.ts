@@ -86,12 +86,15 @@ export function gcsEndpoint(apiEndpoint?: string): { url: string; emulator: bool
   return { url: emu.replace(/\/+$/, "").replace(/\/storage\/v1$/, ""), emulator: true };
 }
 
+/** A retry wait as one progress line. */
+export function retryLine(n: RetryNotice): string {
+  return `gcs: ${n.what} ${n.where}: ${n.reason}; retrying in ${(n.delayMs / 1000).toFixed(1)} s ` +
+    `(attempt ${n.attempt + 1}, gives up in ${(n.deadlineLeftMs / 1000).toFixed(0)} s)`;
+}
+
 /** Default retry notice: one line on stderr, so a run that is waiting says so. */
 export function logRetry(n: RetryNotice): void {
-  console.error(
-    `gcs: ${n.what} ${n.where}: ${n.reason}; retrying in ${(n.delayMs / 1000).toFixed(1)} s ` +
-      `(attempt ${n.attempt + 1}, gives up in ${(n.deadlineLeftMs / 1000).toFixed(0)} s)`,
-  );
+  console.error(retryLine(n));
 }
 
 /** A dataset root in a GCS bucket. */
