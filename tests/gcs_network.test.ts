@@ -240,3 +240,44 @@ Deno.test("transport: a server that answers 411 to a streamed body gets whole bu
     await server.shutdown();
   }
 });
+
+Deno.test("credentials that give no token: one line naming the key file problem; a missing key file named", async () => {
+  await using tmp = await tempDir();
+  await makeDataset(tmp.path);
+  const bad = join(tmp.path, "key.json");
+  await Deno.writeTextFile(
+    bad,
+    JSON.stringify({
+      type: "service_account",
+      client_email: "x@p.iam.gserviceaccount.com",
+      private_key: "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    }),
+  );
+  const env = { HOME: tmp.path, GCE_METADATA_HOST: "127.0.0.1:9", STORAGE_EMULATOR_HOST: "" };
+  const r = await runScript("upload.ts", ["--output_dir", tmp.path, "--gcs_bucket", "bkt"], {
+    ...env,
+    GOOGLE_APPLICATION_CREDENTIALS: bad,
+  });
+  assertEquals(r.code, 1);
+  const lines = r.stderr.split("\n").filter((l) => l.trim());
+  assertEquals(lines.length, 1, r.stderr);
+  assert(
+    /^upload: cannot access bucket: permission denied \(401\): the credentials gave no access token/.test(
+      lines[0],
+    ),
+    lines[0],
+  );
+  const m = await runScript("upload.ts", ["--output_dir", tmp.path, "--gcs_bucket", "bkt"], {
+    ...env,
+    GOOGLE_APPLICATION_CREDENTIALS: join(tmp.path, "nope.json"),
+  });
+  assertEquals(m.code, 1);
+  assert(/^upload: GOOGLE_APPLICATION_CREDENTIALS names a file that does not exist/.test(m.stderr), m.stderr);
+  await Deno.writeTextFile(bad, "{}");
+  const n = await runScript("upload.ts", ["--output_dir", tmp.path, "--gcs_bucket", "bkt"], {
+    ...env,
+    GOOGLE_APPLICATION_CREDENTIALS: bad,
+  });
+  assertEquals(n.stderr.split("\n").filter((l) => l.trim()).length, 1, n.stderr);
+  assert(/^upload: not a Google credentials file \(no "type"\)/.test(n.stderr), n.stderr);
+});

@@ -86,11 +86,45 @@ export async function findCredentials(): Promise<Credentials> {
   });
 }
 
-async function libraryToken(keyFilename: string): Promise<() => Promise<string>> {
-  const { GoogleAuth } = await import("google-auth-library");
-  const auth = new GoogleAuth({ keyFilename, scopes: [SCOPE] });
+async function libraryToken(file: string): Promise<() => Promise<string>> {
+  let json: Record<string, unknown>;
+  try {
+    json = JSON.parse(await Deno.readTextFile(file));
+  } catch (e) {
+    throw new ActshardError(`not a readable JSON credentials file: ${(e as Error).message.split("\n")[0]}`, {
+      where: file,
+      kind: "remote",
+      hint: NO_CREDENTIALS_HINT,
+    });
+  }
+  const lib = await import("google-auth-library");
+  // The per-type constructors: GoogleAuth's `keyFilename`/`credentials` options print a deprecation warning.
+  let client: { getAccessToken(): Promise<{ token?: string | null }> };
+  const str = (k: string) => (typeof json[k] === "string" ? json[k] as string : undefined);
+  if (json.type === "service_account") {
+    client = new lib.JWT({
+      email: str("client_email"),
+      key: str("private_key"),
+      keyId: str("private_key_id"),
+      scopes: [SCOPE],
+    });
+  } else if (json.type === "authorized_user") {
+    client = new lib.UserRefreshClient({
+      clientId: str("client_id"),
+      clientSecret: str("client_secret"),
+      refreshToken: str("refresh_token"),
+    });
+  } else if (typeof json.type === "string") {
+    client = await new lib.GoogleAuth({ credentials: json, scopes: [SCOPE] }).getClient();
+  } else {
+    throw new ActshardError('not a Google credentials file (no "type")', {
+      where: file,
+      kind: "remote",
+      hint: NO_CREDENTIALS_HINT,
+    });
+  }
   return async () => {
-    const t = await auth.getAccessToken();
+    const t = (await client.getAccessToken()).token;
     if (!t) throw new Error("the credentials gave no access token");
     return t;
   };

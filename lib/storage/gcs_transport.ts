@@ -169,7 +169,9 @@ export class GcsTransport {
   ): Promise<WatchedResponse> {
     const headers: Record<string, string> = { ...opts.headers };
     if (this.#token) {
-      headers.authorization = `Bearer ${await withStallTimeout(this.#token(), this.stallTimeoutMs)}`;
+      headers.authorization = `Bearer ${await withStallTimeout(this.#token(), this.stallTimeoutMs).catch(
+        tokenError,
+      )}`;
     }
     const dog = new Watchdog(this.stallTimeoutMs);
     let res: Response;
@@ -360,6 +362,17 @@ export function networkError(e: unknown): GcsRequestError {
     true,
     dns ? "dns" : "network",
   );
+}
+
+/** A failure to get an access token: the network is retried, a refused credential is a 401 (permanent). */
+function tokenError(e: unknown): never {
+  if (e instanceof GcsRequestError) throw e;
+  const msg = String((e as Error)?.message ?? e).split("\n")[0].slice(0, 200);
+  if (/ENOTFOUND|EAI_AGAIN|ECONNRESET|ECONNREFUSED|ETIMEDOUT|socket|network|dns|fetch failed/i.test(msg)) {
+    const n = networkError(e);
+    throw new GcsRequestError(`getting an access token: ${n.message}`, 0, true, n.cause_kind);
+  }
+  throw new GcsRequestError(`the credentials gave no access token: ${msg}`, 401, false);
 }
 
 function bodyError(e: unknown): GcsRequestError {
