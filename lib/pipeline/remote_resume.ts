@@ -58,7 +58,8 @@ export async function decideRemoteResume(o: RemoteResumeOptions): Promise<Remote
   const decision = decideFromMetadata(kept, o.fingerprint, o, {
     what: "GCS prefix",
     where: store.url,
-    hint: "use another --gcs_prefix, rerun with the same settings, or delete those objects first",
+    hint: "use another --gcs_prefix or the same settings; --overwrite replaces that dataset, and " +
+      `\`deno task upload --clear_prefix --gcs_bucket ${o.bucket} --gcs_prefix ${o.prefix}\` clears it`,
   });
   return { url: store.url, decision, listed: remote.shards.length, kept: kept.shards.length };
 }
