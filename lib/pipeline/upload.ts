@@ -20,7 +20,7 @@ import { ActshardError } from "../errors.ts";
 import type { ShardEntry } from "../shard/metadata.ts";
 import type { ShardWriter } from "../shard/writer.ts";
 import { shardLocation } from "../shard/metadata.ts";
-import { ShardUploader } from "../storage/shard_uploader.ts";
+import { ShardUploader } from "./shard_uploader.ts";
 import { retryLine } from "../storage/gcs.ts";
 import type { ObjectInfo } from "../storage/types.ts";
 import { prefixGuard } from "./gcs_prefix.ts";

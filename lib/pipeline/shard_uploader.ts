@@ -29,10 +29,10 @@ import {
   shardLocation,
   writeMetadataAtomic,
 } from "../shard/metadata.ts";
-import { LocalStore } from "./local.ts";
-import { GcsStore, type GcsStoreOptions, type RetryPolicy } from "./gcs.ts";
-import { PrefixLease } from "./gcs_lease.ts";
-import type { ObjectInfo } from "./types.ts";
+import { LocalStore } from "../storage/local.ts";
+import { GcsStore, type GcsStoreOptions, type RetryPolicy } from "../storage/gcs.ts";
+import { PrefixLease } from "../storage/gcs_lease.ts";
+import type { ObjectInfo } from "../storage/types.ts";
 
 /** Options for {@link ShardUploader.create}. */
 export interface ShardUploaderOptions {
