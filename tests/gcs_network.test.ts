@@ -281,3 +281,29 @@ Deno.test("credentials that give no token: one line naming the key file problem;
   assertEquals(n.stderr.split("\n").filter((l) => l.trim()).length, 1, n.stderr);
   assert(/^upload: not a Google credentials file \(no "type"\)/.test(n.stderr), n.stderr);
 });
+
+Deno.test("reads: a body that stalls halfway is aborted by the watchdog and resumed by Range", async () => {
+  await using tmp = await tempDir();
+  const emu = await startGcsEmulator({ buckets: ["bkt"] });
+  try {
+    const meta = await makeDataset(tmp.path);
+    const notes: string[] = [];
+    const store = await GcsStore.open("bkt", "p", {
+      apiEndpoint: emu.url,
+      stallTimeoutMs: 300,
+      retry: { initialDelayMs: 10 },
+      onRetry: (n) => notes.push(n.reason),
+    });
+    const name = meta.shards[0].filename;
+    await store.uploadFile(join(tmp.path, name), name);
+    emu.faults.add({ op: "download", kind: "stall-body" });
+    assertEquals(await store.read(name), await Deno.readFile(join(tmp.path, name)));
+    assertEquals(emu.faults.fired.map((f) => f.kind), ["stall-body"]);
+    assert(
+      notes.some((n) => /connection stalled: no byte sent or received for 0\.3 s at byte \d+/.test(n)),
+      notes[0],
+    );
+  } finally {
+    await emu.close();
+  }
+});

@@ -35,9 +35,10 @@ export interface FaultRule {
    * `status`: answer with `status` and a GCS-style JSON error; `reset`: read about half of the request body
    * (uploads keep those bytes, as GCS may), then abort the connection; `truncate`: send the right headers
    * (full Content-Length) but only half the body, then abort; `stall`: accept the request and never answer
-   * nor read its body (the connection stays open until the client gives up) — the commonest real-world hang.
+   * nor read its body (the connection stays open until the client gives up) — the commonest real-world hang;
+   * `stall-body` (downloads): send the headers and half the body, then nothing until the client gives up.
    */
-  kind: "status" | "reset" | "truncate" | "stall";
+  kind: "status" | "reset" | "truncate" | "stall" | "stall-body";
   /** For `status` (default 503). */
   status?: number;
   /** How many matching requests it hits (default 1; `Infinity` never clears). */

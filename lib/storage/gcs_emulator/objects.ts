@@ -1,6 +1,6 @@
 /**
  * Object reads in the GCS emulator: media downloads (whole or ranged, with `truncate`/`reset` faults cutting the
- * body halfway) and listing (prefix, delimiter, start/end offsets, pages).
+ * body halfway, `stall-body` sending half and then nothing) and listing (prefix, delimiter, start/end offsets, pages).
  */
 import type { FaultRule } from "./faults.ts";
 import { EmulatorStore, GcsHttpError, ObjectResource } from "./store.ts";
@@ -46,17 +46,26 @@ export function download(
   }
   headers["content-length"] = String(end - start);
   const truncate = fault?.kind === "truncate" || fault?.kind === "reset";
-  const limit = truncate ? Math.floor((end - start) / 2) : end - start;
-  const body = fileRange(store.dataPath(o.bucket, o.generation), start, limit, truncate);
+  const stallBody = fault?.kind === "stall-body";
+  const limit = truncate || stallBody ? Math.floor((end - start) / 2) : end - start;
+  const body = fileRange(
+    store.dataPath(o.bucket, o.generation),
+    start,
+    limit,
+    truncate ? "fail" : stallBody ? req.signal : "close",
+  );
   return new Response(body, { status, headers });
 }
 
-/** `length` bytes of a file from `start`; when `thenFail`, the stream errors after them (a cut connection). */
+/**
+ * `length` bytes of a file from `start`, then: "close" (the end), "fail" (the stream errors: a cut connection),
+ * or, given the request's signal, nothing more until the client gives up (a body that stalls halfway).
+ */
 function fileRange(
   path: string,
   start: number,
   length: number,
-  thenFail: boolean,
+  then: "close" | "fail" | AbortSignal,
 ): ReadableStream<Uint8Array> {
   let file: Deno.FsFile | null = null;
   let left = length;
@@ -68,8 +77,12 @@ function fileRange(
       }
       if (left <= 0) {
         file.close();
-        if (thenFail) c.error(new Error("emulator: injected truncated body"));
-        else c.close();
+        if (then === "fail") c.error(new Error("emulator: injected truncated body"));
+        else if (then === "close") c.close();
+        else {
+          await new Promise<void>((r) => then.addEventListener("abort", () => r(), { once: true }));
+          c.error(new Error("emulator: stalled body abandoned by the client"));
+        }
         return;
       }
       const buf = new Uint8Array(Math.min(left, 256 * 1024));
