@@ -341,3 +341,47 @@ Deno.test("upload stage --delete_local_after_upload: local shards go only after 
     await emu.close();
   }
 });
+
+Deno.test("ShardUploader: a failed shard stays on disk and counts toward the local bound; waiting for room says so", async () => {
+  await using tmp = await tempDir();
+  const emu = await startGcsEmulator({ port: 0, buckets: ["actshard-test"] });
+  try {
+    const meta = await makeDataset(tmp.path);
+    const first = meta.shards[0].filename;
+    emu.faults.add({
+      op: "upload-start",
+      kind: "status",
+      status: 403,
+      times: Infinity,
+      objectPrefix: `p/${first}`,
+    });
+    const up: ShardUploader = await ShardUploader.create({
+      bucket: "actshard-test",
+      prefix: "p",
+      localDir: tmp.path,
+      apiEndpoint: emu.url,
+      deleteLocalAfterUpload: true,
+      ...FAST,
+      onVerified: (e) => {
+        e.gcs_verified = true;
+        e.gcs_path = up.gcsPath(e);
+        return Promise.resolve();
+      },
+      getMetadata: () => meta,
+    });
+    for (const s of meta.shards) up.enqueue(s);
+    const e = await caught(() => up.waitForRoom(0));
+    assert(e instanceof ActshardError && /permission denied \(403\)/.test(e.message), String(e));
+    await caught(() => up.drain());
+    assertEquals(up.pending, 1, "the failed shard still counts");
+    assert(Deno.statSync(join(tmp.path, first)).isFile, "kept on disk");
+    assertEquals(
+      [...Deno.readDirSync(tmp.path)].map((d) => d.name).filter((n) => n.startsWith("shard_")),
+      [first],
+      "the others were uploaded and removed",
+    );
+    await up.release();
+  } finally {
+    await emu.close();
+  }
+});

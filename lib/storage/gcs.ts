@@ -23,7 +23,7 @@ import { Crc32c, crc32c, crc32cBase64, crc32cFromBase64 } from "../util/crc32c.t
 import type { BlobStore, ObjectInfo } from "./types.ts";
 import { type Credentials, findCredentials, scopesAllowWrite } from "./gcs_auth.ts";
 import {
-  envSeconds,
+  envNumber,
   GcsRequestError,
   GcsTransport,
   type RetryNotice,
@@ -138,7 +138,7 @@ export class GcsStore implements BlobStore {
       onRetry: opts.onRetry ?? logRetry,
     });
     // ACTSHARD_GCS_CHUNK_SIZE (bytes): a tuning and test knob (memory per upload vs. requests per shard).
-    const chunk = opts.chunkSize ?? (envSeconds("ACTSHARD_GCS_CHUNK_SIZE") ?? 16 * 1024 * 1024 * 1000) / 1000;
+    const chunk = opts.chunkSize ?? envNumber("ACTSHARD_GCS_CHUNK_SIZE") ?? 16 * 1024 * 1024;
     const s = new GcsStore(bucket, prefix.replace(/^\/+|\/+$/g, ""), transport, chunk, credentials);
     if (opts.checkAccess ?? true) {
       try {

@@ -404,8 +404,8 @@ function withQuery(base: string, query: Record<string, string | number | undefin
   return q ? `${base}?${q}` : base;
 }
 
-/** A positive number of seconds from an environment variable, in ms (undefined when unset or invalid). */
-export function envSeconds(name: string): number | undefined {
+/** A positive number from an environment variable (undefined when unset or invalid). */
+export function envNumber(name: string): number | undefined {
   let v: string | undefined;
   try {
     v = Deno.env.get(name);
@@ -414,5 +414,11 @@ export function envSeconds(name: string): number | undefined {
   }
   if (v === undefined || v.trim() === "") return undefined;
   const n = Number(v);
-  return Number.isFinite(n) && n > 0 ? n * 1000 : undefined;
+  return Number.isFinite(n) && n > 0 ? n : undefined;
+}
+
+/** A positive number of seconds from an environment variable, in ms (undefined when unset or invalid). */
+export function envSeconds(name: string): number | undefined {
+  const n = envNumber(name);
+  return n === undefined ? undefined : n * 1000;
 }
