@@ -23,6 +23,11 @@ export async function main(args: string[]): Promise<number> {
       default: false,
       help: "create buckets on first reference (default: unknown buckets are 404, as on GCS)",
     },
+    no_auto_create: {
+      type: "boolean",
+      default: false,
+      help: "unknown buckets are 404 (the default; accepted)",
+    },
     list_page_size: { type: "string", help: "at most N entries per list page (short pages)", metavar: "N" },
     rate_limit: { type: "boolean", default: false, help: "429 for a 2nd write of one object within 1 s" },
   }, { description: "A GCS JSON-API emulator for tests and demos (see docs/gcs.md)." });

@@ -10,6 +10,7 @@ import { applyGcsNetworkFlags, GCS_NETWORK_FLAGS } from "../lib/cli/gcs_flags.ts
 import { usageError } from "../lib/errors.ts";
 import { uploadDataset } from "../lib/pipeline/shard_uploader.ts";
 import { clearPrefix, prefixGuard } from "../lib/pipeline/gcs_prefix.ts";
+import { lockOutputDir } from "../lib/pipeline/lock.ts";
 
 /** Run the upload stage; returns the exit code. */
 export async function main(args: string[]): Promise<number> {
@@ -54,11 +55,15 @@ export async function main(args: string[]): Promise<number> {
   }
   const dir = r.values.output_dir as string | undefined;
   if (!dir) throw usageError("--output_dir is required", "give the dataset directory", "--output_dir");
+  const concurrency = numberFlag("concurrency", r.values.concurrency, { integer: true, min: 1 });
+  // The dataset's writer lock, held across the upload, the metadata.json rewrite and any local deletions: an
+  // extract still writing there (or another upload) refuses this one instead of losing shards.
+  const lock = await lockOutputDir(dir, { create: false });
   const rep = await uploadDataset({
     outputDir: dir,
     bucket,
     prefix,
-    concurrency: numberFlag("concurrency", r.values.concurrency, { integer: true, min: 1 }),
+    concurrency,
     deleteLocalAfterUpload: r.values.delete_local_after_upload === true,
     onProgress: (m) => console.error(m),
     guard: (local) =>
@@ -66,7 +71,7 @@ export async function main(args: string[]): Promise<number> {
         overwrite: r.values.overwrite === true,
         log: (l) => console.error(l),
       }),
-  });
+  }).finally(() => lock.release());
   console.log(`uploaded ${rep.uploaded} shard(s), ${rep.alreadyThere} already there; ${rep.metadataUrl}`);
   return 0;
 }

@@ -116,7 +116,7 @@ Deno.test("upload into a new prefix of a dataset whose shards were deleted after
     const lines = errorLines(r.stderr);
     assertEquals(lines.length, 1, r.stderr);
     assert(
-      /^upload: \d+ shard\(s\) are neither on disk nor in gs:\/\/bkt\/new: shard_0001\.pkl\.gz \(uploaded to gs:\/\/bkt\/old\/shard_0001\.pkl\.gz\)/
+      /^upload: shard file to upload is missing: \d+ shard\(s\) are neither on disk nor in gs:\/\/bkt\/new: shard_0001\.pkl\.gz \(uploaded to gs:\/\/bkt\/old\/shard_0001\.pkl\.gz\)/
         .test(lines[0]),
       lines[0],
     );

@@ -38,7 +38,7 @@ import type { ObjectInfo } from "../storage/types.ts";
 export interface ShardUploaderOptions {
   bucket: string;
   prefix: string;
-  /** The local dataset root (shard paths are relative to it unless `local_path` is absolute/existing). */
+  /** The local dataset root (shard paths are relative to it; `local_path` is never used). */
   localDir: string;
   /** Uploads in flight at once (default 2). */
   concurrency?: number;
@@ -267,7 +267,8 @@ export class ShardUploader {
 
   async #localPath(entry: ShardEntry): Promise<string> {
     const rel = join(this.#opts.localDir, shardLocation(entry));
-    for (const p of [rel, entry.local_path]) {
+    // Only inside the dataset root: metadata's local_path is informational, never opened (nor deleted).
+    for (const p of [rel]) {
       if (!p) continue;
       try {
         if ((await Deno.stat(p)).isFile) return p;
@@ -356,8 +357,7 @@ export interface UploadDatasetOptions {
   guard?: (local: DatasetMetadata) => ShardUploaderOptions["checkRemote"];
 }
 
-async function isFile(p: string | undefined): Promise<boolean> {
-  if (!p) return false;
+async function isFile(p: string): Promise<boolean> {
   try {
     return (await Deno.stat(p)).isFile;
   } catch {
@@ -398,9 +398,7 @@ export async function uploadDataset(opts: UploadDatasetOptions): Promise<UploadR
     };
     const missing: ShardEntry[] = [];
     for (const e of meta.shards) {
-      if (
-        !there(e) && !(await isFile(join(opts.outputDir, shardLocation(e)))) && !(await isFile(e.local_path))
-      ) {
+      if (!there(e) && !(await isFile(join(opts.outputDir, shardLocation(e))))) {
         missing.push(e);
       }
     }
@@ -408,7 +406,7 @@ export async function uploadDataset(opts: UploadDatasetOptions): Promise<UploadR
       const e = missing[0];
       const elsewhere = e.gcs_verified && e.gcs_path ? ` (uploaded to ${e.gcs_path})` : "";
       throw new ActshardError(
-        `${missing.length} shard(s) are neither on disk nor in ${up.store.url}: ${
+        `shard file to upload is missing: ${missing.length} shard(s) are neither on disk nor in ${up.store.url}: ${
           shardLocation(e)
         }${elsewhere}` +
           (missing.length > 1 ? ` and ${missing.length - 1} more` : ""),

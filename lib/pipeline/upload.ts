@@ -48,8 +48,7 @@ export interface UploadSession {
   abort(): Promise<void>;
 }
 
-async function exists(p: string | undefined): Promise<boolean> {
-  if (!p) return false;
+async function exists(p: string): Promise<boolean> {
   try {
     return (await Deno.stat(p)).isFile;
   } catch {
@@ -110,7 +109,7 @@ export async function openUploader(
     async resumePending(shards) {
       const todo = shards.filter((s) => !(s.gcs_verified && s.gcs_path === uploader.gcsPath(s)));
       for (const s of todo) {
-        if (await exists(join(run.outDir, shardLocation(s))) || await exists(s.local_path)) continue;
+        if (await exists(join(run.outDir, shardLocation(s)))) continue; // never metadata's local_path
         throw new ActshardError(
           `${shardLocation(s)} is not on disk and not in ${url}` +
             (s.gcs_path ? ` (it was uploaded to ${s.gcs_path}; --gcs_bucket/--gcs_prefix changed)` : ""),

@@ -333,6 +333,8 @@ async function* unpickleFrom(src: ByteSource, where: string): AsyncGenerator<Pic
     while (out.length) yield out.shift()!;
     if (op === 0x2e) break;
   }
+  // A shard is exactly one pickle: bytes after STOP are corruption (or another file appended), never ignored.
+  if (!(await src.atEnd())) fail(where, `trailing bytes after the end of the pickle (at byte ${src.offset})`);
   await src.cancel();
   // Records not yet attributed to a layer (e.g. lists never seen beside their key) are in the top dict.
   if (typeof top !== "object" || top === null || Array.isArray(top)) {

@@ -18,12 +18,13 @@
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import type { ActivationDType, ActivationRecord } from "../types.ts";
-import { ActshardError } from "../errors.ts";
+import { ActshardError, isDiskFull } from "../errors.ts";
 import { crc32c } from "../util/crc32c.ts";
 import { crc32cCombine } from "./crc_combine.ts";
 import { type Codec, codecSuffix, type Compressor, createCompressor, GzipWorkers } from "./codecs.ts";
 import { dtypeSize, encodeActivation } from "./dtype.ts";
 import { type DatasetMetadata, newMetadata, type ShardEntry, writeMetadataAtomic } from "./metadata.ts";
+import { SHARD_FILE_RE } from "./metadata_check.ts";
 import { PickleShardEncoder } from "./pickle_writer.ts";
 import { ZstdWorker } from "./zstd_stream.ts";
 import { safetensorsHeader, type TensorEntry, tensorName } from "./safetensors.ts";
@@ -58,8 +59,8 @@ export function shardFileName(id: number, format: ShardFormat, codec: Codec): st
   }`;
 }
 
-/** Matches shard files this project (or the seed) writes. */
-export const SHARD_FILE_RE = /^shard_(\d{4,})\.(pkl|safetensors)(\.gz|\.zst)?$/;
+/** Matches shard files this project (or the seed) writes (defined with the metadata checks). */
+export { SHARD_FILE_RE } from "./metadata_check.ts";
 
 async function writeAll(f: Deno.FsFile, b: Uint8Array): Promise<void> {
   let o = 0;
@@ -133,6 +134,14 @@ export class ShardWriter {
   /** Write one prompt's records (all its layers); kept in one shard unless they alone exceed the limit. */
   async write(group: ActivationRecord[]): Promise<void> {
     if (this.#closed) throw new ActshardError("ShardWriter is closed", { kind: "internal" });
+    try {
+      await this.#writeGroup(group);
+    } catch (e) {
+      throw await this.#failed(e);
+    }
+  }
+
+  async #writeGroup(group: ActivationRecord[]): Promise<void> {
     const size = dtypeSize(this.opts.dtype);
     const groupBytes = group.reduce((s, r) => s + r.activation.length * size, 0);
     const limit = this.opts.shardSizeBytes;
@@ -214,10 +223,39 @@ export class ShardWriter {
     s.maxIdx = Math.max(s.maxIdx, r.sample_idx);
   }
 
+  /**
+   * A write failure, after removing the partial shard's temp files. Disk full becomes one line naming the
+   * directory and what to free (committed shards and metadata.json are intact: rerunning resumes after them).
+   */
+  async #failed(e: unknown): Promise<unknown> {
+    await this.#drop().catch(() => {});
+    if (!isDiskFull(e)) return e;
+    const mb = (b: number) => `${Math.ceil(b / 2 ** 20)} MiB`;
+    const oneShard = this.opts.shardSizeBytes * (this.opts.format === "safetensors" ? 2 : 1);
+    return new ActshardError("disk full while writing shards", {
+      where: this.opts.dir,
+      kind: "io",
+      hint: `free at least ${mb(oneShard)} (one shard in flight) plus the rest of the run's output on that ` +
+        "filesystem, then rerun the same command: committed shards are kept and the run resumes after them " +
+        "(or --upload_to_gcs --delete_local_after_upload, --dtype float16, fewer layers)",
+      cause: e,
+    });
+  }
+
   async #commit(): Promise<void> {
     const s = this.#cur;
     if (!s) return;
     this.#cur = null;
+    try {
+      await this.#commitShard(s);
+    } catch (e) {
+      // a failed flush, fsync or rename (disk full, say) leaves no temp file behind
+      await this.#discard(s).catch(() => {});
+      throw e;
+    }
+  }
+
+  async #commitShard(s: OpenShard): Promise<void> {
     if (s.pickle) await s.comp.write(s.pickle.end());
     else {
       await s.comp.write(safetensorsHeader(s.tensors, { format: "actshard", ...s.facts }));
@@ -263,7 +301,16 @@ export class ShardWriter {
     m.shards.push(entry);
     m.total_shards = m.shards.length;
     m.total_samples += s.records;
-    await this.#rewriteMetadata();
+    try {
+      await this.#rewriteMetadata();
+    } catch (e) {
+      // metadata.json on disk does not list it (disk full, say): the shard is not committed; take it back
+      m.shards.pop();
+      m.total_shards = m.shards.length;
+      m.total_samples -= s.records;
+      await Deno.remove(finalPath).catch(() => {});
+      throw e;
+    }
     await this.opts.onShardCommitted?.(entry);
   }
 
@@ -284,13 +331,19 @@ export class ShardWriter {
     await this.#rewriteMetadata();
   }
 
-  /** Commit the last shard and mark the dataset complete. */
-  async close(): Promise<DatasetMetadata> {
+  /**
+   * Commit the last shard and mark the dataset complete — or, with `incomplete` (a conversion of a run that did
+   * not finish), leave it `in_progress` so the output never claims more than its input held.
+   */
+  async close(opts: { incomplete?: boolean } = {}): Promise<DatasetMetadata> {
     try {
       if (this.#cur && this.#cur.records > 0) await this.#commit();
       else await this.#drop();
-      this.#meta.status = "complete";
+      this.#meta.status = opts.incomplete ? "in_progress" : "complete";
       await this.#rewriteMetadata();
+    } catch (e) {
+      this.#meta.status = "in_progress"; // not on disk: the writer must not report more than metadata.json says
+      throw await this.#failed(e);
     } finally {
       this.#closed = true;
       this.#pool?.close();
@@ -313,7 +366,11 @@ export class ShardWriter {
   async #drop(): Promise<void> {
     const s = this.#cur;
     this.#cur = null;
-    if (!s) return;
+    if (s) await this.#discard(s);
+  }
+
+  /** Stop a shard's compressor and remove its temp files (the committed shards are untouched). */
+  async #discard(s: OpenShard): Promise<void> {
     s.comp.abort();
     try {
       s.file.close();
