@@ -44,5 +44,11 @@ export interface Backend {
    * (the residual stream after that decoder block). Real tokens' values never depend on padding.
    */
   forward(batch: TokenBatch, layers: number[]): Promise<Map<number, Float32Array>>;
+  /**
+   * How many `forward` calls may usefully be in flight at once (default 1). The PJRT backend says 2: the
+   * device→host copies of batch n then overlap the upload and execute of batch n+1 (the extract loop keeps at
+   * most this many running, so memory stays bounded).
+   */
+  readonly concurrentForwards?: number;
   close(): Promise<void>;
 }

@@ -12,6 +12,7 @@
  * @example
  * ```ts
  * import { unpickleRecords } from "./pickle_reader.ts";
+ * declare const stream: ReadableStream<Uint8Array>;
  * for await (const { layer, record } of unpickleRecords(stream, "shard_0001.pkl")) {
  *   console.log(layer, record.sample_idx);
  * }
