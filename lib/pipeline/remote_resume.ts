@@ -16,6 +16,8 @@
  * @example
  * ```ts
  * import { decideRemoteResume } from "./remote_resume.ts";
+ * import type { RunFingerprint } from "./fingerprint.ts";
+ * declare const fingerprint: RunFingerprint, sampleIdx: number[];
  * const r = await decideRemoteResume({ bucket: "b", prefix: "acts/worker-00003-of-00016", fingerprint,
  *   sampleIdx, layers: 4 });
  * if (r) console.log(`${r.url}: ${r.decision.mode} after ${r.decision.durablePrompts} prompts`);

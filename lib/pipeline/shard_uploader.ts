@@ -9,14 +9,20 @@
  * @example
  * ```ts
  * import { ShardUploader } from "./shard_uploader.ts";
- * const up = await ShardUploader.create({
+ * import type { ShardWriter } from "../shard/writer.ts";
+ * import type { ShardEntry } from "../shard/metadata.ts";
+ * declare const writer: ShardWriter, entry: ShardEntry;
+ * const up: ShardUploader = await ShardUploader.create({
  *   bucket: "b", prefix: "activations", localDir: "out",
- *   onVerified: async (e, remote) => { writer.updateShard(e.shard_id, { gcs_verified: true }); },
+ *   onVerified: async (e, remote) => {
+ *     await writer.updateShard(e.shard_id, { gcs_path: up.gcsPath(e), gcs_generation: remote.generation, gcs_verified: true });
+ *   },
  *   getMetadata: () => writer.metadata,
  * });
  * up.enqueue(entry);        // as each shard is closed
  * await up.drain();         // at the end: throws if any upload failed
  * await up.publishMetadata();
+ * await up.release();       // the prefix's writer lease
  * ```
  */
 import { join } from "node:path";

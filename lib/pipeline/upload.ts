@@ -10,6 +10,11 @@
  * @example
  * ```ts
  * import { openUploader } from "./upload.ts";
+ * import type { ExtractConfig } from "../cli/extract_flags.ts";
+ * import type { PreparedRun } from "./prepare.ts";
+ * import type { ShardWriter } from "../shard/writer.ts";
+ * import type { ShardEntry } from "../shard/metadata.ts";
+ * declare const config: ExtractConfig, run: PreparedRun, writer: ShardWriter, entry: ShardEntry;
  * const up = await openUploader(config, run, () => writer, undefined, console.error);
  * up.enqueue(entry); await up.finish();
  * ```
