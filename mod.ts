@@ -73,7 +73,7 @@ export type { BlobStore, ObjectInfo } from "./lib/storage/types.ts";
 export { LocalStore } from "./lib/storage/local.ts";
 export { openStore } from "./lib/storage/open.ts";
 export { GcsStore, type GcsStoreOptions, parseGsUrl, type RetryPolicy } from "./lib/storage/gcs.ts";
-export { ShardUploader, type ShardUploaderOptions, uploadDataset } from "./lib/storage/shard_uploader.ts";
+export { ShardUploader, type ShardUploaderOptions, uploadDataset } from "./lib/pipeline/shard_uploader.ts";
 export { type FaultRule, type GcsEmulator, startGcsEmulator } from "./lib/storage/gcs_emulator/server.ts";
 
 // The extract job and scale-out.

@@ -2,7 +2,7 @@
  * `deno task bench`: runs every benchmark section and prints its ratios. Sections live in bench/*.ts and export
  * `run(): Promise<void>`; `deno task bench NAME...` runs only those.
  */
-const SECTIONS = ["shard", "tokenizer", "forward", "pipeline"];
+const SECTIONS = ["shard", "tokenizer", "forward", "pipeline", "gcs"];
 
 const wanted = Deno.args.length ? Deno.args : SECTIONS;
 for (const name of wanted) {

@@ -1,5 +1,5 @@
 /**
- * `deno task gcs-emulator [--port N] [--dir DIR] [--bucket NAME …]`: run the built-in GCS JSON-API emulator
+ * `deno task gcs-emulator [--port N] [--dir DIR] [--bucket NAME …] [--auto_create] [--list_page_size N] [--rate_limit]`: run the built-in GCS JSON-API emulator
  * until interrupted. Point clients at it with `STORAGE_EMULATOR_HOST=http://127.0.0.1:PORT` (or
  * `apiEndpoint`). See docs/gcs.md.
  */
@@ -19,7 +19,18 @@ export async function main(args: string[]): Promise<number> {
       path: true,
     },
     bucket: { type: "string", list: true, help: "bucket(s) to create at start", metavar: "NAME" },
-    no_auto_create: { type: "boolean", default: false, help: "unknown buckets are 404 (as on GCS)" },
+    auto_create: {
+      type: "boolean",
+      default: false,
+      help: "create buckets on first reference (default: unknown buckets are 404, as on GCS)",
+    },
+    no_auto_create: {
+      type: "boolean",
+      default: false,
+      help: "unknown buckets are 404 (the default; accepted)",
+    },
+    list_page_size: { type: "string", help: "at most N entries per list page (short pages)", metavar: "N" },
+    rate_limit: { type: "boolean", default: false, help: "429 for a 2nd write of one object within 1 s" },
   }, { description: "A GCS JSON-API emulator for tests and demos (see docs/gcs.md)." });
   if (r.help) {
     console.log(r.help);
@@ -31,7 +42,9 @@ export async function main(args: string[]): Promise<number> {
     hostname: String(r.values.host),
     dir: r.values.dir as string | undefined,
     buckets: r.values.bucket ? String(r.values.bucket).split(",") : [],
-    autoCreateBuckets: !r.values.no_auto_create,
+    autoCreateBuckets: r.values.auto_create === true,
+    listPageSize: numberFlag("list_page_size", r.values.list_page_size, { min: 1, integer: true }),
+    objectWriteRateLimit: r.values.rate_limit === true,
   });
   console.log(`gcs-emulator listening on ${emu.url} (state: ${emu.dir})`);
   console.log(`  export STORAGE_EMULATOR_HOST=${emu.url}`);

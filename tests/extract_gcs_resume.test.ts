@@ -19,7 +19,7 @@ import {
 import { type DatasetMetadata, readMetadata, type ShardEntry } from "../lib/shard/metadata.ts";
 import { LocalStore } from "../lib/storage/local.ts";
 import { GcsStore } from "../lib/storage/gcs.ts";
-import { startGcsEmulator } from "../lib/storage/gcs_emulator/server.ts";
+import { gcsServerTest } from "./_gcs_servers.ts";
 import { durablePrefix } from "../lib/pipeline/remote_resume.ts";
 import { KILL_AT_ENV } from "../lib/pipeline/kill_point.ts";
 
@@ -53,104 +53,114 @@ const shardFacts = (m: DatasetMetadata) =>
     hi: s.sample_idx_max,
   }));
 
-Deno.test("extract --upload_to_gcs: local dir lost after a kill → resumes from GCS, remote = uninterrupted run", async () => {
-  await using tmp = await tempDir();
-  const fx = await makeExtractFixture(tmp.path, { tasks: 6 });
-  const emu = await startGcsEmulator({ port: 0, dir: join(tmp.path, "gcs"), buckets: ["bkt"] });
-  const env = { STORAGE_EMULATOR_HOST: emu.url };
-  try {
-    const ref = await runExtractCli(args(fx, join(tmp.path, "ref"), "ref"), env);
-    assertEquals(ref.code, 0, ref.stderr);
-    const refStore = await GcsStore.open("bkt", "ref", { apiEndpoint: emu.url });
-    const refMeta = await readMetadata(refStore);
-    assert(refMeta.shards.length >= 5, `want several shards, got ${refMeta.shards.length}`);
+gcsServerTest(
+  "extract --upload_to_gcs: local dir lost after a kill → resumes from GCS, remote = uninterrupted run",
+  async (emu) => {
+    await using tmp = await tempDir();
+    const fx = await makeExtractFixture(tmp.path, { tasks: 6 });
+    await emu.createBucket("bkt");
+    const env = { STORAGE_EMULATOR_HOST: emu.url };
+    try {
+      const ref = await runExtractCli(args(fx, join(tmp.path, "ref"), "ref"), env);
+      assertEquals(ref.code, 0, ref.stderr);
+      const refStore = await GcsStore.open("bkt", "ref", { apiEndpoint: emu.url });
+      const refMeta = await readMetadata(refStore);
+      assert(refMeta.shards.length >= 5, `want several shards, got ${refMeta.shards.length}`);
 
-    // Killed once shard 4's object is verified on GCS, before its own publish of metadata.json.
-    const out = join(tmp.path, "pod");
-    const child = spawnExtract(args(fx, out, "run"), { ...env, [KILL_AT_ENV]: "verified:4" });
-    const st = await child.status;
-    await child.stdout.cancel();
-    await child.stderr.cancel();
-    assertEquals(st.signal, "SIGKILL");
-    const store = await GcsStore.open("bkt", "run", { apiEndpoint: emu.url });
-    const before = await readMetadata(store);
-    assertEquals(before.status, "in_progress");
-    // Shard 4's object is there; GCS metadata.json lists it only if another upload's publish ran meanwhile.
-    assert((await objects(store)).has("shard_0004.pkl.gz"), "shard 4's object is on GCS");
-    assert(before.shards.length < refMeta.shards.length, "the killed run was not finished");
+      // Killed once shard 4's object is verified on GCS, before its own publish of metadata.json.
+      const out = join(tmp.path, "pod");
+      const child = spawnExtract(args(fx, out, "run"), { ...env, [KILL_AT_ENV]: "verified:4" });
+      const st = await child.status;
+      await child.stdout.cancel();
+      await child.stderr.cancel();
+      assertEquals(st.signal, "SIGKILL");
+      const store = await GcsStore.open("bkt", "run", { apiEndpoint: emu.url });
+      const before = await readMetadata(store);
+      assertEquals(before.status, "in_progress");
+      // Shard 4's object is there; GCS metadata.json lists it only if another upload's publish ran meanwhile.
+      assert((await objects(store)).has("shard_0004.pkl.gz"), "shard 4's object is on GCS");
+      assert(before.shards.length < refMeta.shards.length, "the killed run was not finished");
 
-    // The replacement pod: an empty local dir, the same command.
-    await Deno.remove(out, { recursive: true });
-    const again = await runExtractCli(args(fx, out, "run"), env);
-    assertEquals(again.code, 0, again.stderr);
-    const kept = durablePrefix(before).shards.length;
-    assert(kept >= 1, `kept ${kept}`);
-    assert(
-      again.stderr.includes(
-        `gs://bkt/run holds one (in_progress, ${before.shards.length} shards listed): ` +
-          `continuing after its ${kept} verified leading shards`,
-      ),
-      again.stderr,
-    );
-    assert(/resuming: \d+\/12 prompts already durable in \d+ shards on GCS/.test(again.stderr), again.stderr);
+      // The replacement pod: an empty local dir, the same command.
+      await Deno.remove(out, { recursive: true });
+      const again = await runExtractCli(args(fx, out, "run"), env);
+      assertEquals(again.code, 0, again.stderr);
+      const kept = durablePrefix(before).shards.length;
+      assert(kept >= 1, `kept ${kept}`);
+      assert(
+        again.stderr.includes(
+          `gs://bkt/run holds one (in_progress, ${before.shards.length} shards listed): ` +
+            `continuing after its ${kept} verified leading shards`,
+        ),
+        again.stderr,
+      );
+      assert(
+        /resuming: \d+\/12 prompts already durable in \d+ shards on GCS/.test(again.stderr),
+        again.stderr,
+      );
 
-    // Remote: the same objects and bytes as the uninterrupted run; metadata lists every shard, complete.
-    const refObjs = await objects(refStore), runObjs = await objects(store);
-    const strip = (m: Map<string, { size: number; crc32c?: number }>, skip: string) =>
-      [...m].filter(([n]) => n !== skip).map(([n, o]) => `${n} ${o.size} ${o.crc32c}`).sort();
-    assertEquals(strip(runObjs, "metadata.json"), strip(refObjs, "metadata.json"));
-    const meta = await readMetadata(store);
-    assertEquals(meta.status, "complete");
-    assertEquals(shardFacts(meta), shardFacts(refMeta));
-    assertEquals(meta.config, refMeta.config);
-    assert(meta.shards.every((s) => s.gcs_verified && s.gcs_path === `gs://bkt/run/${s.filename}`));
+      // Remote: the same objects and bytes as the uninterrupted run; metadata lists every shard, complete.
+      const refObjs = await objects(refStore), runObjs = await objects(store);
+      const strip = (m: Map<string, { size: number; crc32c?: number }>, skip: string) =>
+        [...m].filter(([n]) => n !== skip).map(([n, o]) => `${n} ${o.size} ${o.crc32c}`).sort();
+      assertEquals(strip(runObjs, "metadata.json"), strip(refObjs, "metadata.json"));
+      const meta = await readMetadata(store);
+      assertEquals(meta.status, "complete");
+      assertEquals(shardFacts(meta), shardFacts(refMeta));
+      assertEquals(meta.config, refMeta.config);
+      assert(meta.shards.every((s) => s.gcs_verified && s.gcs_path === `gs://bkt/run/${s.filename}`));
 
-    // Local: metadata.json lists every shard (the kept ones only on GCS, as with --delete_local_after_upload).
-    const local = await readMetadata(new LocalStore(out));
-    assertEquals(local.status, "complete");
-    assertEquals(shardFacts(local), shardFacts(refMeta));
-    for (const s of local.shards) {
-      const exists = await Deno.stat(join(out, s.filename)).then(() => true, () => false);
-      assertEquals(exists, s.shard_id > kept, `${s.filename}: local file present only if made by the rerun`);
+      // Local: metadata.json lists every shard (the kept ones only on GCS, as with --delete_local_after_upload).
+      const local = await readMetadata(new LocalStore(out));
+      assertEquals(local.status, "complete");
+      assertEquals(shardFacts(local), shardFacts(refMeta));
+      for (const s of local.shards) {
+        const exists = await Deno.stat(join(out, s.filename)).then(() => true, () => false);
+        assertEquals(
+          exists,
+          s.shard_id > kept,
+          `${s.filename}: local file present only if made by the rerun`,
+        );
+      }
+
+      const verify = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", join(REPO_ROOT, "scripts/verify.ts"), "gs://bkt/run"],
+        env,
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const vout = new TextDecoder().decode(verify.stdout) + new TextDecoder().decode(verify.stderr);
+      assertEquals(verify.code, 0, vout);
+      assert(/\nOK$/.test(new TextDecoder().decode(verify.stdout).trim()), vout);
+
+      // A different config against that prefix (fresh local dir): refused, one line, nothing touched on GCS.
+      const objsDone = await objects(store);
+      const other = args(fx, join(tmp.path, "other"), "run");
+      other.splice(other.indexOf("0-2"), 1, "1-2");
+      const refused = await runExtractCli(other, env);
+      assertEquals(refused.code, 1, refused.stderr);
+      // (The GCS client's own Node warnings aside: docs/gcs.md.)
+      const lines = refused.stderr.trim().split("\n").filter((l) => !/^\(node:\d+\)|^\(Use `node/.test(l));
+      assertEquals(lines.length, 1, refused.stderr);
+      assert(
+        /GCS prefix holds a run with different settings: layers_to_extract \(stored 0-2, now \[1,2\]\) \(gs:\/\/bkt\/run\)/
+          .test(lines[0]),
+        lines[0],
+      );
+      assertEquals(await objects(store), objsDone);
+
+      // The same command on yet another empty dir: the remote run is complete, nothing to do or upload.
+      const third = join(tmp.path, "third");
+      const done = await runExtractCli(args(fx, third, "run"), env);
+      assertEquals(done.code, 0, done.stderr);
+      assert(/gs:\/\/bkt\/run is already complete/.test(done.stderr), done.stderr);
+      assertEquals(await objects(store), objsDone);
+      assertEquals(shardFacts(await readMetadata(new LocalStore(third))), shardFacts(refMeta));
+    } finally {
+      // the server is closed by gcsServerTest
     }
-
-    const verify = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", join(REPO_ROOT, "scripts/verify.ts"), "gs://bkt/run"],
-      env,
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const vout = new TextDecoder().decode(verify.stdout) + new TextDecoder().decode(verify.stderr);
-    assertEquals(verify.code, 0, vout);
-    assert(/\nOK$/.test(new TextDecoder().decode(verify.stdout).trim()), vout);
-
-    // A different config against that prefix (fresh local dir): refused, one line, nothing touched on GCS.
-    const objsDone = await objects(store);
-    const other = args(fx, join(tmp.path, "other"), "run");
-    other.splice(other.indexOf("0-2"), 1, "1-2");
-    const refused = await runExtractCli(other, env);
-    assertEquals(refused.code, 1, refused.stderr);
-    // (The GCS client's own Node warnings aside: docs/gcs.md.)
-    const lines = refused.stderr.trim().split("\n").filter((l) => !/^\(node:\d+\)|^\(Use `node/.test(l));
-    assertEquals(lines.length, 1, refused.stderr);
-    assert(
-      /GCS prefix holds a run with different settings: layers_to_extract \(stored 0-2, now \[1,2\]\) \(gs:\/\/bkt\/run\)/
-        .test(lines[0]),
-      lines[0],
-    );
-    assertEquals(await objects(store), objsDone);
-
-    // The same command on yet another empty dir: the remote run is complete, nothing to do or upload.
-    const third = join(tmp.path, "third");
-    const done = await runExtractCli(args(fx, third, "run"), env);
-    assertEquals(done.code, 0, done.stderr);
-    assert(/gs:\/\/bkt\/run is already complete/.test(done.stderr), done.stderr);
-    assertEquals(await objects(store), objsDone);
-    assertEquals(shardFacts(await readMetadata(new LocalStore(third))), shardFacts(refMeta));
-  } finally {
-    await emu.close();
-  }
-});
+  },
+);
 
 Deno.test("durablePrefix: the gap-free verified leading shards of a GCS metadata.json", () => {
   const e = (id: number, verified = true) =>

@@ -3,6 +3,7 @@
 import { Buffer } from "node:buffer";
 import { IdempotencyStrategy, Storage } from "@google-cloud/storage";
 import { startGcsEmulator } from "../lib/storage/gcs_emulator/server.ts";
+import { GcsStore } from "../lib/storage/gcs.ts";
 import { crc32c, crc32cBase64 } from "../lib/util/crc32c.ts";
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { tempDir } from "./_shared.ts";
@@ -27,8 +28,8 @@ function bytes(n: number, seed = 1): Uint8Array<ArrayBuffer> {
 
 const code = (e: unknown) => (e as { code?: number }).code;
 
-Deno.test("gcs emulator: buckets create/get, 409 on duplicate, 404 when auto-create is off", async () => {
-  const emu = await startGcsEmulator({ port: 0, autoCreateBuckets: false });
+Deno.test("gcs emulator: buckets create/get, 409 on duplicate, unknown buckets 404 (the default)", async () => {
+  const emu = await startGcsEmulator({ port: 0 });
   try {
     const s = client(emu.url);
     await assertRejects(() => s.bucket("nope").getMetadata().then(() => {}));
@@ -46,7 +47,7 @@ Deno.test("gcs emulator: buckets create/get, 409 on duplicate, 404 when auto-cre
 });
 
 Deno.test("gcs emulator: multipart and media uploads, metadata with crc32c/md5, generations", async () => {
-  const emu = await startGcsEmulator({ port: 0 });
+  const emu = await startGcsEmulator({ port: 0, buckets: ["bkt1"] });
   try {
     const s = client(emu.url);
     const f = s.bucket("bkt1").file("dir/hello.txt");
@@ -85,7 +86,7 @@ Deno.test("gcs emulator: resumable multi-chunk upload, preconditions 412, persis
   const data = bytes(3 * 256 * 1024 + 123);
   const src = `${dir.path}/src.bin`;
   await Deno.writeFile(src, data);
-  let emu = await startGcsEmulator({ port: 0, dir: `${dir.path}/state` });
+  let emu = await startGcsEmulator({ port: 0, dir: `${dir.path}/state`, buckets: ["bkt2"] });
   try {
     const b = client(emu.url).bucket("bkt2");
     await b.upload(src, {
@@ -123,7 +124,7 @@ Deno.test("gcs emulator: resumable multi-chunk upload, preconditions 412, persis
   } finally {
     await emu.close();
   }
-  emu = await startGcsEmulator({ port: 0, dir: `${dir.path}/state` });
+  emu = await startGcsEmulator({ port: 0, dir: `${dir.path}/state`, buckets: ["bkt2"] });
   try {
     const [m] = await client(emu.url).bucket("bkt2").file("a/big.bin").getMetadata();
     assertEquals(Number(m.size), 1, "state survives a restart on the same --dir");
@@ -133,7 +134,7 @@ Deno.test("gcs emulator: resumable multi-chunk upload, preconditions 412, persis
 });
 
 Deno.test("gcs emulator: resumable session status query answers 308 with Range", async () => {
-  const emu = await startGcsEmulator({ port: 0 });
+  const emu = await startGcsEmulator({ port: 0, buckets: ["bkt3"] });
   try {
     const start = await fetch(`${emu.url}/upload/storage/v1/b/bkt3/o?uploadType=resumable&name=s.bin`, {
       method: "POST",
@@ -182,7 +183,7 @@ Deno.test("gcs emulator: resumable session status query answers 308 with Range",
 });
 
 Deno.test("gcs emulator: alt=media with Range, list with prefix/delimiter/pageToken, delete", async () => {
-  const emu = await startGcsEmulator({ port: 0 });
+  const emu = await startGcsEmulator({ port: 0, buckets: ["bkt4"] });
   try {
     const b = client(emu.url).bucket("bkt4");
     const data = bytes(5000);
@@ -212,7 +213,7 @@ Deno.test("gcs emulator: alt=media with Range, list with prefix/delimiter/pageTo
 
 Deno.test("gcs emulator: scripted faults (429, 503, reset mid-upload, truncated body) are survived by retries", async () => {
   await using dir = await tempDir();
-  const emu = await startGcsEmulator({ port: 0 });
+  const emu = await startGcsEmulator({ port: 0, buckets: ["bkt5"] });
   try {
     const b = client(emu.url).bucket("bkt5");
     const data = bytes(4 * 256 * 1024 + 7);
@@ -249,6 +250,133 @@ Deno.test("gcs emulator: scripted faults (429, 503, reset mid-upload, truncated 
     assertEquals(code(err), 500);
     await (await fetch(`${emu.url}/_emulator/faults`, { method: "DELETE" })).body?.cancel();
     await b.file("f.bin").getMetadata();
+  } finally {
+    await emu.close();
+  }
+});
+
+// ---- fidelity: what real GCS does that the client must cope with ----
+
+Deno.test("gcs emulator: an unknown bucket is 404 until created through the JSON API (POST /storage/v1/b?project=)", async () => {
+  const emu = await startGcsEmulator({ port: 0 });
+  try {
+    const list = await fetch(`${emu.url}/storage/v1/b/fresh/o`);
+    assertEquals(list.status, 404);
+    await list.body?.cancel();
+    const made = await fetch(`${emu.url}/storage/v1/b?project=my-project`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ name: "fresh" }),
+    });
+    assertEquals(made.status, 200);
+    assertEquals((await made.json()).name, "fresh");
+    const again = await fetch(`${emu.url}/storage/v1/b/fresh/o`);
+    assertEquals(again.status, 200);
+    await again.body?.cancel();
+  } finally {
+    await emu.close();
+  }
+});
+
+Deno.test("gcs emulator: ifGenerationMatch=0 of a resumable session is checked again at finalize (412)", async () => {
+  const emu = await startGcsEmulator({ port: 0, buckets: ["bkt"] });
+  try {
+    const start = await fetch(
+      `${emu.url}/upload/storage/v1/b/bkt/o?uploadType=resumable&name=x.bin&ifGenerationMatch=0`,
+      { method: "POST", headers: { "content-type": "application/json" }, body: "{}" },
+    );
+    assertEquals(start.status, 200);
+    const session = start.headers.get("location")!;
+    // another writer creates the object while the session is open
+    const other = await fetch(`${emu.url}/upload/storage/v1/b/bkt/o?uploadType=media&name=x.bin`, {
+      method: "POST",
+      body: "theirs",
+    });
+    assertEquals(other.status, 200);
+    await other.body?.cancel();
+    const fin = await fetch(session, {
+      method: "PUT",
+      headers: { "content-range": "bytes 0-3/4" },
+      body: "mine",
+    });
+    assertEquals(fin.status, 412);
+    await fin.body?.cancel();
+    const got = await fetch(`${emu.url}/storage/v1/b/bkt/o/x.bin?alt=media`);
+    assertEquals(await got.text(), "theirs");
+  } finally {
+    await emu.close();
+  }
+});
+
+Deno.test("gcs emulator: short list pages with nextPageToken; the client reads every page", async () => {
+  const emu = await startGcsEmulator({ port: 0, buckets: ["bkt"], listPageSize: 2 });
+  try {
+    const store = await GcsStore.open("bkt", "p", { apiEndpoint: emu.url });
+    for (let i = 0; i < 5; i++) {
+      await store.writeSmall(`o${i}`, new TextEncoder().encode(`${i}`), "text/plain");
+    }
+    const page = await (await fetch(`${emu.url}/storage/v1/b/bkt/o?prefix=p/&maxResults=1000`)).json();
+    assertEquals(page.items.length, 2);
+    assert(typeof page.nextPageToken === "string");
+    assertEquals((await store.list()).map((o) => o.name), ["o0", "o1", "o2", "o3", "o4"]);
+  } finally {
+    await emu.close();
+  }
+});
+
+Deno.test("gcs emulator: a stall fault holds the request unanswered until the client gives up", async () => {
+  const emu = await startGcsEmulator({ port: 0, buckets: ["bkt"] });
+  try {
+    emu.faults.add({ op: "list", kind: "stall" });
+    const r = await fetch(`${emu.url}/storage/v1/b/bkt/o`, { signal: AbortSignal.timeout(200) }).then(
+      () => "answered",
+      (e) => (e as Error).name,
+    );
+    assertEquals(r, "TimeoutError");
+    const next = await fetch(`${emu.url}/storage/v1/b/bkt/o`);
+    assertEquals(next.status, 200);
+    await next.body?.cancel();
+    assertEquals(emu.faults.fired.map((f) => f.kind), ["stall"]);
+  } finally {
+    await emu.close();
+  }
+});
+
+Deno.test("gcs emulator: 429 for a second write of one object within a second; the client's retry gets through", async () => {
+  const emu = await startGcsEmulator({ port: 0, buckets: ["bkt"], objectWriteRateLimit: true });
+  try {
+    const put = (body: string) =>
+      fetch(`${emu.url}/upload/storage/v1/b/bkt/o?uploadType=media&name=m.json`, { method: "POST", body });
+    const a = await put("1");
+    const b = await put("2");
+    assertEquals([a.status, b.status], [200, 429]);
+    await a.body?.cancel();
+    await b.body?.cancel();
+    const notes: string[] = [];
+    const store = await GcsStore.open("bkt", "", {
+      apiEndpoint: emu.url,
+      retry: { initialDelayMs: 600 },
+      onRetry: (n) => notes.push(n.reason),
+    });
+    await store.writeSmall("m.json", new TextEncoder().encode("3"));
+    assertEquals(new TextDecoder().decode(await store.read("m.json")), "3");
+    assert(notes.some((r) => r.startsWith("HTTP 429")), JSON.stringify(notes));
+  } finally {
+    await emu.close();
+  }
+});
+
+Deno.test("gcs emulator: contentEncoding is kept as given (no transcoding)", async () => {
+  const emu = await startGcsEmulator({ port: 0, buckets: ["bkt"] });
+  try {
+    const s = client(emu.url);
+    const f = s.bucket("bkt").file("z.gz");
+    await f.save(Buffer.from([1, 2, 3]), { resumable: false, metadata: { contentEncoding: "gzip" } });
+    const [m] = await f.getMetadata();
+    assertEquals(m.contentEncoding, "gzip");
+    const r = await fetch(`${emu.url}/storage/v1/b/bkt/o/z.gz?alt=media`);
+    assertEquals(r.headers.get("x-goog-stored-content-encoding"), "gzip");
+    assertEquals(new Uint8Array(await r.arrayBuffer()), new Uint8Array([1, 2, 3]));
   } finally {
     await emu.close();
   }

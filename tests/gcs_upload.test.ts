@@ -2,7 +2,7 @@
 import { join } from "node:path";
 import { startGcsEmulator } from "../lib/storage/gcs_emulator/server.ts";
 import { GcsStore, parseGsUrl } from "../lib/storage/gcs.ts";
-import { ShardUploader, uploadDataset } from "../lib/storage/shard_uploader.ts";
+import { ShardUploader, uploadDataset } from "../lib/pipeline/shard_uploader.ts";
 import { ShardWriter } from "../lib/shard/writer.ts";
 import { type DatasetMetadata, readMetadata } from "../lib/shard/metadata.ts";
 import { verifyDataset } from "../lib/shard/verify.ts";
@@ -79,7 +79,7 @@ Deno.test("GcsStore.open: a gs:// URL given as the bucket name is a usage error 
 
 Deno.test("ShardUploader: verified uploads under faults, metadata lists only verified shards, delete local", async () => {
   await using tmp = await tempDir();
-  const emu = await startGcsEmulator({ port: 0 });
+  const emu = await startGcsEmulator({ port: 0, buckets: ["actshard-test"] });
   try {
     const meta = await makeDataset(tmp.path);
     assert(meta.shards.length >= 3, `want >= 3 shards, got ${meta.shards.length}`);
@@ -99,6 +99,7 @@ Deno.test("ShardUploader: verified uploads under faults, metadata lists only ver
       ...FAST,
       onVerified: (e, remote) => {
         e.gcs_verified = true;
+        e.gcs_path = up.gcsPath(e);
         e.gcs_generation = remote.generation;
         published.push(e.shard_id);
         return Promise.resolve();
@@ -109,6 +110,7 @@ Deno.test("ShardUploader: verified uploads under faults, metadata lists only ver
     await up.drain();
     meta.status = "complete";
     await up.publishMetadata();
+    await up.release();
     assertEquals(published.length, meta.shards.length);
     assertEquals(emu.faults.fired.length, 3);
     const store = await GcsStore.open("actshard-test", "runs/one", { apiEndpoint: emu.url });
@@ -128,7 +130,7 @@ Deno.test("ShardUploader: verified uploads under faults, metadata lists only ver
 
 Deno.test("ShardUploader: a fault that never clears fails clearly, keeps local shards, publishes nothing", async () => {
   await using tmp = await tempDir();
-  const emu = await startGcsEmulator({ port: 0 });
+  const emu = await startGcsEmulator({ port: 0, buckets: ["actshard-test"] });
   try {
     const meta = await makeDataset(tmp.path);
     emu.faults.add({ op: "upload-chunk", kind: "status", status: 503, times: Infinity });
@@ -146,6 +148,7 @@ Deno.test("ShardUploader: a fault that never clears fails clearly, keeps local s
     const e = await caught(() => up.drain());
     assert(e instanceof ActshardError && /upload failed/.test(e.line()), String(e));
     assert(Deno.statSync(join(tmp.path, meta.shards[0].filename)).isFile, "local shard kept");
+    await up.release();
     const store = await GcsStore.open("actshard-test", "p", { apiEndpoint: emu.url });
     assertEquals(await store.list(), []);
   } finally {
@@ -155,7 +158,7 @@ Deno.test("ShardUploader: a fault that never clears fails clearly, keeps local s
 
 Deno.test("GcsStore: an existing different object is never overwritten; same object = already uploaded", async () => {
   await using tmp = await tempDir();
-  const emu = await startGcsEmulator({ port: 0 });
+  const emu = await startGcsEmulator({ port: 0, buckets: ["actshard-test"] });
   try {
     const store = await GcsStore.open("actshard-test", "x", { apiEndpoint: emu.url, ...FAST });
     await Deno.writeTextFile(join(tmp.path, "a"), "first");
@@ -173,7 +176,7 @@ Deno.test("GcsStore: an existing different object is never overwritten; same obj
 
 Deno.test("upload stage: a different object already at a shard's name says so, not 'rerun the same command'", async () => {
   await using tmp = await tempDir();
-  const emu = await startGcsEmulator({ port: 0 });
+  const emu = await startGcsEmulator({ port: 0, buckets: ["actshard-test"] });
   try {
     const meta = await makeDataset(tmp.path);
     const store = await GcsStore.open("actshard-test", "taken", { apiEndpoint: emu.url, ...FAST });
@@ -201,7 +204,7 @@ Deno.test("upload stage: a different object already at a shard's name says so, n
 
 Deno.test("upload stage: idempotent second run, resumable after a partial run; gs:// read/verify", async () => {
   await using tmp = await tempDir();
-  const emu = await startGcsEmulator({ port: 0 });
+  const emu = await startGcsEmulator({ port: 0, buckets: ["actshard-test"] });
   try {
     const meta = await makeDataset(tmp.path, "safetensors");
     const n = meta.shards.length;
@@ -269,7 +272,7 @@ Deno.test("ShardUploader: a complete local dataset with a shard not yet on GCS i
   // upload publishes metadata.json. A published "complete" that lacks a shard would make a replacement pod
   // (resume from GCS) finish with that shard never uploaded, and readers take a partial dataset for the whole.
   await using tmp = await tempDir();
-  const emu = await startGcsEmulator({ port: 0 });
+  const emu = await startGcsEmulator({ port: 0, buckets: ["actshard-test"] });
   try {
     const meta = await makeDataset(tmp.path); // closed: status "complete"
     assertEquals(meta.status, "complete");
@@ -284,12 +287,14 @@ Deno.test("ShardUploader: a complete local dataset with a shard not yet on GCS i
       ...FAST,
       onVerified: (e) => {
         e.gcs_verified = true;
+        e.gcs_path = up.gcsPath(e);
         return Promise.resolve();
       },
       getMetadata: () => meta,
     });
     for (const s of meta.shards) up.enqueue(s);
     await caught(() => up.drain());
+    await up.release();
     const remote = await readMetadata(await GcsStore.open("actshard-test", "p", { apiEndpoint: emu.url }));
     assertEquals(remote.shards.length, meta.shards.length - 1);
     assertEquals(remote.status, "in_progress");
@@ -300,7 +305,7 @@ Deno.test("ShardUploader: a complete local dataset with a shard not yet on GCS i
 
 Deno.test("upload stage --delete_local_after_upload: local shards go only after metadata.json is published", async () => {
   await using tmp = await tempDir();
-  const emu = await startGcsEmulator({ port: 0 });
+  const emu = await startGcsEmulator({ port: 0, buckets: ["actshard-test"] });
   try {
     const meta = await makeDataset(tmp.path);
     const opts = {
@@ -332,6 +337,50 @@ Deno.test("upload stage --delete_local_after_upload: local shards go only after 
     assertEquals(remote.status, "complete");
     assertEquals(remote.shards.length, meta.shards.length);
     assert((await verifyDataset(store)).ok);
+  } finally {
+    await emu.close();
+  }
+});
+
+Deno.test("ShardUploader: a failed shard stays on disk and counts toward the local bound; waiting for room says so", async () => {
+  await using tmp = await tempDir();
+  const emu = await startGcsEmulator({ port: 0, buckets: ["actshard-test"] });
+  try {
+    const meta = await makeDataset(tmp.path);
+    const first = meta.shards[0].filename;
+    emu.faults.add({
+      op: "upload-start",
+      kind: "status",
+      status: 403,
+      times: Infinity,
+      objectPrefix: `p/${first}`,
+    });
+    const up: ShardUploader = await ShardUploader.create({
+      bucket: "actshard-test",
+      prefix: "p",
+      localDir: tmp.path,
+      apiEndpoint: emu.url,
+      deleteLocalAfterUpload: true,
+      ...FAST,
+      onVerified: (e) => {
+        e.gcs_verified = true;
+        e.gcs_path = up.gcsPath(e);
+        return Promise.resolve();
+      },
+      getMetadata: () => meta,
+    });
+    for (const s of meta.shards) up.enqueue(s);
+    const e = await caught(() => up.waitForRoom(0));
+    assert(e instanceof ActshardError && /permission denied \(403\)/.test(e.message), String(e));
+    await caught(() => up.drain());
+    assertEquals(up.pending, 1, "the failed shard still counts");
+    assert(Deno.statSync(join(tmp.path, first)).isFile, "kept on disk");
+    assertEquals(
+      [...Deno.readDirSync(tmp.path)].map((d) => d.name).filter((n) => n.startsWith("shard_")),
+      [first],
+      "the others were uploaded and removed",
+    );
+    await up.release();
   } finally {
     await emu.close();
   }

@@ -1,5 +1,5 @@
 /**
- * Merge on gs:// (the project's GCS emulator, reached as any GCS client through STORAGE_EMULATOR_HOST): workers
+ * Merge on gs:// (our emulator and fake-gcs-server, reached as any GCS client through STORAGE_EMULATOR_HOST): workers
  * uploaded under gs://B/run/worker-…/, merged in place; `read` and `verify` of gs://B/run see one dataset.
  */
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
@@ -10,7 +10,7 @@ import { readMetadata } from "../lib/shard/metadata.ts";
 import { verifyDataset } from "../lib/shard/verify.ts";
 import { GcsStore } from "../lib/storage/gcs.ts";
 import { openStore } from "../lib/storage/open.ts";
-import { startGcsEmulator } from "../lib/storage/gcs_emulator/server.ts";
+import { gcsServerTest } from "./_gcs_servers.ts";
 import { workerDirName } from "../lib/pipeline/work_split.ts";
 import { ActshardError } from "../lib/errors.ts";
 import { allRecords, expectedRecords, writeWorkers } from "./_merge_fixture.ts";
@@ -31,13 +31,11 @@ async function uploadTree(local: string, store: GcsStore): Promise<void> {
   }
 }
 
-Deno.test({
-  name: "merge on gs://: in place, then read and verify the merged prefix; missing workers refused",
-  sanitizeResources: false, // the GCS client keeps pooled sockets
-  sanitizeOps: false,
-  fn: async () => {
+gcsServerTest(
+  "merge on gs://: in place, then read and verify the merged prefix; missing workers refused",
+  async (emu) => {
     await using tmp = await tempDir();
-    const emu = await startGcsEmulator({ buckets: ["acts"] });
+    await emu.createBucket("acts");
     const old = Deno.env.get("STORAGE_EMULATOR_HOST");
     Deno.env.set("STORAGE_EMULATOR_HOST", emu.url);
     try {
@@ -79,7 +77,6 @@ Deno.test({
     } finally {
       if (old === undefined) Deno.env.delete("STORAGE_EMULATOR_HOST");
       else Deno.env.set("STORAGE_EMULATOR_HOST", old);
-      await emu.close();
     }
   },
-});
+);

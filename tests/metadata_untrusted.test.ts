@@ -16,7 +16,7 @@ import { isShardLocation } from "../lib/shard/metadata_check.ts";
 import { mergeDatasets } from "../lib/shard/merge.ts";
 import { verifyDataset } from "../lib/shard/verify.ts";
 import { Dataset } from "../lib/shard/reader.ts";
-import { uploadDataset } from "../lib/storage/shard_uploader.ts";
+import { uploadDataset } from "../lib/pipeline/shard_uploader.ts";
 import { GcsStore } from "../lib/storage/gcs.ts";
 import { openStore } from "../lib/storage/open.ts";
 import { LocalStore } from "../lib/storage/local.ts";
@@ -125,7 +125,7 @@ Deno.test("untrusted metadata.json: read, verify and shard refuse every poisoned
 });
 
 Deno.test("untrusted metadata.json: upload (with and without --delete_local_after_upload) refuses; nothing uploaded or deleted", async () => {
-  const emu = await startGcsEmulator({ port: 0 });
+  const emu = await startGcsEmulator({ port: 0, buckets: ["bkt"] });
   try {
     for (const p of POISONS) {
       for (const del of [false, true]) {
@@ -159,7 +159,7 @@ Deno.test("untrusted metadata.json: upload (with and without --delete_local_afte
 });
 
 Deno.test("untrusted metadata.json: local_path is never opened or deleted by upload, even when the shard is gone", async () => {
-  const emu = await startGcsEmulator({ port: 0 });
+  const emu = await startGcsEmulator({ port: 0, buckets: ["bkt"] });
   try {
     await using d = await tempDir();
     const ds = join(d.path, "ds");
@@ -217,7 +217,7 @@ Deno.test("untrusted metadata.json: merge refuses a worker whose metadata names 
 });
 
 Deno.test("untrusted metadata.json on gs://: read and verify refuse ../x, /abs/x and another bucket", async () => {
-  const emu = await startGcsEmulator({ port: 0 });
+  const emu = await startGcsEmulator({ port: 0, buckets: ["bkt"] });
   const env = Deno.env.get("STORAGE_EMULATOR_HOST");
   Deno.env.set("STORAGE_EMULATOR_HOST", emu.url);
   try {

@@ -86,7 +86,7 @@ Deno.test("upload --delete_local_after_upload beside a running extract is refuse
   const ref = join(tmp.path, "ref");
   const first = await runExtractCli(smallShardArgs(fx, ref, 3));
   assertEquals(first.code, 0, first.stderr);
-  const emu = await startGcsEmulator({ port: 0 });
+  const emu = await startGcsEmulator({ port: 0, buckets: ["bkt"] });
   try {
     // An interrupted run (killed right after shard 2), then its resume, paused (SIGSTOP: a real pause, no test
     // hook) as soon as it holds the directory's lock: the directory holds committed shards and an in_progress

@@ -15,7 +15,7 @@ import { createHash } from "node:crypto";
 import { main as verifyMain } from "../scripts/verify.ts";
 import type { ShardFormat } from "../lib/shard/writer.ts";
 import type { Codec } from "../lib/shard/codecs.ts";
-import { uploadDataset } from "../lib/storage/shard_uploader.ts";
+import { uploadDataset } from "../lib/pipeline/shard_uploader.ts";
 import { GcsStore } from "../lib/storage/gcs.ts";
 import { startGcsEmulator } from "../lib/storage/gcs_emulator/server.ts";
 
@@ -207,7 +207,7 @@ Deno.test("shard --input of an interrupted run refuses without --allow_incomplet
 
 Deno.test("verify gs://: object info (size + crc32c) without --deep; with --deep every downloaded byte is hashed, so a flipped byte on the server is caught", async () => {
   await using emuDir = await tempDir();
-  const emu = await startGcsEmulator({ port: 0, dir: emuDir.path });
+  const emu = await startGcsEmulator({ port: 0, dir: emuDir.path, buckets: ["bkt"] });
   try {
     for (const [format, codec] of COMBOS.filter(([, c]) => c !== "gzip")) {
       await using d = await tempDir();

@@ -14,6 +14,7 @@
 import { usageError } from "../errors.ts";
 import { resolveWorker } from "../pipeline/work_split.ts";
 import { choiceFlag, type FlagSpec, GCS_HELP, numberFlag, parseFlags } from "./flags.ts";
+import { applyGcsNetworkFlags, GCS_NETWORK_FLAGS } from "./gcs_flags.ts";
 
 /** A checked extract configuration (snake_case: these are also the run's recorded config). */
 export interface ExtractConfig {
@@ -173,6 +174,7 @@ export const EXTRACT_FLAGS: Record<string, FlagSpec> = {
     help: "workers splitting the run (default $ACTSHARD_NUM_WORKERS or 1)",
   },
   worker_index: { type: "string", metavar: "I", help: "this worker (default $JOB_COMPLETION_INDEX or 0)" },
+  ...GCS_NETWORK_FLAGS,
 };
 
 const DESCRIPTION =
@@ -223,6 +225,7 @@ export function parseExtractFlags(args: string[]): ExtractConfig | { help: strin
   const r = parseFlags("extract", args, EXTRACT_FLAGS, { description: DESCRIPTION, epilog: GCS_HELP });
   if (r.help) return { help: r.help };
   const v = r.values;
+  applyGcsNetworkFlags(v); // process-wide, for every GCS connection of the run (lib/cli/gcs_flags.ts)
   const int = (name: string, min: number, raw: string | boolean | undefined = v[name]) =>
     numberFlag(name, raw, { integer: true, min });
   const nTasks = int("n_tasks", 0) ?? 0;

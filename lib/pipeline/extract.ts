@@ -102,7 +102,7 @@ async function extractLocked(
   });
   // A replacement pod starts with an empty local dir: the previous attempt's state is what it published on GCS.
   let fromGcs = false;
-  if (decision.mode === "fresh" && config.upload_to_gcs && config.gcs_bucket) {
+  if (decision.mode === "fresh" && config.upload_to_gcs && config.gcs_bucket && !config.overwrite) {
     const { decideRemoteResume } = await import("./remote_resume.ts");
     const remote = await decideRemoteResume({
       bucket: config.gcs_bucket,
@@ -169,6 +169,14 @@ async function extractLocked(
   const start = run.first + decision.durablePrompts, end = run.first + run.items.length;
   // Tokens this process will compute (partner rows included): the ETA is by tokens, not prompts.
   const batchesLeft = run.plan.filter((b) => b.some((p) => p >= start && p < end));
+  let uploads: UploadSession | null = null;
+  let writer: ShardWriter | null = null;
+  if (config.upload_to_gcs) {
+    // Before the model loads: credentials, a write probe, the prefix's lease and dataset (one line if refused).
+    // Loaded only when uploading: a local run never loads the GCS code.
+    const { openUploader } = await import("./upload.ts");
+    uploads = await openUploader(config, run, () => writer!, hooks.gcsEndpoint, log);
+  }
   const progress = new Progress({
     total: run.items.length,
     already: decision.durablePrompts,
@@ -178,8 +186,6 @@ async function extractLocked(
     ),
     ...hooks.progress,
   });
-  let uploads: UploadSession | null = null;
-  let writer: ShardWriter | null = null;
   let bytes = 0, shards = 0;
   let loop: RunBatchesStats | null = null;
   // Ctrl-C / SIGTERM (a preempted pod): drop the open shard's temp file, say how to continue (committed shards
@@ -197,20 +203,10 @@ async function extractLocked(
   const tLoop = performance.now();
   try {
     progress.phase(`loading the model (${run.modelConfig.num_hidden_layers} layers) from ${run.modelDir}`);
+    // A model that fails to load aborts the uploader opened above (the catch below).
     backend = hooks.backend ??
       await createBackend(config, run.modelDir, run.layers, log, (text) => progress.phase(text));
     if (config.verbose) log(`extract: backend ${backend.name}`);
-    if (config.upload_to_gcs) {
-      // Loaded only when uploading: a local run never loads the GCS client.
-      const { openUploader } = await import("./upload.ts");
-      uploads = await openUploader(
-        config,
-        run,
-        () => writer!,
-        hooks.gcsEndpoint,
-        log,
-      );
-    }
     writer = await ShardWriter.open({
       dir: run.outDir,
       format: config.format,
@@ -240,7 +236,7 @@ async function extractLocked(
     // The fingerprint goes on disk before the first shard, so a run killed at any moment is recognised; after
     // a resume from GCS, so do the remote shards it continues after (listed, their files only on GCS).
     if (!decision.existing || fromGcs) await writeMetadataAtomic(run.outDir, writer.metadata);
-    if (uploads && decision.existing) uploads.resumePending(decision.existing.shards);
+    if (uploads && decision.existing) await uploads.resumePending(decision.existing.shards);
     let tokens = 0;
     const first = batchesLeft[0] ?? [];
     const firstTokens = first.reduce((t, p) => t + run.allItems[p].input_ids.length, 0);
@@ -256,7 +252,10 @@ async function extractLocked(
       layers: run.layers,
       padId: run.padId,
       keepPadding: config.keep_padding,
-      write: (group) => writer!.write(group),
+      write: (group) => {
+        uploads?.check(); // an upload that failed for good stops the run (durable shards kept, resumable)
+        return writer!.write(group);
+      },
       onForward: (f) => {
         tokens += f.tokens;
         progress.update({ tokens });
@@ -326,8 +325,15 @@ async function finishComplete(
       existing: meta,
     });
     const { openUploader } = await import("./upload.ts");
-    const uploads = await openUploader(run.config, run, () => writer!, hooks.gcsEndpoint, log);
-    uploads.resumePending(meta.shards);
+    let uploads: UploadSession | null = null;
+    try {
+      uploads = await openUploader(run.config, run, () => writer!, hooks.gcsEndpoint, log);
+      await uploads.resumePending(meta.shards);
+    } catch (e) {
+      await writer.close(); // nothing was added: the local dataset stays complete, as it was
+      await uploads?.abort();
+      throw e;
+    }
     // Closed first: close() marks the metadata complete again (open() made it in_progress), and the
     // metadata.json that finish() publishes must say so once every shard is verified.
     await writer.close();

@@ -16,6 +16,8 @@
  * @example
  * ```ts
  * import { decideRemoteResume } from "./remote_resume.ts";
+ * import type { RunFingerprint } from "./fingerprint.ts";
+ * declare const fingerprint: RunFingerprint, sampleIdx: number[];
  * const r = await decideRemoteResume({ bucket: "b", prefix: "acts/worker-00003-of-00016", fingerprint,
  *   sampleIdx, layers: 4 });
  * if (r) console.log(`${r.url}: ${r.decision.mode} after ${r.decision.durablePrompts} prompts`);
@@ -58,7 +60,8 @@ export async function decideRemoteResume(o: RemoteResumeOptions): Promise<Remote
   const decision = decideFromMetadata(kept, o.fingerprint, o, {
     what: "GCS prefix",
     where: store.url,
-    hint: "use another --gcs_prefix, rerun with the same settings, or delete those objects first",
+    hint: "use another --gcs_prefix or the same settings; --overwrite replaces that dataset, and " +
+      `\`deno task upload --clear_prefix --gcs_bucket ${o.bucket} --gcs_prefix ${o.prefix}\` clears it`,
   });
   return { url: store.url, decision, listed: remote.shards.length, kept: kept.shards.length };
 }

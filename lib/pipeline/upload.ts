@@ -2,21 +2,33 @@
  * The extract job's link to GCS: every shard the writer commits is enqueued for a verified upload (bounded
  * concurrency, overlapping the next forwards); each verified upload is recorded in metadata.json
  * (`gcs_path`, `gcs_generation`, `gcs_verified`); at the end, metadata.json itself is published, after the shards
- * it lists. On resume, committed shards that were not verified yet are enqueued again.
+ * it lists. On resume, committed shards not verified under *this* prefix are enqueued again (a rerun with another
+ * --gcs_prefix or bucket uploads them there first; one whose local file is gone is refused, naming where it is).
+ * The prefix must hold no other dataset (gcs_prefix.ts) and no other live writer (the uploader's lease); the
+ * first upload that fails for good stops the run ({@link UploadSession.check}).
  *
  * @example
  * ```ts
  * import { openUploader } from "./upload.ts";
+ * import type { ExtractConfig } from "../cli/extract_flags.ts";
+ * import type { PreparedRun } from "./prepare.ts";
+ * import type { ShardWriter } from "../shard/writer.ts";
+ * import type { ShardEntry } from "../shard/metadata.ts";
+ * declare const config: ExtractConfig, run: PreparedRun, writer: ShardWriter, entry: ShardEntry;
  * const up = await openUploader(config, run, () => writer, undefined, console.error);
  * up.enqueue(entry); await up.finish();
  * ```
  */
+import { join } from "node:path";
 import type { ExtractConfig } from "../cli/extract_flags.ts";
 import { ActshardError } from "../errors.ts";
 import type { ShardEntry } from "../shard/metadata.ts";
 import type { ShardWriter } from "../shard/writer.ts";
-import { ShardUploader } from "../storage/shard_uploader.ts";
+import { shardLocation } from "../shard/metadata.ts";
+import { ShardUploader } from "./shard_uploader.ts";
+import { retryLine } from "../storage/gcs.ts";
 import type { ObjectInfo } from "../storage/types.ts";
+import { prefixGuard } from "./gcs_prefix.ts";
 import { killPoint } from "./kill_point.ts";
 import type { PreparedRun } from "./prepare.ts";
 
@@ -29,11 +41,24 @@ export interface UploadSession {
    * caught up (at most {@link CONCURRENCY} shards pending), so only a few shards are ever on disk.
    */
   enqueue(entry: ShardEntry): Promise<void>;
-  /** Enqueue committed shards of a previous run that were not verified on GCS. */
-  resumePending(shards: ShardEntry[]): void;
-  /** Wait for every upload, then publish metadata.json. */
+  /**
+   * Enqueue committed shards of a previous run that are not verified under this prefix; refuses (before any
+   * upload) a shard verified elsewhere whose local file is gone.
+   */
+  resumePending(shards: ShardEntry[]): Promise<void>;
+  /** Throws once an upload failed for good (or the writer lease was lost): the run stops, resumable. */
+  check(): void;
+  /** Wait for every upload, then publish metadata.json and release the prefix. */
   finish(): Promise<void>;
   abort(): Promise<void>;
+}
+
+async function exists(p: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(p)).isFile;
+  } catch {
+    return false;
+  }
 }
 
 /** Uploads in flight at once. */
@@ -42,7 +67,7 @@ const CONCURRENCY = 2;
 /** Start uploading to `--gcs_bucket`/`--gcs_prefix` (plus the worker's sub-prefix). */
 export async function openUploader(
   config: ExtractConfig,
-  run: Pick<PreparedRun, "outDir" | "workerDir">,
+  run: Pick<PreparedRun, "outDir" | "workerDir" | "fingerprint">,
   writer: () => ShardWriter,
   apiEndpoint: string | undefined,
   log: (line: string) => void,
@@ -71,24 +96,54 @@ export async function openUploader(
       if (config.verbose) log(`  ✓ Uploaded to GCS: ${gcsPath}`);
     },
     getMetadata: () => writer().metadata,
+    onRetry: (n) => log(retryLine(n)), // through the run's log: progress says when it waits on retries
+    checkRemote: prefixGuard(run.fingerprint as unknown as Record<string, unknown>, {
+      overwrite: config.overwrite,
+      log,
+    }),
   });
   return {
     url,
     async enqueue(entry) {
+      uploader.throwIfFailed();
       if (config.verbose) log(`  ⬆ Uploading to ${url}/${entry.filename}...`);
       uploader.enqueue(entry);
       // Shards leave the disk only once uploaded: the free-disk check counted on a few at a time.
       if (config.delete_local_after_upload) await uploader.waitForRoom(CONCURRENCY);
     },
-    resumePending(shards) {
-      for (const s of shards) if (!s.gcs_verified) uploader.enqueue(s);
+    async resumePending(shards) {
+      const todo = shards.filter((s) => !(s.gcs_verified && s.gcs_path === uploader.gcsPath(s)));
+      for (const s of todo) {
+        if (await exists(join(run.outDir, shardLocation(s)))) continue; // never metadata's local_path
+        throw new ActshardError(
+          `${shardLocation(s)} is not on disk and not in ${url}` +
+            (s.gcs_path ? ` (it was uploaded to ${s.gcs_path}; --gcs_bucket/--gcs_prefix changed)` : ""),
+          {
+            where: join(run.outDir, shardLocation(s)),
+            kind: "input",
+            hint: s.gcs_path
+              ? `nothing was published; rerun with the --gcs_bucket/--gcs_prefix of ${s.gcs_path}, ` +
+                `or copy its objects into ${url} first`
+              : "restore the file, or rerun with --overwrite to extract again",
+          },
+        );
+      }
+      for (const s of todo) uploader.enqueue(s);
+    },
+    check() {
+      uploader.throwIfFailed();
     },
     async finish() {
-      await uploader.drain();
-      await uploader.publishMetadata();
+      try {
+        await uploader.drain();
+        await uploader.publishMetadata();
+      } finally {
+        await uploader.release();
+      }
     },
     async abort() {
       await uploader.drain().catch(() => {});
+      await uploader.release();
     },
   };
 }

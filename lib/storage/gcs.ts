@@ -1,12 +1,14 @@
 /**
- * `gs://bucket/prefix` as a {@link BlobStore}, plus verified uploads, on `@google-cloud/storage`.
+ * `gs://bucket/prefix` as a {@link BlobStore}, plus verified uploads, on the GCS JSON API over our own
+ * transport ({@link GcsTransport}: a stall watchdog on every request and a retry deadline per operation; see
+ * gcs_transport.ts for why not `@google-cloud/storage`).
  *
- * Uploads are resumable, streamed from the file in chunks (a dropped connection resumes at the byte the server
+ * Uploads are resumable, streamed from the file in chunks (a failed chunk resumes at the byte the server
  * confirmed), created with `ifGenerationMatch: 0` (a rerun never silently replaces an object), and accepted only
- * when the object resource GCS returns has the local size and CRC-32C. Transient failures (408/429/5xx,
- * connection resets) are retried by the client inside an attempt and by a bounded backoff loop around attempts.
- * A 412 means the object exists: same size + CRC-32C → already uploaded (idempotent rerun); different → a clear
- * error. Auth is Application Default Credentials; with `apiEndpoint` or `STORAGE_EMULATOR_HOST` no auth is used.
+ * when the object resource GCS returns has the local size and CRC-32C. A 412 means the object exists: same size +
+ * CRC-32C → already uploaded (idempotent rerun); different → a clear error. Reads resume a dropped or truncated
+ * download with `Range` (pinned to the generation first seen) and check the whole object's CRC-32C.
+ * Auth: gcs_auth.ts (Application Default Credentials); with `apiEndpoint` or `STORAGE_EMULATOR_HOST` none.
  *
  * @example
  * ```ts
@@ -16,17 +18,24 @@
  * console.log(info.generation, (await store.list()).map((o) => o.name));
  * ```
  */
-import { Buffer } from "node:buffer";
-import { IdempotencyStrategy, Storage } from "@google-cloud/storage";
-import type { Bucket, File } from "@google-cloud/storage";
 import { ActshardError } from "../errors.ts";
 import { Crc32c, crc32c, crc32cBase64, crc32cFromBase64 } from "../util/crc32c.ts";
 import type { BlobStore, ObjectInfo } from "./types.ts";
-import { EventEmitter } from "node:events";
+import { type Credentials, findCredentials, scopesAllowWrite } from "./gcs_auth.ts";
+import {
+  envNumber,
+  GcsRequestError,
+  GcsTransport,
+  type RetryNotice,
+  type RetryPolicy,
+} from "./gcs_transport.ts";
+import { uploadResumable } from "./gcs_resumable.ts";
+import { downloadRange } from "./gcs_download.ts";
+import { gcsError } from "./gcs_errors.ts";
 
-// The client attaches an error/close listener per request to shared PassThrough streams, so a verify of a few
-// dozen objects trips Node's leak warning (10) on every run. The listeners are released when requests end.
-EventEmitter.defaultMaxListeners = Math.max(EventEmitter.defaultMaxListeners, 100);
+export { gcsError, statusOf } from "./gcs_errors.ts";
+
+export type { RetryPolicy } from "./gcs_transport.ts";
 
 /** GCS bucket names: lowercase letters, digits, `-`, `_`, `.`; starting and ending with a letter or digit. */
 const BUCKET_RE = /^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$/;
@@ -43,26 +52,19 @@ export function parseGsUrl(url: string): { bucket: string; prefix: string } {
   return { bucket: m[1], prefix: (m[2] ?? "").replace(/^\/+|\/+$/g, "") };
 }
 
-/** Retry policy around whole upload attempts (the client also retries inside an attempt). */
-export interface RetryPolicy {
-  /** Attempts in all (default 6). */
-  maxAttempts?: number;
-  /** First backoff delay (default 500 ms), doubled per attempt up to `maxDelayMs` (default 16 s), with jitter. */
-  initialDelayMs?: number;
-  maxDelayMs?: number;
-  /** No new attempt starts after this long (default 15 min). */
-  totalTimeoutMs?: number;
-}
-
 /** Options for {@link GcsStore.open}. */
 export interface GcsStoreOptions {
   /** E.g. the emulator's URL. Default: `STORAGE_EMULATOR_HOST` if set, else real GCS. */
   apiEndpoint?: string;
   retry?: RetryPolicy;
-  /** Resumable chunk size (multiple of 256 KiB; default 16 MiB): memory per upload, and what a reset resends. */
+  /** No byte sent or received for this long aborts a request (default ACTSHARD_GCS_STALL_TIMEOUT_S or 60 s). */
+  stallTimeoutMs?: number;
+  /** Resumable chunk size (multiple of 256 KiB; default 16 MiB): memory per upload, and what a failure resends. */
   chunkSize?: number;
   /** Check that the bucket/prefix can be listed at open (default true). */
   checkAccess?: boolean;
+  /** Told about each retry wait (default: one line on stderr). */
+  onRetry?: (n: RetryNotice) => void;
 }
 
 /** Local facts of a file to upload. */
@@ -71,38 +73,49 @@ export interface LocalFileFacts {
   crc32c: number;
 }
 
-const DEFAULT_RETRY: Required<RetryPolicy> = {
-  maxAttempts: 6,
-  initialDelayMs: 500,
-  maxDelayMs: 16_000,
-  totalTimeoutMs: 15 * 60_000,
-};
+/** The endpoint to use: explicit, else STORAGE_EMULATOR_HOST, else Google's; and whether it is an emulator. */
+export function gcsEndpoint(apiEndpoint?: string): { url: string; emulator: boolean } {
+  let emu = apiEndpoint;
+  if (!emu) {
+    try {
+      emu = Deno.env.get("STORAGE_EMULATOR_HOST") || undefined;
+    } catch { /* no env access */ }
+  }
+  if (!emu) return { url: "https://storage.googleapis.com", emulator: false };
+  if (!/^https?:\/\//.test(emu)) emu = `http://${emu}`;
+  return { url: emu.replace(/\/+$/, "").replace(/\/storage\/v1$/, ""), emulator: true };
+}
+
+/** A retry wait as one progress line. */
+export function retryLine(n: RetryNotice): string {
+  return `gcs: ${n.what} ${n.where}: ${n.reason}; retrying in ${(n.delayMs / 1000).toFixed(1)} s ` +
+    `(attempt ${n.attempt + 1}, gives up in ${(n.deadlineLeftMs / 1000).toFixed(0)} s)`;
+}
+
+/** Default retry notice: one line on stderr, so a run that is waiting says so. */
+export function logRetry(n: RetryNotice): void {
+  console.error(retryLine(n));
+}
 
 /** A dataset root in a GCS bucket. */
 export class GcsStore implements BlobStore {
   readonly url: string;
-  readonly #bucket: Bucket;
-  readonly #uploadBucket: Bucket;
-  readonly #retry: Required<RetryPolicy>;
-  readonly #chunkSize: number;
+  readonly transport: GcsTransport;
+  readonly chunkSize: number;
+  /** How this process authenticates (undefined against an emulator). */
+  readonly credentials?: Credentials;
 
   private constructor(
     readonly bucket: string,
     readonly prefix: string,
-    readonly storage: Storage,
-    opts: GcsStoreOptions,
+    transport: GcsTransport,
+    chunkSize: number,
+    credentials?: Credentials,
   ) {
     this.url = prefix ? `gs://${bucket}/${prefix}` : `gs://${bucket}`;
-    this.#bucket = storage.bucket(bucket);
-    // Uploads: no retries inside the client. Its in-session resume can emit an unhandled RangeError when a
-    // retryable status hits the last chunk (seen with 8.4.0); our loop restarts the upload instead, which is
-    // safe because the object only appears when complete and ifGenerationMatch=0 guards it.
-    this.#uploadBucket = new Storage({
-      ...(opts.apiEndpoint ? { apiEndpoint: opts.apiEndpoint } : {}),
-      retryOptions: { autoRetry: false, maxRetries: 0 },
-    }).bucket(bucket);
-    this.#retry = { ...DEFAULT_RETRY, ...opts.retry };
-    this.#chunkSize = opts.chunkSize ?? 16 * 1024 * 1024;
+    this.transport = transport;
+    this.chunkSize = chunkSize;
+    this.credentials = credentials;
   }
 
   /** Open `gs://bucket/prefix`; checks credentials and access with one list call (unless told not to). */
@@ -115,117 +128,141 @@ export class GcsStore implements BlobStore {
         hint: "give the bucket's name only (e.g. --gcs_bucket my-bucket; the path goes in --gcs_prefix)",
       });
     }
-    const retry = { ...DEFAULT_RETRY, ...opts.retry };
-    const storage = new Storage({
-      ...(opts.apiEndpoint ? { apiEndpoint: opts.apiEndpoint } : {}),
-      retryOptions: {
-        autoRetry: true,
-        maxRetries: 4,
-        retryDelayMultiplier: 2,
-        // Seconds; the client's first delay is ~1 s + jitter, capped by this.
-        maxRetryDelay: Math.max(1, Math.min(retry.maxDelayMs, 32_000) / 1000), // the client needs >= 1 s
-        totalTimeout: Math.max(1, retry.totalTimeoutMs / 1000),
-        // We always send preconditions (ifGenerationMatch), but the client treats `0` as "no precondition"
-        // and would then not retry uploads at all.
-        idempotencyStrategy: IdempotencyStrategy.RetryAlways,
-      },
+    const ep = gcsEndpoint(opts.apiEndpoint);
+    const credentials = ep.emulator ? undefined : await findCredentials();
+    const transport = new GcsTransport({
+      endpoint: ep.url,
+      token: credentials ? () => credentials.token() : null,
+      stallTimeoutMs: opts.stallTimeoutMs,
+      retry: opts.retry,
+      onRetry: opts.onRetry ?? logRetry,
     });
-    const s = new GcsStore(bucket, prefix.replace(/^\/+|\/+$/g, ""), storage, opts);
+    // ACTSHARD_GCS_CHUNK_SIZE (bytes): a tuning and test knob (memory per upload vs. requests per shard).
+    const chunk = opts.chunkSize ?? envNumber("ACTSHARD_GCS_CHUNK_SIZE") ?? 16 * 1024 * 1024;
+    const s = new GcsStore(bucket, prefix.replace(/^\/+|\/+$/g, ""), transport, chunk, credentials);
     if (opts.checkAccess ?? true) {
       try {
-        await s.#bucket.getFiles({ prefix: s.#key(""), maxResults: 1, autoPaginate: false });
+        await s.#listPage(s.prefix ? `${s.prefix}/` : "", undefined, 1);
       } catch (e) {
-        throw gcsError(e, `gs://${bucket}`, "cannot access bucket");
+        throw s.error(e, `gs://${bucket}`, "cannot access bucket");
       }
     }
     return s;
   }
 
   /** Full object key for a name relative to the root. */
-  #key(name: string): string {
+  key(name: string): string {
     return this.prefix ? `${this.prefix}/${name}` : name;
   }
 
   /** `gs://` URL of a name relative to the root. */
   objectUrl(name: string): string {
-    return `gs://${this.bucket}/${this.#key(name)}`;
+    return `gs://${this.bucket}/${this.key(name)}`;
   }
 
-  #file(name: string): File {
-    return this.#bucket.file(this.#key(name));
+  /** JSON-API path of an object (relative to /storage/v1 or /upload/storage/v1). */
+  objectPath(name: string): string {
+    return `/b/${encodeURIComponent(this.bucket)}/o/${encodeURIComponent(this.key(name))}`;
+  }
+
+  async #listPage(prefix: string, pageToken: string | undefined, max = 1000) {
+    const t = this.transport;
+    const url = t.jsonUrl(`/b/${encodeURIComponent(this.bucket)}/o`, { prefix, pageToken, maxResults: max });
+    return await t.retrying("list", this.url, async () => {
+      const r = await t.request("GET", url);
+      return await r.json() as { items?: Record<string, unknown>[]; nextPageToken?: string };
+    });
   }
 
   async list(): Promise<ObjectInfo[]> {
     try {
-      const [files] = await this.#bucket.getFiles({ prefix: this.prefix ? `${this.prefix}/` : "" });
+      const out: ObjectInfo[] = [];
       const cut = this.prefix ? this.prefix.length + 1 : 0;
-      return files.map((f) => toInfo(f.metadata as Record<string, unknown>, cut))
-        .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+      let token: string | undefined;
+      do {
+        const page = await this.#listPage(this.prefix ? `${this.prefix}/` : "", token);
+        for (const m of page.items ?? []) out.push(toInfo(m, cut));
+        token = page.nextPageToken;
+      } while (token);
+      return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     } catch (e) {
-      throw gcsError(e, this.url, "cannot list objects");
+      throw this.error(e, this.url, "cannot list objects");
     }
   }
 
   async stat(name: string): Promise<ObjectInfo | null> {
+    const t = this.transport;
     try {
-      const [m] = await this.#file(name).getMetadata();
-      return toInfo(m as Record<string, unknown>, this.prefix ? this.prefix.length + 1 : 0);
+      return await t.retrying("stat", this.objectUrl(name), async () => {
+        try {
+          const r = await t.request("GET", t.jsonUrl(this.objectPath(name)));
+          return toInfo(await r.json(), this.prefix ? this.prefix.length + 1 : 0);
+        } catch (e) {
+          if (e instanceof GcsRequestError && e.status === 404) return null;
+          throw e;
+        }
+      });
     } catch (e) {
-      if (statusOf(e) === 404) return null;
-      throw gcsError(e, this.objectUrl(name), "cannot stat object");
+      throw this.error(e, this.objectUrl(name), "cannot stat object");
     }
   }
 
   async read(name: string): Promise<Uint8Array> {
-    try {
-      const [buf] = await this.#file(name).download();
-      return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
-    } catch (e) {
-      throw gcsError(e, this.objectUrl(name), "cannot read object");
+    for (let tries = 1;; tries++) {
+      try {
+        const parts: Uint8Array[] = [];
+        for await (const c of downloadRange(this, name, 0, undefined)) parts.push(c);
+        return concat(parts);
+      } catch (e) {
+        // A whole-object CRC-32C mismatch is damage in transit (GCS checks what it stores): read it again.
+        if (tries < 3 && e instanceof GcsRequestError && e.cause_kind === "checksum") continue;
+        throw this.error(e, this.objectUrl(name), "cannot read object");
+      }
     }
   }
 
   async readRange(name: string, start: number, end: number): Promise<Uint8Array> {
     if (end <= start) return new Uint8Array();
+    let buf: Uint8Array;
     try {
-      const [buf] = await this.#file(name).download({ start, end: end - 1 });
-      if (buf.byteLength !== end - start) {
-        throw new ActshardError(`short ranged read: got ${buf.byteLength} of ${end - start} bytes`, {
-          where: this.objectUrl(name),
-          kind: "remote",
-        });
-      }
-      return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+      const parts: Uint8Array[] = [];
+      for await (const c of downloadRange(this, name, start, end)) parts.push(c);
+      buf = concat(parts);
     } catch (e) {
-      if (e instanceof ActshardError) throw e;
-      throw gcsError(e, this.objectUrl(name), "cannot read object range");
+      throw this.error(e, this.objectUrl(name), "cannot read object range");
     }
+    if (buf.byteLength !== end - start) {
+      throw new ActshardError(`short ranged read: got ${buf.byteLength} of ${end - start} bytes`, {
+        where: this.objectUrl(name),
+        kind: "remote",
+      });
+    }
+    return buf;
   }
 
   // deno-lint-ignore require-await
   async openRead(name: string): Promise<ReadableStream<Uint8Array>> {
-    const node = this.#file(name).createReadStream({ validation: "crc32c" });
+    const it = downloadRange(this, name, 0, undefined);
     const where = this.objectUrl(name);
-    const it = node[Symbol.asyncIterator]();
     return new ReadableStream<Uint8Array>({
-      async pull(ctl) {
+      pull: async (ctl) => {
         try {
           const { value, done } = await it.next();
           if (done) ctl.close();
-          else ctl.enqueue(new Uint8Array(value.buffer, value.byteOffset, value.byteLength));
+          else ctl.enqueue(value);
         } catch (e) {
-          ctl.error(gcsError(e, where, "cannot read object"));
+          ctl.error(this.error(e, where, "cannot read object"));
         }
       },
-      cancel() {
-        node.destroy();
+      async cancel() {
+        await it.return(undefined);
       },
     });
   }
 
   /**
    * Upload a local file as `name` (resumable, chunked, `ifGenerationMatch: 0`), retrying transient failures
-   * within the retry policy, and return the remote object once its size and CRC-32C equal the local ones.
+   * within the retry deadline, and return the remote object once its size and CRC-32C equal the local ones.
    * If the object already exists with the same size and CRC-32C, that object is returned (idempotent rerun).
    */
   async uploadFile(
@@ -235,66 +272,146 @@ export class GcsStore implements BlobStore {
   ): Promise<ObjectInfo> {
     const local = opts.local ?? await fileFacts(localPath);
     const where = this.objectUrl(name);
-    return await this.#withRetry(where, async () => {
-      try {
-        await this.#uploadBucket.upload(localPath, {
-          destination: this.#key(name),
-          resumable: true,
-          chunkSize: this.#chunkSize,
-          validation: "crc32c",
-          preconditionOpts: { ifGenerationMatch: 0 },
-          metadata: { contentType: opts.contentType ?? "application/octet-stream" },
-        });
-      } catch (e) {
-        if (statusOf(e) !== 412) throw e;
-        // Exists already (a previous run, or an earlier attempt whose answer was lost): compare below.
-      }
-      return await this.#confirm(name, local, where);
-    });
+    try {
+      const res = await uploadResumable(this, localPath, name, local, opts.contentType);
+      return await this.#confirm(name, local, where, res ? toInfo(res, this.#cut) : null);
+    } catch (e) {
+      throw this.error(e, where, "upload failed");
+    }
+  }
+
+  get #cut(): number {
+    return this.prefix ? this.prefix.length + 1 : 0;
   }
 
   /**
-   * Write a small object (metadata.json) in one request, replacing whatever is there, and confirm it.
-   * The write is conditional on the generation seen just before, so two writers cannot interleave silently.
+   * Write a small object (metadata.json) in one request and confirm it. Conditional: on `ifGenerationMatch`
+   * when given (the generation this writer last saw: a 412 with other content means another writer), else on
+   * the generation seen just before. Returns the object written.
    */
-  async writeSmall(name: string, data: Uint8Array, contentType = "application/json"): Promise<ObjectInfo> {
+  async writeSmall(
+    name: string,
+    data: Uint8Array,
+    contentType = "application/json",
+    opts: { ifGenerationMatch?: string } = {},
+  ): Promise<ObjectInfo> {
+    const where = this.objectUrl(name);
+    let gen = opts.ifGenerationMatch;
+    if (gen === undefined) {
+      const before = await this.stat(name);
+      if (before && before.size === data.byteLength && before.crc32c === crc32c(data)) return before;
+      gen = before?.generation ?? "0";
+    }
+    const r = await this.tryWrite(name, data, contentType, gen);
+    if ("written" in r) return r.written;
+    throw new ActshardError(
+      `${name} was changed by another writer (generation ${
+        r.conflict?.generation ?? "none"
+      }, expected ${gen})`,
+      {
+        where,
+        kind: "remote",
+        hint: "two runs write this prefix; stop one of them, or give each its own --gcs_prefix",
+      },
+    );
+  }
+
+  /**
+   * Write `data` as `name` if its generation is `ifGenerationMatch` ("0": only if absent). A 412 whose object
+   * holds exactly `data` (our own earlier attempt whose answer was lost) counts as written; otherwise the
+   * object that won is returned as `conflict` (null if it is gone again).
+   */
+  async tryWrite(
+    name: string,
+    data: Uint8Array,
+    contentType: string,
+    ifGenerationMatch: string,
+  ): Promise<{ written: ObjectInfo } | { conflict: ObjectInfo | null }> {
     const where = this.objectUrl(name);
     const local = { size: data.byteLength, crc32c: crc32c(data) };
-    return await this.#withRetry(where, async () => {
-      const before = await this.stat(name);
-      if (before && before.size === local.size && before.crc32c === local.crc32c) return before;
-      try {
-        await this.#file(name).save(Buffer.from(data), {
-          resumable: false,
-          validation: "crc32c",
-          contentType,
-          preconditionOpts: { ifGenerationMatch: before ? Number(before.generation) : 0 },
-        });
-      } catch (e) {
-        if (statusOf(e) !== 412) throw e;
-      }
-      const after = await this.stat(name);
-      if (!after || after.size !== local.size || after.crc32c !== local.crc32c) {
-        throw Object.assign(new Error("object changed concurrently"), { code: 503 }); // retry
-      }
-      return after;
+    const t = this.transport;
+    const boundary = `actshard-${crypto.randomUUID()}`;
+    const meta = JSON.stringify({ name: this.key(name), contentType, crc32c: crc32cBase64(local.crc32c) });
+    const te = new TextEncoder();
+    const body = concat([
+      te.encode(`--${boundary}\r\ncontent-type: application/json; charset=UTF-8\r\n\r\n${meta}\r\n`),
+      te.encode(`--${boundary}\r\ncontent-type: ${contentType}\r\n\r\n`),
+      data,
+      te.encode(`\r\n--${boundary}--\r\n`),
+    ]);
+    const url = t.uploadUrl(`/b/${encodeURIComponent(this.bucket)}/o`, {
+      uploadType: "multipart",
+      name: this.key(name),
+      ifGenerationMatch,
     });
-  }
-
-  /** Delete an object (absent is fine). */
-  async delete(name: string): Promise<void> {
     try {
-      await this.#file(name).delete({ ignoreNotFound: true });
+      return await t.retrying("write", where, async () => {
+        try {
+          const r = await t.request("POST", url, {
+            headers: { "content-type": `multipart/related; boundary=${boundary}` },
+            body,
+          });
+          const info = toInfo(await r.json(), this.#cut);
+          if (info.size === local.size && info.crc32c === local.crc32c) return { written: info };
+          throw new GcsRequestError("the object written differs from what was sent", 0, true, "checksum");
+        } catch (e) {
+          if (!(e instanceof GcsRequestError) || e.status !== 412) throw e;
+          const now = await this.stat(name);
+          if (now && now.size === local.size && now.crc32c === local.crc32c) return { written: now };
+          return { conflict: now };
+        }
+      });
     } catch (e) {
-      throw gcsError(e, this.objectUrl(name), "cannot delete object");
+      throw this.error(e, where, "cannot write object");
     }
   }
 
-  async #confirm(name: string, local: LocalFileFacts, where: string): Promise<ObjectInfo> {
-    const remote = await this.stat(name);
-    if (!remote) {
-      throw Object.assign(new Error("upload reported success but the object is absent"), { code: 503 });
+  /** Delete an object (absent is fine); `ifGenerationMatch` makes it conditional. */
+  async delete(name: string, opts: { ifGenerationMatch?: string } = {}): Promise<void> {
+    const t = this.transport;
+    try {
+      await t.retrying("delete", this.objectUrl(name), async () => {
+        try {
+          (await t.request("DELETE", t.jsonUrl(this.objectPath(name), opts))).release();
+        } catch (e) {
+          if (e instanceof GcsRequestError && e.status === 404) return;
+          throw e;
+        }
+      });
+    } catch (e) {
+      throw this.error(e, this.objectUrl(name), "cannot delete object");
     }
+  }
+
+  /**
+   * Prove this process may write under the prefix before any work: create a tiny object with
+   * `ifGenerationMatch=0`, then delete it. A read-only account or a VM without write scope fails here.
+   */
+  async probeWrite(): Promise<void> {
+    if (this.credentials && !scopesAllowWrite(this.credentials.vmScopes)) {
+      throw new ActshardError("this VM's access scopes do not allow writing to GCS", {
+        where: this.url,
+        kind: "remote",
+        hint: `its scopes are ${this.credentials.vmScopes!.join(", ") || "none"}; stop the VM and set its ` +
+          "access scopes to include Storage read/write (or cloud-platform), or run with a key file " +
+          "(GOOGLE_APPLICATION_CREDENTIALS)",
+      });
+    }
+    const name = `.actshard-write-probe-${crypto.randomUUID()}`;
+    const r = await this.tryWrite(name, new TextEncoder().encode("probe\n"), "text/plain", "0").catch((e) => {
+      throw this.error((e as ActshardError).cause ?? e, this.url, "cannot write under this prefix");
+    });
+    if ("written" in r) await this.delete(name, { ifGenerationMatch: r.written.generation });
+  }
+
+  async #confirm(
+    name: string,
+    local: LocalFileFacts,
+    where: string,
+    known: ObjectInfo | null,
+  ): Promise<ObjectInfo> {
+    const remote = known ?? await this.stat(name);
+    if (!remote) throw new GcsRequestError("upload reported success but the object is absent", 503, true);
     if (remote.size !== local.size || remote.crc32c !== local.crc32c) {
       throw new ActshardError(
         `a different object already exists at ${where} (remote ${remote.size} bytes, crc32c ${
@@ -310,32 +427,9 @@ export class GcsStore implements BlobStore {
     return remote;
   }
 
-  async #withRetry<T>(where: string, fn: () => Promise<T>): Promise<T> {
-    const p = this.#retry;
-    const t0 = Date.now();
-    let delay = p.initialDelayMs;
-    for (let attempt = 1;; attempt++) {
-      try {
-        return await fn();
-      } catch (e) {
-        if (e instanceof ActshardError) throw e;
-        const elapsed = Date.now() - t0;
-        if (!isRetryable(e) || attempt >= p.maxAttempts || elapsed + delay > p.totalTimeoutMs) {
-          const err = gcsError(e, where, "upload failed");
-          if (isRetryable(e)) {
-            throw new ActshardError(`upload failed after ${attempt} attempts: ${err.message}`, {
-              where,
-              kind: "remote",
-              hint: "the local file was kept; rerun (or `deno task upload`) once GCS is reachable",
-              cause: e,
-            });
-          }
-          throw err;
-        }
-        await new Promise((r) => setTimeout(r, delay * (0.5 + Math.random() / 2)));
-        delay = Math.min(delay * 2, p.maxDelayMs);
-      }
-    }
+  /** One-line ActshardError for a failure, with a hint that fits where this process runs. */
+  error(e: unknown, where: string, what: string): ActshardError {
+    return gcsError(e, where, what, this.credentials);
   }
 }
 
@@ -351,7 +445,8 @@ export async function fileFacts(path: string): Promise<LocalFileFacts> {
   return { size, crc32c: c.value() };
 }
 
-function toInfo(m: Record<string, unknown>, cut: number): ObjectInfo {
+/** An object resource → ObjectInfo with the name relative to the root (`cut` = prefix length + 1). */
+export function toInfo(m: Record<string, unknown>, cut: number): ObjectInfo {
   return {
     name: String(m.name).slice(cut),
     size: Number(m.size),
@@ -360,64 +455,14 @@ function toInfo(m: Record<string, unknown>, cut: number): ObjectInfo {
   };
 }
 
-/** HTTP status of a client error, when it has one. */
-export function statusOf(e: unknown): number | undefined {
-  const c = (e as { code?: unknown; status?: unknown })?.code ?? (e as { status?: unknown })?.status;
-  const n = typeof c === "string" ? Number(c) : c;
-  return typeof n === "number" && Number.isFinite(n) ? n : undefined;
-}
-
-const TRANSIENT_CODES = new Set([408, 429, 500, 502, 503, 504]);
-const TRANSIENT_TEXT =
-  /ECONNRESET|ECONNREFUSED|EPIPE|ETIMEDOUT|EAI_AGAIN|socket hang up|aborted|premature close|connection (closed|reset)|Retry limit exceeded|Retry total time limit|checksum mismatch|FILE_NO_UPLOAD|network|body/i;
-
-function isRetryable(e: unknown): boolean {
-  if (isAuthError(e)) return false;
-  const s = statusOf(e);
-  if (s !== undefined && TRANSIENT_CODES.has(s)) return true;
-  if (s !== undefined && s >= 400 && s < 500) return false;
-  const text = `${(e as Error)?.message ?? ""} ${(e as { code?: unknown })?.code ?? ""}`;
-  return TRANSIENT_TEXT.test(text);
-}
-
-function isAuthError(e: unknown): boolean {
-  const s = statusOf(e);
-  const msg = String((e as Error)?.message ?? e);
-  return s === 401 || s === 403 ||
-    /default credentials|invalid_grant|invalid authentication|reauth|Could not refresh access token|unauthorized_client/i
-      .test(msg);
-}
-
-/** One-line ActshardError for a client failure; never includes credentials (only the client's message). */
-export function gcsError(e: unknown, where: string, what: string): ActshardError {
-  if (e instanceof ActshardError) return e;
-  const msg = String((e as Error)?.message ?? e).split("\n")[0].slice(0, 300);
-  const s = statusOf(e);
-  if (/default credentials/i.test(msg)) {
-    return new ActshardError(`${what}: no Google credentials found`, {
-      where,
-      kind: "remote",
-      hint:
-        "run `gcloud auth application-default login` (or set GOOGLE_APPLICATION_CREDENTIALS to a key file)",
-      cause: e,
-    });
+/** Concatenate byte arrays. */
+export function concat(parts: Uint8Array[]): Uint8Array {
+  if (parts.length === 1) return parts[0];
+  const out = new Uint8Array(parts.reduce((s, p) => s + p.byteLength, 0));
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.byteLength;
   }
-  if (isAuthError(e)) {
-    return new ActshardError(`${what}: credentials were refused (${s ?? "auth error"})`, {
-      where,
-      kind: "remote",
-      hint:
-        "run `gcloud auth application-default login` with an account that can read/write this bucket (roles/storage.objectAdmin)",
-      cause: e,
-    });
-  }
-  if (s === 404) {
-    return new ActshardError(`${what}: not found (${msg})`, {
-      where,
-      kind: "remote",
-      hint: "check the bucket name (it must exist) and the prefix",
-      cause: e,
-    });
-  }
-  return new ActshardError(`${what}: ${msg}`, { where, kind: "remote", cause: e });
+  return out;
 }

@@ -1,7 +1,7 @@
 /**
  * Scripted faults for the GCS emulator: tests tell it to answer the next N matching requests with an HTTP error
  * (429, 503, …), to drop the connection after part of an upload chunk arrived ("reset"), or to cut a download
- * short ("truncate"). Rules are matched in the order added; each has a budget (`times`, default 1; `Infinity`
+ * short ("truncate"), or to accept a request and never answer it ("stall"). Rules are matched in the order added; each has a budget (`times`, default 1; `Infinity`
  * = a fault that never clears) and can let the first `skip` matching requests through.
  *
  * @example
@@ -34,9 +34,11 @@ export interface FaultRule {
   /**
    * `status`: answer with `status` and a GCS-style JSON error; `reset`: read about half of the request body
    * (uploads keep those bytes, as GCS may), then abort the connection; `truncate`: send the right headers
-   * (full Content-Length) but only half the body, then abort.
+   * (full Content-Length) but only half the body, then abort; `stall`: accept the request and never answer
+   * nor read its body (the connection stays open until the client gives up) — the commonest real-world hang;
+   * `stall-body` (downloads): send the headers and half the body, then nothing until the client gives up.
    */
-  kind: "status" | "reset" | "truncate";
+  kind: "status" | "reset" | "truncate" | "stall" | "stall-body";
   /** For `status` (default 503). */
   status?: number;
   /** How many matching requests it hits (default 1; `Infinity` never clears). */

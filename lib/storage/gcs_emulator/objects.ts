@@ -1,6 +1,6 @@
 /**
  * Object reads in the GCS emulator: media downloads (whole or ranged, with `truncate`/`reset` faults cutting the
- * body halfway) and listing (prefix, delimiter, start/end offsets, pages).
+ * body halfway, `stall-body` sending half and then nothing) and listing (prefix, delimiter, start/end offsets, pages).
  */
 import type { FaultRule } from "./faults.ts";
 import { EmulatorStore, GcsHttpError, ObjectResource } from "./store.ts";
@@ -22,7 +22,7 @@ export function download(
     "x-goog-generation": o.generation,
     "x-goog-metageneration": o.metageneration,
     "x-goog-stored-content-length": o.size,
-    "x-goog-stored-content-encoding": "identity",
+    "x-goog-stored-content-encoding": o.contentEncoding ?? "identity",
     "x-goog-hash": `crc32c=${o.crc32c},md5=${o.md5Hash}`,
     etag: o.etag,
     "accept-ranges": "bytes",
@@ -46,17 +46,26 @@ export function download(
   }
   headers["content-length"] = String(end - start);
   const truncate = fault?.kind === "truncate" || fault?.kind === "reset";
-  const limit = truncate ? Math.floor((end - start) / 2) : end - start;
-  const body = fileRange(store.dataPath(o.bucket, o.generation), start, limit, truncate);
+  const stallBody = fault?.kind === "stall-body";
+  const limit = truncate || stallBody ? Math.floor((end - start) / 2) : end - start;
+  const body = fileRange(
+    store.dataPath(o.bucket, o.generation),
+    start,
+    limit,
+    truncate ? "fail" : stallBody ? req.signal : "close",
+  );
   return new Response(body, { status, headers });
 }
 
-/** `length` bytes of a file from `start`; when `thenFail`, the stream errors after them (a cut connection). */
+/**
+ * `length` bytes of a file from `start`, then: "close" (the end), "fail" (the stream errors: a cut connection),
+ * or, given the request's signal, nothing more until the client gives up (a body that stalls halfway).
+ */
 function fileRange(
   path: string,
   start: number,
   length: number,
-  thenFail: boolean,
+  then: "close" | "fail" | AbortSignal,
 ): ReadableStream<Uint8Array> {
   let file: Deno.FsFile | null = null;
   let left = length;
@@ -68,8 +77,12 @@ function fileRange(
       }
       if (left <= 0) {
         file.close();
-        if (thenFail) c.error(new Error("emulator: injected truncated body"));
-        else c.close();
+        if (then === "fail") c.error(new Error("emulator: injected truncated body"));
+        else if (then === "close") c.close();
+        else {
+          await new Promise<void>((r) => then.addEventListener("abort", () => r(), { once: true }));
+          c.error(new Error("emulator: stalled body abandoned by the client"));
+        }
         return;
       }
       const buf = new Uint8Array(Math.min(left, 256 * 1024));
@@ -89,10 +102,16 @@ function fileRange(
 }
 
 /** One page of `objects.list` for `bucket` with the query's prefix, delimiter, offsets and page token. */
-export async function listPage(store: EmulatorStore, bucket: string, q: URLSearchParams): Promise<unknown> {
+export async function listPage(
+  store: EmulatorStore,
+  bucket: string,
+  q: URLSearchParams,
+  pageSize?: number,
+): Promise<unknown> {
   const prefix = q.get("prefix") ?? "";
   const delimiter = q.get("delimiter") ?? "";
-  const max = Math.max(1, Math.min(1000, Number(q.get("maxResults") ?? 1000) || 1000));
+  const asked = Math.max(1, Math.min(1000, Number(q.get("maxResults") ?? 1000) || 1000));
+  const max = pageSize ? Math.min(asked, Math.max(1, pageSize)) : asked;
   const after = q.get("pageToken") ? atob(q.get("pageToken")!) : null;
   const startOffset = q.get("startOffset");
   const endOffset = q.get("endOffset");

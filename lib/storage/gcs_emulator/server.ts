@@ -53,8 +53,12 @@ export interface GcsEmulatorOptions {
   dir?: string;
   /** Hostname to bind (default 127.0.0.1). */
   hostname?: string;
-  /** Create buckets on first reference (default true); false makes unknown buckets 404 as on GCS. */
+  /** Create buckets on first reference (default false: unknown buckets are 404, as on GCS). */
   autoCreateBuckets?: boolean;
+  /** At most this many entries per list page, whatever maxResults asks (GCS may return short pages). */
+  listPageSize?: number;
+  /** Answer 429 to a second write of one object name within a second (GCS's per-object rate limit). */
+  objectWriteRateLimit?: boolean;
   /** Buckets to create at start. */
   buckets?: string[];
 }
@@ -64,7 +68,9 @@ export async function startGcsEmulator(opts: GcsEmulatorOptions = {}): Promise<G
   const ownDir = opts.dir === undefined;
   const dir = opts.dir ?? await Deno.makeTempDir({ prefix: "actshard-gcs-emu-" });
   let url = "";
-  const store = await EmulatorStore.open(dir, () => url, opts.autoCreateBuckets ?? true);
+  const store = await EmulatorStore.open(dir, () => url, opts.autoCreateBuckets ?? false);
+  store.listPageSize = opts.listPageSize;
+  store.objectWriteRateLimit = opts.objectWriteRateLimit ?? false;
   for (const b of opts.buckets ?? []) await store.bucket(b).catch(() => store.createBucket(b));
   const faults = new FaultScript();
   const ac = new AbortController();
@@ -109,6 +115,13 @@ async function handle(
     const r = route(req.method, u);
     if (r.op === "admin") return await admin(req, u, faults);
     const fault = r.op === "unknown" ? null : faults.take({ op: r.op, object: r.object } as FaultTarget);
+    if (fault?.kind === "stall") {
+      // Accepted, never answered, body never read: held until the client drops the connection.
+      await new Promise<void>((resolve) =>
+        req.signal.addEventListener("abort", () => resolve(), { once: true })
+      );
+      return new Response(null, { status: 504 });
+    }
     if (fault?.kind === "status") {
       await req.body?.cancel();
       const status = fault.status ?? 503;
@@ -146,7 +159,7 @@ async function dispatch(
     case "bucket-get":
       return json((await store.bucket(r.bucket!)).res);
     case "object-list":
-      return json(await listPage(store, r.bucket!, q));
+      return json(await listPage(store, r.bucket!, q, store.listPageSize));
     case "object-get": {
       const o = await store.object(r.bucket!, r.object!, q.get("generation"));
       store.checkPreconditions(o, pre);

@@ -37,6 +37,8 @@ export interface ObjectResource {
   generation: string;
   metageneration: string;
   contentType: string;
+  /** Kept as given (e.g. "gzip"); the emulator never transcodes. */
+  contentEncoding?: string;
   storageClass: string;
   size: string;
   md5Hash: string;
@@ -57,6 +59,7 @@ export interface UploadSession {
   /** Bytes received and persisted so far. */
   received: number;
   contentType: string;
+  contentEncoding?: string;
   metadata?: Record<string, string>;
   ifGenerationMatch?: string;
   ifGenerationNotMatch?: string;
@@ -89,6 +92,11 @@ export class EmulatorStore {
   #buckets = new Map<string, { res: BucketResource; objects: Map<string, ObjectResource> }>();
   #sessions = new Map<string, UploadSession>();
   #lastGen = 0;
+  #lastWrite = new Map<string, number>();
+  /** See GcsEmulatorOptions.listPageSize. */
+  listPageSize?: number;
+  /** See GcsEmulatorOptions.objectWriteRateLimit. */
+  objectWriteRateLimit = false;
 
   private constructor(readonly dir: string, readonly baseUrl: () => string, readonly autoCreate: boolean) {}
 
@@ -213,6 +221,7 @@ export class EmulatorStore {
     tmpPath: string,
     opts: {
       contentType?: string;
+      contentEncoding?: string;
       metadata?: Record<string, string>;
       pre: Preconditions;
       expectCrc32c?: string;
@@ -221,6 +230,7 @@ export class EmulatorStore {
   ): Promise<ObjectResource> {
     const b = await this.bucket(bucket);
     try {
+      this.#rateLimit(bucket, name);
       const { size, crc, md5 } = await hashFile(tmpPath);
       if (opts.expectCrc32c && opts.expectCrc32c !== crc) {
         throw new GcsHttpError(
@@ -255,6 +265,7 @@ export class EmulatorStore {
         generation,
         metageneration: "1",
         contentType: opts.contentType || "application/octet-stream",
+        ...(opts.contentEncoding ? { contentEncoding: opts.contentEncoding } : {}),
         storageClass: "STANDARD",
         size: String(size),
         md5Hash: md5,
@@ -274,6 +285,22 @@ export class EmulatorStore {
       if (tmpPath) await Deno.remove(tmpPath).catch(() => {});
       throw e;
     }
+  }
+
+  /** GCS allows about one write per second to one object name; faster ones get 429 (when modelled). */
+  #rateLimit(bucket: string, name: string): void {
+    if (!this.objectWriteRateLimit) return;
+    const key = `${bucket}/${name}`;
+    const now = Date.now();
+    const last = this.#lastWrite.get(key);
+    if (last !== undefined && now - last < 1000) {
+      throw new GcsHttpError(
+        429,
+        "The object exceeded the rate limit for object mutation operations (create, update, and delete).",
+        "rateLimitExceeded",
+      );
+    }
+    this.#lastWrite.set(key, now);
   }
 
   /** Update an object's custom metadata / content type (PATCH): bumps metageneration. */

@@ -30,6 +30,7 @@ export async function uploadInsert(
       name,
       total: len ? Number(len) : undefined,
       contentType: req.headers.get("x-upload-content-type") ?? meta.contentType ?? "application/octet-stream",
+      contentEncoding: meta.contentEncoding,
       metadata: meta.metadata,
       ifGenerationMatch: pre.ifGenerationMatch ?? undefined,
       ifGenerationNotMatch: pre.ifGenerationNotMatch ?? undefined,
@@ -61,6 +62,7 @@ export async function uploadInsert(
     const hash = googHash(req.headers);
     const res = await store.commitObject(bucket, name, tmp, {
       contentType,
+      contentEncoding: meta.contentEncoding,
       metadata: meta.metadata,
       pre,
       expectCrc32c: hash.crc32c ?? meta.crc32c,
@@ -133,6 +135,7 @@ export async function uploadChunk(
     try {
       const res = await store.commitObject(sess.bucket, sess.name, tmp, {
         contentType: sess.contentType,
+        contentEncoding: sess.contentEncoding,
         metadata: sess.metadata,
         pre: { ifGenerationMatch: sess.ifGenerationMatch, ifGenerationNotMatch: sess.ifGenerationNotMatch },
         expectCrc32c: hash.crc32c ?? sess.crc32c,

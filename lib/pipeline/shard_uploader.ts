@@ -1,0 +1,462 @@
+/**
+ * Background upload of finished shards to `gs://bucket/prefix/`, as the extract pipeline (and `upload`) uses
+ * it: bounded concurrency, each shard confirmed by the remote size + CRC-32C before it counts, then
+ * `onVerified` (the caller records gcs_path/generation/verified in its metadata), then metadata.json is
+ * published listing only verified shards, then — if asked — the local shard file is removed. The local
+ * metadata.json is never touched here. A failure that survives the retries keeps the local shard and makes
+ * {@link ShardUploader.drain} reject with a clear error.
+ *
+ * @example
+ * ```ts
+ * import { ShardUploader } from "./shard_uploader.ts";
+ * import type { ShardWriter } from "../shard/writer.ts";
+ * import type { ShardEntry } from "../shard/metadata.ts";
+ * declare const writer: ShardWriter, entry: ShardEntry;
+ * const up: ShardUploader = await ShardUploader.create({
+ *   bucket: "b", prefix: "activations", localDir: "out",
+ *   onVerified: async (e, remote) => {
+ *     await writer.updateShard(e.shard_id, { gcs_path: up.gcsPath(e), gcs_generation: remote.generation, gcs_verified: true });
+ *   },
+ *   getMetadata: () => writer.metadata,
+ * });
+ * up.enqueue(entry);        // as each shard is closed
+ * await up.drain();         // at the end: throws if any upload failed
+ * await up.publishMetadata();
+ * await up.release();       // the prefix's writer lease
+ * ```
+ */
+import { join } from "node:path";
+import { ActshardError } from "../errors.ts";
+import {
+  type DatasetMetadata,
+  METADATA_NAME,
+  readMetadata,
+  type ShardEntry,
+  shardLocation,
+  writeMetadataAtomic,
+} from "../shard/metadata.ts";
+import { LocalStore } from "../storage/local.ts";
+import { GcsStore, type GcsStoreOptions, type RetryPolicy } from "../storage/gcs.ts";
+import { PrefixLease } from "../storage/gcs_lease.ts";
+import type { ObjectInfo } from "../storage/types.ts";
+
+/** Options for {@link ShardUploader.create}. */
+export interface ShardUploaderOptions {
+  bucket: string;
+  prefix: string;
+  /** The local dataset root (shard paths are relative to it; `local_path` is never used). */
+  localDir: string;
+  /** Uploads in flight at once (default 2). */
+  concurrency?: number;
+  deleteLocalAfterUpload?: boolean;
+  apiEndpoint?: string;
+  /** Called once a shard's remote size + CRC-32C are confirmed, before metadata is published. */
+  onVerified: (entry: ShardEntry, remote: ObjectInfo) => Promise<void>;
+  /** The current metadata (status, shards with their gcs_verified flags). */
+  getMetadata: () => DatasetMetadata;
+  /** Retry policy and chunk size for the uploads (tests shorten these). */
+  retry?: RetryPolicy;
+  chunkSize?: number;
+  /** Publish metadata.json after each verified shard (default true; `upload` publishes once, at the end). */
+  publishEach?: boolean;
+  /** Stall timeout per request (default $ACTSHARD_GCS_STALL_TIMEOUT_S or 60 s). */
+  stallTimeoutMs?: number;
+  /** Told about retry waits (default: a line on stderr). */
+  onRetry?: GcsStoreOptions["onRetry"];
+  /**
+   * Called at open with the prefix's metadata.json (null when there is none), after the writer lease is held:
+   * throws to refuse a prefix that holds another dataset. Default: accept.
+   */
+  checkRemote?: (remote: DatasetMetadata | null, store: GcsStore) => Promise<void>;
+  /** Hold the prefix's writer lease while open (default true). */
+  lease?: boolean;
+  /** Least time between two writes of metadata.json (GCS allows about one write per second per object). */
+  publishIntervalMs?: number;
+}
+
+/**
+ * Metadata as published to GCS: only verified shards, totals recomputed for them. `complete` only once every
+ * shard is verified: the writer marks itself complete at close while its last uploads are still running.
+ */
+export function publishedMetadata(m: DatasetMetadata, root?: string): DatasetMetadata {
+  // Verified under *this* prefix: a run resumed with another --gcs_prefix has entries verified elsewhere.
+  const shards = m.shards.filter((s) =>
+    s.gcs_verified === true && (root === undefined || s.gcs_path === `${root}/${shardLocation(s)}`)
+  );
+  return {
+    ...m,
+    status: m.status === "complete" && shards.length === m.shards.length ? "complete" : "in_progress",
+    shards,
+    total_shards: shards.length,
+    total_samples: shards.reduce((s, e) => s + (e.total_samples_in_shard ?? 0), 0),
+  };
+}
+
+/** Uploads shards in the background and publishes metadata.json. */
+export class ShardUploader {
+  readonly #store: GcsStore;
+  readonly #opts: ShardUploaderOptions;
+  readonly #limit: number;
+  #running = 0;
+  #postVerify = 0;
+  #queue: ShardEntry[] = [];
+  #inflight = new Set<Promise<void>>();
+  #failures: ActshardError[] = [];
+  #publishChain: Promise<unknown> = Promise.resolve();
+  #queuedPublish: Promise<void> | null = null;
+  #lastPublishAt = 0;
+  #metaGeneration: string;
+  #roomWaiters: (() => void)[] = [];
+  #lease: PrefixLease | null;
+  /** Shards confirmed so far (ids). */
+  readonly verified = new Set<number>();
+
+  private constructor(
+    store: GcsStore,
+    opts: ShardUploaderOptions,
+    lease: PrefixLease | null,
+    metaGeneration: string,
+  ) {
+    this.#store = store;
+    this.#opts = opts;
+    this.#limit = Math.max(1, opts.concurrency ?? 2);
+    this.#lease = lease;
+    this.#metaGeneration = metaGeneration;
+  }
+
+  /**
+   * Open the prefix for writing, before any work is done: credentials and access (one list), a write probe
+   * (a tiny object created with ifGenerationMatch=0, then deleted: a read-only account fails here), the
+   * writer lease (a second writer is refused, naming the holder), then `checkRemote` on its metadata.json.
+   */
+  static async create(opts: ShardUploaderOptions): Promise<ShardUploader> {
+    const store = await GcsStore.open(opts.bucket, opts.prefix, {
+      apiEndpoint: opts.apiEndpoint,
+      retry: opts.retry,
+      chunkSize: opts.chunkSize,
+      stallTimeoutMs: opts.stallTimeoutMs,
+      onRetry: opts.onRetry,
+    });
+    await store.probeWrite();
+    const lease = opts.lease === false
+      ? null
+      : await PrefixLease.acquire(store, { outputDir: opts.localDir });
+    try {
+      const info = await store.stat(METADATA_NAME);
+      const remote = info ? await readMetadata(store) : null;
+      await opts.checkRemote?.(remote, store);
+      // checkRemote may have cleared the prefix (--overwrite): the generation to write over is what is there now.
+      const now = remote ? await store.stat(METADATA_NAME) : null;
+      return new ShardUploader(store, opts, lease, now?.generation ?? "0");
+    } catch (e) {
+      await lease?.release();
+      throw e;
+    }
+  }
+
+  /** The store uploads go to. */
+  get store(): GcsStore {
+    return this.#store;
+  }
+
+  /** `gs://bucket/prefix/<name>` for a shard entry. */
+  gcsPath(entry: ShardEntry): string {
+    return this.#store.objectUrl(shardLocation(entry));
+  }
+
+  /** Queue a closed shard for upload (returns at once). */
+  enqueue(entry: ShardEntry): void {
+    this.#queue.push(entry);
+    this.#pump();
+  }
+
+  /** Shards queued, uploading, or failed (a failed shard stays on disk: it counts toward the local bound). */
+  get pending(): number {
+    return this.#queue.length + this.#postVerify + this.#failures.length;
+  }
+
+  /** The first upload failure (retries exhausted or permanent), if any. */
+  get failure(): ActshardError | null {
+    return this.#failures[0] ?? null;
+  }
+
+  /**
+   * Throws when an upload failed for good or the writer lease was lost: the caller stops producing shards
+   * (those already durable stay, and a rerun resumes) instead of extracting on while nothing reaches GCS.
+   */
+  throwIfFailed(): void {
+    this.#lease?.check();
+    const f = this.failure;
+    if (f) {
+      throw new ActshardError(f.message, {
+        where: f.where,
+        kind: "remote",
+        hint: f.hint ?? "local shards were kept; rerun the same command to resume and finish the upload",
+        cause: f,
+      });
+    }
+  }
+
+  /** Stop renewing and drop the writer lease (after the last publish). */
+  async release(): Promise<void> {
+    await this.#lease?.release();
+    this.#lease = null;
+  }
+
+  /**
+   * Resolves once at most `max` shards are queued or uploading: a writer that awaits this after each commit
+   * keeps the local shards bounded when uploads are slower than extraction (`--delete_local_after_upload`).
+   */
+  async waitForRoom(max: number): Promise<void> {
+    while (this.pending > Math.max(0, max)) {
+      this.throwIfFailed(); // failed shards never leave the disk: waiting would be forever
+      await new Promise<void>((r) => this.#roomWaiters.push(r));
+    }
+  }
+
+  #pump(): void {
+    while (this.#running < this.#limit && this.#queue.length > 0) {
+      const entry = this.#queue.shift()!;
+      this.#running++;
+      this.#postVerify++; // until its publish (and local delete) is done: the shard is still on disk
+      const fail = (e: unknown) => {
+        this.#failures.push(
+          e instanceof ActshardError ? e : new ActshardError(`upload failed: ${(e as Error)?.message ?? e}`, {
+            where: this.gcsPath(entry),
+            kind: "remote",
+            cause: e,
+          }),
+        );
+      };
+      // The upload slot is freed once the object is verified: waiting for metadata.json (at most one write a
+      // second) must not hold back the next upload.
+      let after: Promise<void> | null = null;
+      const p = this.#uploadOne(entry)
+        .then((localPath) => {
+          after = this.#afterVerified(localPath).catch(fail).finally(() => {
+            this.#postVerify--;
+            this.#inflight.delete(after!);
+            for (const wake of this.#roomWaiters.splice(0)) wake();
+          });
+          this.#inflight.add(after);
+        }, (e) => {
+          this.#postVerify--;
+          fail(e);
+        })
+        .finally(() => {
+          this.#running--;
+          this.#inflight.delete(p);
+          this.#pump();
+          for (const wake of this.#roomWaiters.splice(0)) wake();
+        });
+      this.#inflight.add(p);
+    }
+  }
+
+  /** Upload and verify one shard; resolves with its local path once `onVerified` ran. */
+  async #uploadOne(entry: ShardEntry): Promise<string> {
+    const localPath = await this.#localPath(entry);
+    const local = typeof entry.bytes === "number" && typeof entry.crc32c === "number"
+      ? { size: entry.bytes, crc32c: entry.crc32c >>> 0 }
+      : undefined;
+    const remote = await this.#store.uploadFile(localPath, shardLocation(entry), { local });
+    await this.#opts.onVerified(entry, remote);
+    this.verified.add(entry.shard_id);
+    return localPath;
+  }
+
+  /** metadata.json listing the shard, then (if asked) the local file goes. */
+  async #afterVerified(localPath: string): Promise<void> {
+    if (this.#opts.publishEach ?? true) await this.publishMetadata();
+    if (this.#opts.deleteLocalAfterUpload) await Deno.remove(localPath).catch(() => {});
+  }
+
+  async #localPath(entry: ShardEntry): Promise<string> {
+    const rel = join(this.#opts.localDir, shardLocation(entry));
+    // Only inside the dataset root: metadata's local_path is informational, never opened (nor deleted).
+    for (const p of [rel]) {
+      if (!p) continue;
+      try {
+        if ((await Deno.stat(p)).isFile) return p;
+      } catch { /* try the next */ }
+    }
+    throw new ActshardError("shard file to upload is missing", {
+      where: rel,
+      kind: "input",
+      hint: "it was deleted before its upload was confirmed; rerun extraction for it",
+    });
+  }
+
+  /**
+   * Upload metadata.json = getMetadata() with only the shards verified under this prefix. Publishes are
+   * serialized and coalesced (a call while one is queued joins it: the queued one reads the metadata when it
+   * starts), at most one per `publishIntervalMs`, and conditional on the generation this writer last wrote:
+   * anyone else's write in between is refused, not overwritten.
+   */
+  publishMetadata(): Promise<void> {
+    if (this.#queuedPublish) return this.#queuedPublish;
+    const run = this.#publishChain.catch(() => {}).then(async () => {
+      this.#queuedPublish = null;
+      this.#lease?.check();
+      const wait = this.#lastPublishAt + (this.#opts.publishIntervalMs ?? 1000) - Date.now();
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      this.#lastPublishAt = Date.now();
+      const m = publishedMetadata(this.#opts.getMetadata(), this.#store.url);
+      m.upload_to_gcs = true;
+      m.gcs_bucket = this.#opts.bucket;
+      m.gcs_prefix = this.#opts.prefix;
+      const data = new TextEncoder().encode(JSON.stringify(m, null, 2) + "\n");
+      const info = await this.#store.writeSmall(METADATA_NAME, data, "application/json", {
+        ifGenerationMatch: this.#metaGeneration,
+      });
+      this.#metaGeneration = info.generation ?? this.#metaGeneration;
+    });
+    this.#queuedPublish = run;
+    this.#publishChain = run;
+    return run;
+  }
+
+  /** Wait for every queued upload; rejects with a clear error if any failed (their local shards are kept). */
+  async drain(): Promise<void> {
+    while (this.#inflight.size > 0 || this.#queue.length > 0) {
+      await Promise.all([...this.#inflight]);
+    }
+    await this.#publishChain.catch(() => {});
+    if (this.#failures.length > 0) {
+      const first = this.#failures[0];
+      const n = this.#failures.length;
+      throw new ActshardError(
+        n === 1 ? first.message : `${n} shard uploads failed; first: ${first.message}`,
+        {
+          where: first.where,
+          kind: "remote",
+          // the failure's own remedy first: for a different object already at that name, rerunning cannot help
+          hint: first.hint ??
+            "local shards were kept; rerun the same command (or `deno task upload`) to finish the upload",
+          cause: first,
+        },
+      );
+    }
+  }
+}
+
+/** What {@link uploadDataset} did. */
+export interface UploadReport {
+  uploaded: number;
+  alreadyThere: number;
+  metadataUrl: string;
+}
+
+/** Options of {@link uploadDataset}. */
+export interface UploadDatasetOptions {
+  outputDir: string;
+  bucket: string;
+  prefix: string;
+  concurrency?: number;
+  deleteLocalAfterUpload?: boolean;
+  apiEndpoint?: string;
+  retry?: RetryPolicy;
+  chunkSize?: number;
+  stallTimeoutMs?: number;
+  onProgress?: (msg: string) => void;
+  /** Given the local dataset: refuse (or clear) another dataset at the prefix (lib/pipeline/gcs_prefix.ts). */
+  guard?: (local: DatasetMetadata) => ShardUploaderOptions["checkRemote"];
+}
+
+async function isFile(p: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(p)).isFile;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Upload an existing local dataset (the `upload` stage): shards whose object already exists under this prefix
+ * with the same size and CRC-32C are skipped, the rest are uploaded (resumable, verified), the local
+ * metadata.json gets the gcs fields, and metadata.json is uploaded last, listing only shards verified under
+ * this prefix. A shard that is neither on disk (deleted after an upload elsewhere) nor under this prefix is
+ * refused before anything is sent, naming where it went. Idempotent; a killed run resumes by rerunning.
+ */
+export async function uploadDataset(opts: UploadDatasetOptions): Promise<UploadReport> {
+  const meta = await readMetadata(new LocalStore(opts.outputDir));
+  let uploaded = 0;
+  const up = await ShardUploader.create({
+    ...opts,
+    // Local copies go only after metadata.json (published once, last) lists them: see below.
+    deleteLocalAfterUpload: false,
+    localDir: opts.outputDir,
+    onVerified: (e, remote) => {
+      e.gcs_path = up.gcsPath(e);
+      e.gcs_generation = remote.generation;
+      e.gcs_verified = true;
+      return Promise.resolve();
+    },
+    getMetadata: () => meta,
+    publishEach: false, // metadata.json goes up once, last
+    checkRemote: opts.guard?.(meta),
+  });
+  try {
+    const remote = new Map((await up.store.list()).map((o) => [o.name, o]));
+    const there = (e: ShardEntry) => {
+      const r = remote.get(shardLocation(e));
+      return r && r.size === e.bytes && r.crc32c === (e.crc32c >>> 0) ? r : undefined;
+    };
+    const missing: ShardEntry[] = [];
+    for (const e of meta.shards) {
+      if (!there(e) && !(await isFile(join(opts.outputDir, shardLocation(e))))) {
+        missing.push(e);
+      }
+    }
+    if (missing.length > 0) {
+      const e = missing[0];
+      const elsewhere = e.gcs_verified && e.gcs_path ? ` (uploaded to ${e.gcs_path})` : "";
+      throw new ActshardError(
+        `shard file to upload is missing: ${missing.length} shard(s) are neither on disk nor in ${up.store.url}: ${
+          shardLocation(e)
+        }${elsewhere}` +
+          (missing.length > 1 ? ` and ${missing.length - 1} more` : ""),
+        {
+          where: join(opts.outputDir, shardLocation(e)),
+          kind: "input",
+          hint: elsewhere
+            ? `nothing was uploaded; upload to where they are (--gcs_bucket/--gcs_prefix of ${e.gcs_path}), ` +
+              `or copy those objects into ${up.store.url} first`
+            : "nothing was uploaded; restore the files or rerun the extraction",
+        },
+      );
+    }
+    let already = 0;
+    for (const e of meta.shards) {
+      const r = there(e);
+      if (r) {
+        e.gcs_path = up.gcsPath(e);
+        e.gcs_generation = r.generation;
+        e.gcs_verified = true;
+        already++;
+        continue;
+      }
+      e.gcs_verified = false;
+      up.enqueue(e);
+      uploaded++;
+    }
+    opts.onProgress?.(`${already} shard(s) already in ${up.store.url}, uploading ${uploaded}`);
+    try {
+      await up.drain();
+    } finally {
+      meta.upload_to_gcs = true;
+      meta.gcs_bucket = opts.bucket;
+      meta.gcs_prefix = opts.prefix;
+      await writeMetadataAtomic(opts.outputDir, meta);
+    }
+    await up.publishMetadata();
+    if (opts.deleteLocalAfterUpload) {
+      for (const e of meta.shards) {
+        if (e.gcs_verified) await Deno.remove(join(opts.outputDir, shardLocation(e))).catch(() => {});
+      }
+    }
+    return { uploaded, alreadyThere: already, metadataUrl: up.store.objectUrl(METADATA_NAME) };
+  } finally {
+    await up.release();
+  }
+}
