@@ -15,13 +15,11 @@
  * const meta = await w.close(); // status "complete"
  * ```
  */
-import { createHash } from "node:crypto";
 import { join } from "node:path";
 import type { ActivationDType, ActivationRecord } from "../types.ts";
 import { ActshardError } from "../errors.ts";
-import { crc32c } from "../util/crc32c.ts";
-import { crc32cCombine } from "./crc_combine.ts";
 import { type Codec, codecSuffix, type Compressor, createCompressor, GzipWorkers } from "./codecs.ts";
+import { FileSink, type SinkFile, type SunkFile } from "./file_sink.ts";
 import { dtypeSize, encodeActivation } from "./dtype.ts";
 import { type DatasetMetadata, newMetadata, type ShardEntry, writeMetadataAtomic } from "./metadata.ts";
 import { PickleShardEncoder } from "./pickle_writer.ts";
@@ -68,11 +66,8 @@ async function writeAll(f: Deno.FsFile, b: Uint8Array): Promise<void> {
 
 /** The shard being written. */
 class OpenShard {
-  file!: Deno.FsFile;
+  out!: SinkFile;
   comp!: Compressor;
-  crc = 0;
-  sha = createHash("sha256");
-  bytes = 0;
   payload = 0;
   records = 0;
   perLayer = new Map<number, number>();
@@ -94,7 +89,11 @@ export class ShardWriter {
   #nextId: number;
   #pool: GzipWorkers | undefined;
   #zstd: ZstdWorker | undefined;
+  #sink = new FileSink();
   #metaChain: Promise<void> = Promise.resolve();
+  /** The shard commit in flight (fsync → rename → metadata → callback), if any. */
+  #committing: Promise<void> = Promise.resolve();
+  #failed: unknown = null;
   #closed = false;
 
   private constructor(private opts: ShardWriterOptions) {
@@ -133,6 +132,7 @@ export class ShardWriter {
   /** Write one prompt's records (all its layers); kept in one shard unless they alone exceed the limit. */
   async write(group: ActivationRecord[]): Promise<void> {
     if (this.#closed) throw new ActshardError("ShardWriter is closed", { kind: "internal" });
+    if (this.#failed) throw this.#failed;
     const size = dtypeSize(this.opts.dtype);
     const groupBytes = group.reduce((s, r) => s + r.activation.length * size, 0);
     const limit = this.opts.shardSizeBytes;
@@ -150,13 +150,13 @@ export class ShardWriter {
     const id = this.#nextId++;
     const name = shardFileName(id, this.opts.format, this.opts.codec);
     const s = new OpenShard(id, name, join(this.opts.dir, `.${name}.tmp`));
-    s.file = await Deno.open(s.tmpPath, { write: true, create: true, truncate: true });
-    s.comp = createCompressor(this.opts.codec, async (b, crc) => {
-      s.crc = crc32cCombine(s.crc, crc ?? crc32c(b), b.length);
-      s.sha.update(b);
-      s.bytes += b.length;
-      await writeAll(s.file, b);
-    }, { pool: this.#pool, zstd: this.#zstd });
+    // Hashing and write syscalls happen in the sink's Worker; this thread only encodes.
+    s.out = this.#sink.open(s.tmpPath);
+    s.comp = createCompressor(this.opts.codec, (b, crc) => s.out.write(b, crc), {
+      pool: this.#pool,
+      zstd: this.#zstd,
+      buffers: (n) => this.#sink.buffer(n),
+    });
     if (this.opts.format === "pickle") {
       s.pickle = new PickleShardEncoder(this.opts.dtype);
       await s.comp.write(s.pickle.begin());
@@ -232,8 +232,18 @@ export class ShardWriter {
       await Deno.remove(s.bodyPath!);
     }
     await s.comp.finish();
-    await s.file.sync();
-    s.file.close();
+    // The shard becomes durable (fsync) and is listed while the next shard is already being written; one
+    // commit at a time, in order, so metadata.json only ever lists a prefix of durable shards.
+    const durable = s.out.finish();
+    durable.catch(() => {});
+    const previous = this.#committing;
+    this.#committing = previous.then(() => durable).then((f) => this.#list(s, f));
+    this.#committing.catch((e) => (this.#failed ??= e));
+    await previous;
+  }
+
+  /** Rename a durable shard into place, list it in metadata.json, tell the caller. */
+  async #list(s: OpenShard, f: SunkFile): Promise<void> {
     const finalPath = join(this.opts.dir, s.name);
     await Deno.rename(s.tmpPath, finalPath);
     const m = this.#meta;
@@ -245,14 +255,14 @@ export class ShardWriter {
       gcs_path: m.upload_to_gcs && m.gcs_bucket
         ? `gs://${m.gcs_bucket}/${m.gcs_prefix ? `${m.gcs_prefix.replace(/\/$/, "")}/` : ""}${s.name}`
         : null,
-      file_size_mb: s.bytes / 2 ** 20,
+      file_size_mb: f.bytes / 2 ** 20,
       buffer_size_mb: s.payload / 2 ** 20,
       layers,
       samples_per_layer: Object.fromEntries(layers.map((l) => [String(l), s.perLayer.get(l)!])),
       total_samples_in_shard: s.records,
-      bytes: s.bytes,
-      crc32c: s.crc,
-      sha256: s.sha.digest("hex"),
+      bytes: f.bytes,
+      crc32c: f.crc32c,
+      sha256: f.sha256,
       sample_idx_min: s.minIdx,
       sample_idx_max: s.maxIdx,
       n_records: s.records,
@@ -278,6 +288,8 @@ export class ShardWriter {
 
   /** Patch a committed shard's entry (e.g. GCS generation) and rewrite metadata.json atomically. */
   async updateShard(shardId: number, patch: Partial<ShardEntry>): Promise<void> {
+    // A shard still on its way to durable (commits overlap the next shard's writes) is waited for.
+    if (!this.#meta.shards.some((s) => s.shard_id === shardId)) await this.#committing.catch(() => {});
     const e = this.#meta.shards.find((s) => s.shard_id === shardId);
     if (!e) throw new ActshardError(`no committed shard ${shardId}`, { kind: "internal" });
     Object.assign(e, patch);
@@ -287,16 +299,23 @@ export class ShardWriter {
   /** Commit the last shard and mark the dataset complete. */
   async close(): Promise<DatasetMetadata> {
     try {
+      if (this.#failed) throw this.#failed;
       if (this.#cur && this.#cur.records > 0) await this.#commit();
       else await this.#drop();
+      await this.#committing;
       this.#meta.status = "complete";
       await this.#rewriteMetadata();
     } finally {
       this.#closed = true;
-      this.#pool?.close();
-      this.#zstd?.close();
+      this.#release();
     }
     return this.#meta;
+  }
+
+  #release(): void {
+    this.#pool?.close();
+    this.#zstd?.close();
+    this.#sink.close();
   }
 
   /** Drop the partial shard; committed shards stay (status stays in_progress). */
@@ -304,9 +323,10 @@ export class ShardWriter {
     this.#closed = true;
     try {
       await this.#drop();
+      // A shard already handed to commit is durable data: let it be listed (or fail) before the Workers go.
+      await this.#committing.catch(() => {});
     } finally {
-      this.#pool?.close();
-      this.#zstd?.close();
+      this.#release();
     }
   }
 
@@ -315,9 +335,7 @@ export class ShardWriter {
     this.#cur = null;
     if (!s) return;
     s.comp.abort();
-    try {
-      s.file.close();
-    } catch { /* already closed */ }
+    await s.out.abort();
     try {
       s.body?.close();
     } catch { /* already closed */ }
