@@ -63,8 +63,14 @@ export class FileSink {
       if (ev.data.input && this.#free.length < IN_FLIGHT) {
         this.#free.push(new Uint8Array(ev.data.input.buffer));
       }
-      if (ev.data.error) r.err(new ActshardError(ev.data.error, { kind: "io" }));
-      else r.ok(ev.data);
+      if (ev.data.error) {
+        r.err(
+          new ActshardError(ev.data.error, {
+            kind: "io",
+            hint: "check the output directory's free space and permissions",
+          }),
+        );
+      } else r.ok(ev.data);
     };
   }
 

@@ -22,6 +22,7 @@ type Msg =
 
 interface OpenFile {
   f: Deno.FsFile;
+  path: string;
   /** Writes run on Deno's blocking pool, in order, while this thread hashes the next chunk. */
   writes: Promise<void>;
   sha: Hash;
@@ -45,10 +46,24 @@ ctx.onmessage = (ev: MessageEvent<Msg>) => {
   if (m.op === "open") {
     try {
       const f = Deno.openSync(m.path, { write: true, create: true, truncate: true });
-      files.set(m.file, { f, writes: Promise.resolve(), sha: createHash("sha256"), crc: 0, bytes: 0 });
+      files.set(m.file, {
+        f,
+        path: m.path,
+        writes: Promise.resolve(),
+        sha: createHash("sha256"),
+        crc: 0,
+        bytes: 0,
+      });
     } catch (e) {
       const f = null as unknown as Deno.FsFile;
-      files.set(m.file, { f, writes: Promise.resolve(), sha: createHash("sha256"), crc: 0, bytes: 0 });
+      files.set(m.file, {
+        f,
+        path: m.path,
+        writes: Promise.resolve(),
+        sha: createHash("sha256"),
+        crc: 0,
+        bytes: 0,
+      });
       files.get(m.file)!.error = `cannot create ${m.path}: ${errorText(e)}`;
     }
     return;
@@ -78,12 +93,12 @@ ctx.onmessage = (ev: MessageEvent<Msg>) => {
       o.writes = o.writes.then(() => writeAll(o.f, data)).then(
         () => ctx.postMessage({ id: m.id, input: data }, [data.buffer]),
         (e) => {
-          o.error ??= errorText(e);
+          o.error ??= `writing ${o.path}: ${errorText(e)}`;
           ctx.postMessage({ id: m.id, error: o.error });
         },
       );
     } catch (e) {
-      o.error = errorText(e);
+      o.error = `writing ${o.path}: ${errorText(e)}`;
       ctx.postMessage({ id: m.id, error: o.error });
     }
     return;
@@ -101,7 +116,7 @@ ctx.onmessage = (ev: MessageEvent<Msg>) => {
       try {
         o.f.close();
       } catch { /* already closed */ }
-      ctx.postMessage({ id: m.id, error: o.error ?? `fsync: ${errorText(e)}` });
+      ctx.postMessage({ id: m.id, error: o.error ?? `fsync of ${o.path}: ${errorText(e)}` });
     },
   );
 };
