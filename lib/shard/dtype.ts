@@ -86,12 +86,9 @@ export function encodeActivation(values: Float32Array, dtype: ActivationDType): 
 /** Decode stored little-endian bytes into float32 values. */
 export function decodeActivation(bytes: Uint8Array, dtype: ActivationDType): Float32Array {
   const n = bytes.byteLength / dtypeSize(dtype);
+  // float32: exactly one copy into a buffer of its own (an unaligned view's slice already is one).
+  if (dtype === "float32") return new Float32Array(bytes.slice().buffer);
   const aligned = bytes.byteOffset % 4 === 0 ? bytes : bytes.slice();
-  if (dtype === "float32") {
-    return new Float32Array(
-      aligned.buffer.slice(aligned.byteOffset, aligned.byteOffset + aligned.byteLength),
-    );
-  }
   const src = new Uint16Array(aligned.buffer, aligned.byteOffset, n);
   const out = new Float32Array(n);
   if (dtype === "float16") {
