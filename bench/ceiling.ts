@@ -79,7 +79,7 @@ interface CaseResult {
  * then on. The profile's "where the time goes": `deno` is the main thread, `worker-N` the Workers in creation
  * order (a ShardWriter creates its file sink first, then its codec Workers), `tokio-*` Deno's blocking-I/O pool.
  */
-class ThreadCpu {
+export class ThreadCpu {
   #base = new Map<string, number>();
   #last = new Map<string, { name: string; cpu: number }>();
   constructor() {

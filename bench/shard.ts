@@ -10,6 +10,7 @@ import { constants as zlibConstants, gzipSync as zlibGzip, zstdCompressSync } fr
 import { ShardWriter } from "../lib/shard/writer.ts";
 import type { ActivationRecord } from "../lib/types.ts";
 import { activation } from "../tests/_shard_fixtures.ts";
+import { runShardStage } from "./shard_stage.ts";
 
 const TOKENS = 600, HIDDEN = 896, LAYERS = 8;
 const MB = 1e6;
@@ -185,6 +186,7 @@ export async function run(): Promise<void> {
         await Deno.remove(out, { recursive: true });
       }
     }
+    await runShardStage(groups, base?.mbps ?? null);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
