@@ -8,6 +8,7 @@
 import { gzipSync as fflateGzip } from "fflate";
 import { constants as zlibConstants, gzipSync as zlibGzip, zstdCompressSync } from "node:zlib";
 import { ShardWriter } from "../lib/shard/writer.ts";
+import { encodeActivation } from "../lib/shard/dtype.ts";
 import type { ActivationRecord } from "../lib/types.ts";
 import { activation } from "../tests/_shard_fixtures.ts";
 import { runShardStage } from "./shard_stage.ts";
@@ -122,6 +123,39 @@ async function engines(): Promise<void> {
   }
 }
 
+/** Split each `width`-byte element into byte planes (plane k holds byte k of every element). */
+function byteShuffle(b: Uint8Array, width: number): Uint8Array {
+  const n = b.length / width, out = new Uint8Array(b.length);
+  for (let k = 0; k < width; k++) for (let i = 0; i < n; i++) out[k * n + i] = b[i * width + k];
+  return out;
+}
+
+/**
+ * Bytes per activation value for each stored dtype × codec on activation-like data (the ratios the writer gets:
+ * the same engines and levels), and what a byte-shuffle filter before zstd (not a codec today) would give.
+ */
+export function bytesPerValue(): void {
+  const values = activation(4 * TOKENS, HIDDEN, 11); // ≈ 2.15M values
+  const zstd = (b: Uint8Array) =>
+    zstdCompressSync(b, { params: { [zlibConstants.ZSTD_c_compressionLevel]: 1 } }).length;
+  const gzip = (b: Uint8Array) => zlibGzip(b, { level: 6, strategy: zlibConstants.Z_RLE }).length;
+  console.log(
+    `bytes per activation value (${values.length} activation-like values; gzip = level 6 Z_RLE, zstd = level 1, ` +
+      `as the writer; "shuffle" = byte planes before zstd, measured only, not a codec):`,
+  );
+  for (const dtype of ["float32", "float16", "bfloat16"] as const) {
+    const b = encodeActivation(values, dtype), w = dtype === "float32" ? 4 : 2;
+    const per = (n: number) => (n / values.length).toFixed(2).padStart(5);
+    const t = performance.now();
+    const sh = byteShuffle(b, w);
+    const shMs = performance.now() - t;
+    console.log(
+      `  ${dtype.padEnd(9)} none ${per(b.length)}  gzip ${per(gzip(b))}  zstd ${per(zstd(b))}  ` +
+        `shuffle+zstd ${per(zstd(sh))}  (shuffle ${(b.length / 1e3 / shMs).toFixed(0)} MB/s, one thread)`,
+    );
+  }
+}
+
 async function peakRss(shardGb: number): Promise<number> {
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", new URL(import.meta.url).pathname, "--rss-child", String(shardGb)],
@@ -155,6 +189,7 @@ async function rssChild(shardGb: number): Promise<void> {
 /** Print the benchmark. */
 export async function run(): Promise<void> {
   await engines();
+  bytesPerValue();
   const groups = records(24); // 24 prompts × 8 layers × 600 × 896 float32 ≈ 413 MB
   const payload = groups.length * LAYERS * TOKENS * HIDDEN * 4;
   const dir = await Deno.makeTempDir({ prefix: "actshard-bench-" });
