@@ -279,8 +279,9 @@ export async function run(): Promise<void> {
     }
     console.log(
       `scaling (float32, best reps; efficiency = speedup over 1 core / cores). Model for C cores: ` +
-        `min(C / total CPU-s/GB, 1 / busiest thread's CPU-s/GB) GB/s — the busiest thread (sha256+crc in the ` +
-        `sink, zstd's single frame, the write syscalls) caps one writer, whatever the cores:`,
+        `min(C / total CPU-s/GB, 1 / busiest serial stage's CPU-s/GB) GB/s — the busiest serial stage (sha256+crc ` +
+        `in the sink, zstd's single frame, one file's write syscalls) caps one writer, whatever the cores. ` +
+        `Wall-clock speedups on a shared, overloaded box are noise (efficiency > 1 happens); CPU-s/GB is stable:`,
     );
     for (const s of scaling) {
       const best = (rs: CaseResult[]) => Math.max(...rs.map((r) => r.mb / r.wall));
@@ -290,11 +291,16 @@ export async function run(): Promise<void> {
         const sp = best(rs) / best(one);
         return `${n} cores ×${sp.toFixed(2)} (eff ${(sp / n).toFixed(2)})`;
       });
-      const busiest = Math.min(...one.map((r) => r.busiest / (r.mb / 1e3)));
+      // gzip's members compress on a pool as large as the cores: its codec threads are not a serial stage.
+      const serial = (r: CaseResult) =>
+        s.key.includes("/gzip/")
+          ? Math.max(r.threads.main ?? 0, r.threads.sink ?? 0, r.threads.io ?? 0)
+          : r.busiest;
+      const busiest = Math.min(...one.map((r) => serial(r) / (r.mb / 1e3)));
       const model = (c: number) => Math.min(c / cpg, 1 / busiest) * 1e3;
       console.log(
         `  ${s.key.padEnd(27)} ${parts.join(", ")}; ${cpg.toFixed(2)} CPU-s/GB = ${(1e3 / cpg).toFixed(0)} ` +
-          `MB/s per core; busiest thread ${busiest.toFixed(2)} s/GB; modelled 16 cores ${
+          `MB/s per core; busiest serial stage ${busiest.toFixed(2)} s/GB; modelled 16 cores ${
             model(16).toFixed(0)
           } MB/s, 100 cores ${model(100).toFixed(0)} MB/s`,
       );

@@ -51,7 +51,7 @@ async function writeAll(
 async function pythonBaseline(
   groups: ActivationRecord[][],
   dir: string,
-): Promise<{ mbps: number; ratio: number } | null> {
+): Promise<{ mbps: number; ratio: number; cpuPerGb: number } | null> {
   const raw = `${dir}/raw.f32`;
   const f = await Deno.open(raw, { write: true, create: true });
   for (const g of groups) for (const r of g) await f.write(new Uint8Array(r.activation.buffer));
@@ -65,11 +65,11 @@ data = {10 + l: [] for l in range(L)}
 for s in range(P):
     for l in range(L):
         data[10 + l].append({'task_id': f't{s}', 'sample_idx': s, 'activation': a[s, l].copy(), 'shape': (T, H), 'prompt': f'prompt {s}'})
-t = time.perf_counter()
+t, c = time.perf_counter(), time.process_time()
 with gzip.open(sys.argv[2], 'wb') as f:
     pickle.dump(data, f)
-dt = time.perf_counter() - t
-print(a.nbytes / dt / 1e6, os.path.getsize(sys.argv[2]) / a.nbytes)
+dt, dc = time.perf_counter() - t, time.process_time() - c
+print(a.nbytes / dt / 1e6, os.path.getsize(sys.argv[2]) / a.nbytes, dc / (a.nbytes / 1e9))
 `;
   for (const exe of ["python3", "/usr/bin/python3"]) {
     try {
@@ -79,8 +79,8 @@ print(a.nbytes / dt / 1e6, os.path.getsize(sys.argv[2]) / a.nbytes)
         stderr: "piped",
       }).output();
       if (!out.success) continue;
-      const [mbps, ratio] = new TextDecoder().decode(out.stdout).trim().split(" ").map(Number);
-      return { mbps, ratio };
+      const [mbps, ratio, cpuPerGb] = new TextDecoder().decode(out.stdout).trim().split(" ").map(Number);
+      return { mbps, ratio, cpuPerGb };
     } catch { /* try the next python */ }
   }
   return null;
@@ -221,7 +221,7 @@ export async function run(): Promise<void> {
         await Deno.remove(out, { recursive: true });
       }
     }
-    await runShardStage(groups, base?.mbps ?? null);
+    await runShardStage(groups, base);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

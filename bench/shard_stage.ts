@@ -71,8 +71,17 @@ async function shardStage(
   return r;
 }
 
-/** Print the shard-stage comparison; `python` is the baseline's MB/s (null: no python with numpy). */
-export async function runShardStage(groups: ActivationRecord[][], python: number | null): Promise<void> {
+/**
+ * Print the shard-stage comparison; `base` is the python baseline's MB/s and CPU-s/GB (null: no python with
+ * numpy). Besides the wall-clock ratio, the CPU ratio (python's CPU-s/GB over ours, times the cores) estimates
+ * the wall ratio on an idle box of this many cores (an upper estimate: it assumes ours keeps every core busy):
+ * on a loaded box the two runs, minutes apart, see different shares of the CPUs.
+ */
+export async function runShardStage(
+  groups: ActivationRecord[][],
+  base: { mbps: number; cpuPerGb: number } | null,
+): Promise<void> {
+  const cores = navigator.hardwareConcurrency;
   const payload = groups.reduce((s, g) => s + g.reduce((t, r) => t + r.activation.byteLength, 0), 0);
   const root = await Deno.makeTempDir({ prefix: "actshard-bench-stage-" });
   try {
@@ -87,7 +96,7 @@ export async function runShardStage(groups: ActivationRecord[][], python: number
           (payload / MB).toFixed(0)
         } MB float32, 2 reps each; "disk" = the same bytes written in ` +
         `1 MiB writes + fsync right before each rep (this box's disk is shared and swings several-fold)` +
-        (python ? `; python baseline ${python.toFixed(1)} MB/s` : ""),
+        (base ? `; python baseline ${base.mbps.toFixed(1)} MB/s, ${base.cpuPerGb.toFixed(1)} CPU-s/GB` : ""),
     );
     for (
       const [label, input, codec, target] of [
@@ -104,12 +113,18 @@ export async function runShardStage(groups: ActivationRecord[][], python: number
       }
       const best = runs.reduce((a, b) => (a.wall < b.wall ? a : b));
       const mbps = payload / MB / best.wall;
-      const vsPy = python ? `  ${(mbps / python).toFixed(1)}× python` : "";
+      const cpuPerGb = best.cpu / (payload / 1e9);
+      // Idle-box estimate: ours spreads over all cores (it runs ≥ 4 busy threads), python's writer uses one.
+      const vsPy = base
+        ? `  ${(mbps / base.mbps).toFixed(1)}× python (CPU: ${
+          (cores * base.cpuPerGb / cpuPerGb).toFixed(1)
+        }× on ${cores} idle cores)`
+        : "";
       const vsDisk = runs.map((r) => (payload / MB / r.wall / r.disk).toFixed(2)).join(", ");
       console.log(
         `  ${label.padEnd(18)} ${mbps.toFixed(0).padStart(5)} MB/s (reps ${
           runs.map((r) => (payload / MB / r.wall).toFixed(0)).join(", ")
-        })  ×disk ${vsDisk}${vsPy}  ${(best.cpu / (payload / 1e9)).toFixed(2)} CPU-s/GB` +
+        })  ×disk ${vsDisk}${vsPy}  ${cpuPerGb.toFixed(2)} CPU-s/GB` +
           (target ? `  (target ${target})` : ""),
       );
     }
