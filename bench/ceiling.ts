@@ -79,7 +79,8 @@ interface CaseResult {
  * Per-thread CPU time of this process from /proc/self/task (Linux), sampled: Worker threads exit when the
  * writer closes, so the last sample before that is what they used. Threads alive at construction count from
  * then on. The profile's "where the time goes": `deno` is the main thread, `worker-N` the Workers in creation
- * order (a ShardWriter creates its file sink first, then its codec Workers), `tokio-*` Deno's blocking-I/O pool.
+ * order (a ShardWriter creates its file sink's two Workers first, then its codec Workers), `tokio-*` Deno's
+ * blocking-I/O pool.
  */
 export class ThreadCpu {
   #base = new Map<string, number>();
@@ -114,7 +115,10 @@ export class ThreadCpu {
     }
     return Math.max(io, max);
   }
-  /** CPU seconds per role: main, sink (worker-1), codec (other Workers), io (blocking pool), v8 (GC/JIT). */
+  /**
+   * CPU seconds per role: main, sink (worker-1), crc (worker-2), codec (other Workers), io (blocking pool),
+   * v8 (GC/JIT).
+   */
   byName(): Record<string, number> {
     const out: Record<string, number> = {};
     for (const { name, cpu } of this.#last.values()) {
@@ -122,6 +126,8 @@ export class ThreadCpu {
         ? "main"
         : name === "worker-1"
         ? "sink"
+        : name === "worker-2"
+        ? "crc"
         : name.startsWith("worker-")
         ? "codec"
         : name.startsWith("tokio")
@@ -226,9 +232,9 @@ function fmtCase(rs: CaseResult[]): string {
   } CPU-s/GB${span(cpg, 2).padEnd(14)} ${(4 * rs[0].outMb / rs[0].mb).toFixed(2)} B/value  ${profile(rs)}`;
 }
 
-/** Where the CPU went, per GB of float32 in, averaged over the reps: main/sink/codec/io/v8. */
+/** Where the CPU went, per GB of float32 in, averaged over the reps: main/sink/crc/codec/io/v8. */
 function profile(rs: CaseResult[]): string {
-  const roles = ["main", "sink", "codec", "io", "v8"];
+  const roles = ["main", "sink", "crc", "codec", "io", "v8"];
   return roles.map((k) => {
     const v = rs.reduce((s, r) => s + (r.threads[k] ?? 0) / (r.mb / 1e3), 0) / rs.length;
     return `${k} ${v.toFixed(2)}`;
@@ -248,7 +254,8 @@ export async function run(): Promise<void> {
       } GB of float32 ` +
         `activations (14 layers × hidden ${HIDDEN}, batch ${BATCH}) per case, ${REPS} reps [min–max]; ` +
         `MB/s and CPU-s are per GB of float32 in; the profile splits CPU-s/GB by thread: main (records, ` +
-        `encoding), sink (file Worker: SHA-256, CRC-32C), codec (zstd/gzip Workers), io (Deno's blocking pool: ` +
+        `encoding), sink (file Worker: SHA-256), crc (CRC-32C Worker), codec (zstd/gzip Workers), io (Deno's ` +
+        `blocking pool: ` +
         `write syscalls, fsync), v8 (GC, JIT)`,
     );
     const rows: [string, string, string][] = [];

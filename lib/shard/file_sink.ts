@@ -1,6 +1,7 @@
 /**
- * FileSink: shard files written, hashed (SHA-256 and CRC-32C of the file bytes) and fsynced by one Worker
- * (file_sink_worker.ts), so the main thread only encodes and hands bytes over. One sink serves a writer's shards
+ * FileSink: shard files written, hashed (SHA-256 and CRC-32C of the file bytes) and fsynced by Workers
+ * (crc_worker.ts computes CRC-32Cs, file_sink_worker.ts SHA-256 and writes), so the main thread only encodes and
+ * hands bytes over. One sink serves a writer's shards
  * one after another; a shard's fsync overlaps the next shard's writes. Memory: at most {@link IN_FLIGHT} chunks
  * queued at the Worker.
  *
@@ -50,13 +51,20 @@ interface Reply {
 /** A Worker owning the files of one writer. */
 export class FileSink {
   #w: Worker;
+  #crc: Worker;
   #nextId = 0;
   #nextFile = 0;
   #waiting = new Map<number, { ok: (r: Reply) => void; err: (e: unknown) => void }>();
   #free: Uint8Array[] = [];
 
   constructor() {
+    // Two Workers: this sink (SHA-256, writes, replies) and, in front of it, one computing CRC-32Cs (crc_worker.ts);
+    // every message goes through the CRC Worker, so order is kept.
     this.#w = new Worker(new URL("./file_sink_worker.ts", import.meta.url), { type: "module" });
+    this.#crc = new Worker(new URL("./crc_worker.ts", import.meta.url), { type: "module" });
+    const ch = new MessageChannel();
+    this.#w.postMessage({ op: "port", port: ch.port2 }, [ch.port2]);
+    this.#crc.postMessage({ op: "port", port: ch.port1 }, [ch.port1]);
     this.#w.onmessage = (ev: MessageEvent<Reply>) => {
       const r = this.#waiting.get(ev.data.id)!;
       this.#waiting.delete(ev.data.id);
@@ -83,14 +91,14 @@ export class FileSink {
   #call(msg: Record<string, unknown>, transfer: ArrayBuffer[] = []): Promise<Reply> {
     const id = this.#nextId++;
     const p = new Promise<Reply>((ok, err) => this.#waiting.set(id, { ok, err }));
-    this.#w.postMessage({ ...msg, id }, transfer);
+    this.#crc.postMessage({ ...msg, id }, transfer);
     return p;
   }
 
   /** Start writing `path` (created or truncated). */
   open(path: string): SinkFile {
     const file = this.#nextFile++;
-    this.#w.postMessage({ op: "open", file, path });
+    this.#crc.postMessage({ op: "open", file, path });
     const inFlight: Promise<Reply>[] = [];
     let failed: unknown = null;
     let bytes = 0;
@@ -128,6 +136,7 @@ export class FileSink {
   }
 
   close(): void {
+    this.#crc.terminate();
     this.#w.terminate();
   }
 }

@@ -1,22 +1,21 @@
 /**
- * Worker behind {@link FileSink} (file_sink.ts): owns the shard files being written, so hashing (SHA-256, CRC-32C)
- * and write syscalls never run on the main thread, which only encodes records and hands bytes over.
+ * Worker behind {@link FileSink} (file_sink.ts): owns the shard files being written, so hashing and write
+ * syscalls never run on the main thread, which only encodes records and hands bytes over. It computes SHA-256;
+ * the CRC-32C comes computed from the CRC Worker (crc_worker.ts), through which every message arrives.
  * Messages, handled in order:
  * - `{op: "open", file, path}`: create/truncate `path` as file `file`;
- * - `{op: "write", file, id, data, crc?}` → `{id, input}`: hash and append `data` (`crc` = its CRC-32C when the
- *   sender already knows it; `input` handed back for reuse);
+ * - `{op: "write", file, id, data, fileCrc}` → `{id, input}`: hash and append `data` (`fileCrc` = the CRC-32C
+ *   of the file up to and including `data`, from the CRC Worker; `input` handed back for reuse);
  * - `{op: "finish", file, id}` → `{id, bytes, crc, sha256}` once the file is fsynced and closed. The fsync runs
  *   on Deno's blocking pool and does not hold up later messages: the next shard's writes proceed meanwhile;
  * - `{op: "abort", file, id}` → `{id}`: close the file (then the sender removes it).
  * Any failure answers `{id, error}` and poisons the file (later messages for it answer the same error).
  */
 import { createHash, type Hash } from "node:crypto";
-import { Crc32c } from "../util/crc32c.ts";
-import { crc32cCombine } from "./crc_combine.ts";
 
 type Msg =
   | { op: "open"; file: number; path: string }
-  | { op: "write"; file: number; id: number; data: Uint8Array; crc?: number }
+  | { op: "write"; file: number; id: number; data: Uint8Array; fileCrc: number }
   | { op: "finish"; file: number; id: number }
   | { op: "abort"; file: number; id: number };
 
@@ -41,8 +40,12 @@ async function writeAll(f: Deno.FsFile, b: Uint8Array): Promise<void> {
   while (o < b.length) o += await f.write(b.subarray(o));
 }
 
-ctx.onmessage = (ev: MessageEvent<Msg>) => {
-  const m = ev.data;
+// Messages come through the CRC Worker's port (file_sink.ts); the port itself arrives first, directly.
+ctx.onmessage = (ev: MessageEvent<{ op: "port"; port: MessagePort }>) => {
+  ev.data.port.onmessage = (e: MessageEvent<Msg>) => handle(e.data);
+};
+
+function handle(m: Msg): void {
   if (m.op === "open") {
     try {
       const f = Deno.openSync(m.path, { write: true, create: true, truncate: true });
@@ -84,10 +87,7 @@ ctx.onmessage = (ev: MessageEvent<Msg>) => {
   if (m.op === "write") {
     try {
       o.sha.update(m.data);
-      // A known CRC is combined in; otherwise the running CRC continues over the bytes (no combine step).
-      o.crc = m.crc === undefined
-        ? new Crc32c(o.crc).update(m.data).value()
-        : crc32cCombine(o.crc, m.crc, m.data.length);
+      o.crc = m.fileCrc;
       o.bytes += m.data.length;
       const data = m.data;
       o.writes = o.writes.then(() => writeAll(o.f, data)).then(
@@ -119,4 +119,4 @@ ctx.onmessage = (ev: MessageEvent<Msg>) => {
       ctx.postMessage({ id: m.id, error: o.error ?? `fsync of ${o.path}: ${errorText(e)}` });
     },
   );
-};
+}
