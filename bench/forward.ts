@@ -1,20 +1,26 @@
 /**
- * `deno task bench forward`: ONNX-backend forward speed on the full Qwen2.5-0.5B shape (random weights: 24 layers,
- * hidden 896, 14/2 heads, intermediate 4864, vocab 151936), all 24 layers as outputs, at sequence 512 and 2048,
- * batch 1 and 8, next to the rate of one large ORT MatMul measured in the same run. The figure is the ratio of
- * the forward's useful FLOP rate to that GEMM rate. Cases predicted to take over 2 minutes are skipped (and
- * say so). Peak RSS is printed at the end.
+ * `deno task bench forward`: forward speed at the full Qwen2.5-0.5B shape (random weights: 24 layers, hidden 896,
+ * 14/2 heads, intermediate 4864, vocab 151936; all 24 layers as outputs), side by side in one run on the same
+ * checkpoint and token ids: onnxruntime (the ONNX backend), XLA-CPU through our PJRT binding (the pjrt backend on
+ * the XLA CPU plugin), and `jax.jit` of the same Qwen2 math (bench/jax_forward.py; the same XLA compiler, so a
+ * gap between the last two is ours: transfers, layouts, the emitted program). Cases: 512×1, 2048×1, 512×8 tokens
+ * (`ACTSHARD_BENCH_FORWARD_CASES=1x512,8x512` to choose). Prints tokens/s per backend and the ratios, next to
+ * the rate of one large ORT MatMul measured in the same run. PJRT and JAX times exclude compilation (the first
+ * run of each shape, printed separately). Peak RSS is printed at the end.
  */
 import { join } from "node:path";
 import onnxProto from "onnx-proto";
 import * as ort from "onnxruntime-node";
 import { createOnnxBackend } from "../lib/backend/onnx/index.ts";
+import { createPjrtBackend, findPjrtPlugin } from "../lib/backend/pjrt/index.ts";
 import { writeTinyModel } from "../lib/model/tiny.ts";
 import type { TokenBatch } from "../lib/types.ts";
 
 const SHAPE = { hidden: 896, layers: 24, heads: 14, kvHeads: 2, intermediate: 4864, vocab: 151936, seed: 1 };
 const CACHE = new URL("../.cache/bench-qwen2.5-0.5b-shape/", import.meta.url).pathname;
-const MAX_CASE_S = 120;
+/** [batch, seq] cases. */
+const CASES: [number, number][] = (Deno.env.get("ACTSHARD_BENCH_FORWARD_CASES") ?? "1x512,1x2048,8x512")
+  .split(",").map((c) => c.split("x").map(Number) as [number, number]);
 
 /** FLOPs of one forward over `tokens` tokens of length `seq` (linear layers + causal attention). */
 function forwardFlops(batch: number, seq: number): number {
@@ -78,10 +84,111 @@ function batchOf(batch: number, seq: number): TokenBatch {
   return { ids, lengths: new Int32Array(batch).fill(seq), batch, seqLen: seq };
 }
 
+/** Per case ("BxS"): tokens per wall second and per CPU second of this process (all threads). */
+type Rates = Map<string, { wall: number; cpu: number }>;
+
+const key = (b: number, s: number) => `${b}x${s}`;
+
+async function timeOrt(layers: number[], threads: number): Promise<Rates> {
+  const t0 = performance.now();
+  const be = await createOnnxBackend(CACHE, { layers, threads });
+  console.log(`onnxruntime: session created in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  const out: Rates = new Map();
+  try {
+    await be.forward(batchOf(1, 64), layers); // warm-up (first run allocates and tunes)
+    for (const [b, s] of CASES) {
+      const t = performance.now(), c0 = cpuSeconds();
+      await be.forward(batchOf(b, s), layers);
+      const sec = (performance.now() - t) / 1000, cpu = cpuSeconds() - c0;
+      out.set(key(b, s), { wall: b * s / sec, cpu: b * s / cpu });
+      console.log(
+        `  onnxruntime ${s}x${b}: ${(b * s / sec).toFixed(0)} tokens/s (${sec.toFixed(2)} s, ${
+          cpu.toFixed(2)
+        } CPU-s)`,
+      );
+    }
+  } finally {
+    await be.close();
+  }
+  return out;
+}
+
+async function timePjrt(layers: number[]): Promise<Rates | null> {
+  let plugin: string;
+  try {
+    plugin = findPjrtPlugin(Deno.env.get("ACTSHARD_BENCH_PJRT_PLUGIN") ?? null, Deno.env, { kinds: ["cpu"] });
+  } catch {
+    console.log("pjrt: no XLA CPU plugin installed (pip install -r .ci/requirements.txt): skipped");
+    return null;
+  }
+  const t0 = performance.now();
+  const be = await createPjrtBackend(CACHE, {
+    layers,
+    pluginPath: plugin,
+    log: (l) => console.log(`  ${l}`),
+  });
+  console.log(`pjrt: weights uploaded in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  const out: Rates = new Map();
+  try {
+    for (const [b, s] of CASES) {
+      const batch = batchOf(b, s);
+      let t = performance.now();
+      await be.forward(batch, layers); // compiles this shape
+      const first = (performance.now() - t) / 1000;
+      t = performance.now();
+      const c0 = cpuSeconds();
+      await be.forward(batch, layers);
+      const sec = (performance.now() - t) / 1000, cpu = cpuSeconds() - c0;
+      out.set(key(b, s), { wall: b * s / sec, cpu: b * s / cpu });
+      console.log(
+        `  pjrt ${s}x${b}: ${(b * s / sec).toFixed(0)} tokens/s (${sec.toFixed(2)} s, ${
+          cpu.toFixed(2)
+        } CPU-s; ` +
+          `compile ~${(first - sec).toFixed(1)} s)`,
+      );
+    }
+  } finally {
+    await be.close();
+  }
+  return out;
+}
+
+async function timeJax(): Promise<Rates | null> {
+  const script = new URL("./jax_forward.py", import.meta.url).pathname;
+  const py = Deno.env.get("ACTSHARD_PYTHON") ?? "python3";
+  let res: Deno.CommandOutput;
+  try {
+    res = await new Deno.Command(py, {
+      args: [script, CACHE, "--cases", ...CASES.map(([b, s]) => key(b, s)), "--repeat", "1"],
+      stdout: "piped",
+      stderr: "piped",
+      env: { TF_CPP_MIN_LOG_LEVEL: "3", JAX_PLATFORMS: "cpu" },
+    }).output();
+  } catch (e) {
+    console.log(`jax.jit: ${py} does not run (${(e as Error).message}): skipped`);
+    return null;
+  }
+  if (!res.success) {
+    const err = new TextDecoder().decode(res.stderr).trim().split("\n").pop();
+    console.log(`jax.jit: skipped (${err}; pip install jax==0.10.2 jaxlib==0.10.2)`);
+    return null;
+  }
+  const out: Rates = new Map();
+  for (const line of new TextDecoder().decode(res.stdout).trim().split("\n")) {
+    const r = JSON.parse(line);
+    out.set(key(r.batch, r.seq), { wall: r.tokens_per_s, cpu: r.tokens_per_cpu_s });
+    console.log(
+      `  jax.jit ${r.seq}x${r.batch}: ${r.tokens_per_s.toFixed(0)} tokens/s (${r.seconds.toFixed(2)} s, ` +
+        `${r.cpu_seconds.toFixed(2)} CPU-s; compile ~${(r.compile_seconds - r.seconds).toFixed(1)} s)`,
+    );
+  }
+  return out;
+}
+
 /** Run the section. */
 export async function run(): Promise<void> {
   const threads = navigator.hardwareConcurrency;
-  let t0 = performance.now();
+  const t0 = performance.now();
   try {
     await Deno.stat(join(CACHE, "model.safetensors"));
   } catch {
@@ -93,37 +200,32 @@ export async function run(): Promise<void> {
     `threads ${threads}; ORT MatMul [2048x896]x[896x4864]: ${gemm.toFixed(1)} GFLOP/s ` +
       `(${gemmCpu.toFixed(1)} GFLOP per CPU-s)`,
   );
-  t0 = performance.now();
   const layers = [...Array(SHAPE.layers).keys()];
-  const be = await createOnnxBackend(CACHE, { layers, threads });
-  console.log(`session created in ${((performance.now() - t0) / 1000).toFixed(1)} s (24 layers as outputs)`);
-  let rate = 0; // GFLOP/s measured so far, for skipping
-  try {
-    // Warm-up (first run allocates and tunes).
-    await be.forward(batchOf(1, 64), layers);
-    for (const [batch, seq] of [[1, 512], [1, 2048], [8, 512], [8, 2048]]) {
-      const flops = forwardFlops(batch, seq);
-      if (rate > 0 && flops / (rate * 1e9) > MAX_CASE_S) {
-        console.log(
-          `seq ${seq} batch ${batch}: skipped (predicted ${
-            (flops / rate / 1e9).toFixed(0)
-          } s > ${MAX_CASE_S} s)`,
-        );
-        continue;
-      }
-      const t = performance.now(), c0 = cpuSeconds();
-      await be.forward(batchOf(batch, seq), layers);
-      const s = (performance.now() - t) / 1000, cpu = cpuSeconds() - c0;
-      rate = flops / s / 1e9;
-      const rateCpu = flops / cpu / 1e9;
-      console.log(
-        `seq ${seq} batch ${batch}: ${(batch * seq / s).toFixed(0)} tokens/s, ${s.toFixed(2)} s, ` +
-          `${rate.toFixed(1)} GFLOP/s = ${(rate / gemm).toFixed(2)} x GEMM ` +
-          `(per CPU-s: ${(rateCpu / gemmCpu).toFixed(2)} x GEMM)`,
-      );
+  // One backend at a time (each holds the 2 GB of f32 weights), in this order, in this one run.
+  const ort = await timeOrt(layers, threads);
+  const pjrt = await timePjrt(layers);
+  const jax = await timeJax();
+  const f = (x: number | undefined) => x === undefined ? "—" : x.toFixed(0);
+  const r = (a: number | undefined, b: number | undefined) =>
+    a === undefined || b === undefined ? "—" : `${(a / b).toFixed(2)}x`;
+  // Wall time on a shared machine measures the neighbours too; tokens per CPU-second measure the work.
+  for (const unit of ["wall", "cpu"] as const) {
+    console.log(
+      `\n${
+        unit === "wall" ? "tokens/s" : "tokens per CPU-s"
+      }: seq x batch | onnxruntime | pjrt (XLA-CPU) | ` +
+        `jax.jit | pjrt/jax.jit | pjrt/onnxruntime | pjrt FLOP rate`,
+    );
+    for (const [b, s] of CASES) {
+      const k = key(b, s);
+      const [o, p, j] = [ort.get(k)?.[unit], pjrt?.get(k)?.[unit], jax?.get(k)?.[unit]];
+      // the useful FLOP rate of the pjrt forward as a fraction of the ORT MatMul's rate
+      const g = p === undefined
+        ? "—"
+        : (forwardFlops(b, s) * p / (b * s) / 1e9 / (unit === "wall" ? gemm : gemmCpu))
+          .toFixed(2);
+      console.log(`${s}x${b} | ${f(o)} | ${f(p)} | ${f(j)} | ${r(p, j)} | ${r(p, o)} | pjrt ${g} x GEMM`);
     }
-  } finally {
-    await be.close();
   }
   console.log(`peak RSS ${peakRssMiB().toFixed(0)} MiB`);
 }

@@ -61,6 +61,13 @@ export function usageError(message: string, hint?: string, where?: string): Acts
   return new ActshardError(message, { kind: "usage", hint, where });
 }
 
+/** True for "no space left on device" (ENOSPC) and disk-quota (EDQUOT) errors from the filesystem. */
+export function isDiskFull(e: unknown): boolean {
+  if (!(e instanceof Error)) return false;
+  const code = (e as { code?: unknown }).code;
+  return code === "ENOSPC" || code === "EDQUOT" || /No space left on device|os error 28\b/.test(e.message);
+}
+
 /** Render any thrown value as one line (never a stack trace). */
 export function errorLine(e: unknown): string {
   if (e instanceof ActshardError) return e.line();
@@ -71,6 +78,7 @@ export function errorLine(e: unknown): string {
     return `is a directory, expected a file: ${firstLine(e.message)}`;
   }
   if (e instanceof Deno.errors.AlreadyExists) return `already exists: ${firstLine(e.message)}`;
+  if (isDiskFull(e)) return `disk full: ${firstLine((e as Error).message)}: free space there and rerun`;
   if (e instanceof Error) return `${e.name === "Error" ? "error" : e.name}: ${firstLine(e.message)}`;
   return `error: ${firstLine(String(e))}`;
 }

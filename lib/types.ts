@@ -41,8 +41,15 @@ export interface Backend {
   readonly numLayers: number;
   /**
    * Run one padded batch; returns, per requested layer, a Float32Array `[batch, seqLen, hidden]`
-   * (the residual stream after that decoder block). Real tokens' values never depend on padding.
+   * (the residual stream after that decoder block). Real tokens' values never depend on padding. The arrays
+   * stay valid after later calls (records are views into them until written): a backend must not reuse them.
    */
   forward(batch: TokenBatch, layers: number[]): Promise<Map<number, Float32Array>>;
+  /**
+   * How many `forward` calls may usefully be in flight at once (default 1). The PJRT backend says 2: the
+   * device→host copies of batch n then overlap the upload and execute of batch n+1 (the extract loop keeps at
+   * most this many running, so memory stays bounded).
+   */
+  readonly concurrentForwards?: number;
   close(): Promise<void>;
 }

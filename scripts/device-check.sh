@@ -7,7 +7,8 @@
 #                                     # rows, compare every layer with the ONNX outputs and with HF transformers
 #                                     # output_hidden_states (PyTorch), print max rel errors and tokens/s
 #
-# `run` needs a PJRT plugin (found as in lib/backend/pjrt/discover.ts, or PJRT_PLUGIN_LIBRARY_PATH) and python3
+# `run` needs an accelerator PJRT plugin (DC_PLUGIN, or jax_plugins.xla_cuda13 in python3, or discovery of a
+# TPU/CUDA plugin as in lib/backend/pjrt/discover.ts — never an XLA CPU plugin) and python3
 # with numpy (+ torch and transformers for the HF column; skipped with a note when absent).
 # Env: DC_DIR (default .cache/device-check), DC_PLUGIN (--pjrt_plugin), DC_SKIP_BENCH=1 (no tokens/s model).
 set -euo pipefail
@@ -43,11 +44,16 @@ run() {
   "$deno" --version | head -1
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || true
   local plugin=()
+  export DENO_NO_UPDATE_CHECK=1 DENO_DIR="$DC_DIR/deno_dir"
   if [ -z "${DC_PLUGIN:-}" ]; then # ask the Python that has JAX's CUDA plugin where it is
     DC_PLUGIN="$(python3 -c 'import os, jax_plugins.xla_cuda13 as m; print(os.path.join(os.path.dirname(m.__file__), "xla_cuda_plugin.so"))' 2>/dev/null || true)"
   fi
-  [ -n "${DC_PLUGIN:-}" ] && plugin=(--pjrt_plugin "$DC_PLUGIN")
-  export DENO_NO_UPDATE_CHECK=1 DENO_DIR="$DC_DIR/deno_dir"
+  if [ -z "${DC_PLUGIN:-}" ]; then # else discovery, accelerators only: an XLA CPU plugin would "pass" on the CPU
+    DC_PLUGIN="$("$deno" eval "import { findPjrtPlugin } from './lib/backend/pjrt/discover.ts';
+      try { console.log(findPjrtPlugin(null, Deno.env, { kinds: ['tpu', 'cuda'] })); } catch { console.log(''); }")"
+  fi
+  [ -n "${DC_PLUGIN:-}" ] || { echo "device-check: no TPU/GPU PJRT plugin found (set DC_PLUGIN=PATH)"; exit 1; }
+  plugin=(--pjrt_plugin "$DC_PLUGIN")
   for dtype in float32 bfloat16; do
     "$deno" run -A scripts/pjrt_forward.ts --backend pjrt --verbose "${plugin[@]}" --compute_dtype "$dtype" \
       --model_path "$DC_DIR/model" --rows "$DC_DIR/rows.json" --layers $LAYERS --batch_size 3 --repeat 3 \

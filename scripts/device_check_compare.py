@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Device check, comparison step (docs/pjrt.md): per layer, max relative error of the PJRT outputs against the
-ONNX backend's (computed beforehand, carried) and against HF transformers `output_hidden_states[layer + 1]`
+ONNX backend's (computed beforehand, carried) and against HF transformers (each decoder layer's output, hooked)
 (PyTorch, float32, one row at a time, no padding). Relative error = max |a - b| / max |b| over the layer, as
 tests/_assert.ts maxRelError. Prints a Markdown table and the tokens/s lines; exit 1 if a float32 layer is
 over 1e-4 against ONNX.
@@ -32,13 +32,25 @@ def hf_hidden(model_dir, rows, layers):
     except ImportError as e:
         print(f"HF transformers comparison skipped: {e}")
         return None
-    model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     out = {l: [] for l in layers}
+    # Each decoder layer's own output (the residual stream), taken with a hook: HF's `hidden_states[-1]` is the
+    # last layer's output *after* the final norm, which would make the last layer differ by O(1).
+    captured = {}
+
+    def hook(l):
+        def f(_module, _inputs, output):
+            captured[l] = (output[0] if isinstance(output, tuple) else output)[0].numpy().copy()
+        return f
+
+    handles = [model.model.layers[l].register_forward_hook(hook(l)) for l in layers]
     with torch.no_grad():
         for r in rows:
-            hs = model(torch.tensor([r]), output_hidden_states=True).hidden_states
+            model(torch.tensor([r]))
             for l in layers:
-                out[l].append(hs[l + 1][0].numpy())
+                out[l].append(captured[l])
+    for h in handles:
+        h.remove()
     return {l: np.concatenate(v) for l, v in out.items()}
 
 

@@ -16,7 +16,8 @@ import { choiceFlag, numberFlag, parseFlags } from "../lib/cli/flags.ts";
 import { runCli } from "../lib/cli/run.ts";
 import { ActshardError, usageError } from "../lib/errors.ts";
 import type { Backend, TokenBatch } from "../lib/types.ts";
-import { createPjrtBackend } from "../lib/backend/pjrt/index.ts";
+import { createPjrtBackend, parsePjrtOptions } from "../lib/backend/pjrt/index.ts";
+import type { NamedValue } from "../native/pjrt/mod.ts";
 import type { ComputeDtype } from "../lib/backend/pjrt/emit.ts";
 
 /** Parse flags, run the rows in batches, write the activations. */
@@ -32,6 +33,12 @@ export async function main(args: string[]): Promise<number> {
       type: "string",
       help: "PJRT plugin (.so); default: search the usual places",
       metavar: "PATH",
+    },
+    pjrt_option: {
+      type: "string",
+      list: true,
+      metavar: "NAME=VALUE",
+      help: "PJRT client create options, e.g. cpu_device_count=4",
     },
     data_parallel: { type: "boolean", default: true, negatable: true, help: "split batches over devices" },
     compute_dtype: { type: "string", default: "float32", help: "float32 | bfloat16 (pjrt only)" },
@@ -55,9 +62,11 @@ export async function main(args: string[]): Promise<number> {
   const modelDir = String(v.model_path);
   const backend = await openBackend(backendName, modelDir, layers, {
     pluginPath: (v.pjrt_plugin as string | undefined) ?? null,
+    clientOptions: parsePjrtOptions(v.pjrt_option as string | undefined),
     dataParallel: v.data_parallel !== false,
     computeDtype,
     log: v.verbose ? (l: string) => console.error(l) : undefined,
+    pluginLogs: v.verbose === true,
   });
   try {
     const outs = new Map(layers.map((l) => [l, [] as Float32Array[]]));
@@ -117,6 +126,8 @@ async function openBackend(
   layers: number[],
   o: {
     pluginPath: string | null;
+    clientOptions: Record<string, NamedValue>;
+    pluginLogs: boolean;
     dataParallel: boolean;
     computeDtype: ComputeDtype;
     log?: (line: string) => void;

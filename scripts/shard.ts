@@ -11,10 +11,11 @@ import { choiceFlag, numberFlag, parseFlags } from "../lib/cli/flags.ts";
 import { ActshardError, usageError } from "../lib/errors.ts";
 import { resolve } from "node:path";
 import { Dataset, type ReadRecord } from "../lib/shard/reader.ts";
-import { FORMATS, ShardWriter } from "../lib/shard/writer.ts";
+import { FORMATS, type ShardFormat, ShardWriter } from "../lib/shard/writer.ts";
 import { type Codec, CODECS } from "../lib/shard/codecs.ts";
 import type { ActivationDType, ActivationRecord } from "../lib/types.ts";
 import { mergeDatasets } from "../lib/shard/merge.ts";
+import { lockOutputDir } from "../lib/pipeline/lock.ts";
 
 const DTYPES: readonly ActivationDType[] = ["float32", "float16", "bfloat16"];
 
@@ -42,6 +43,10 @@ export async function main(args: string[]): Promise<number> {
     compress_shards: { type: "boolean", help: "gzip shards (seed flag)", default: true, negatable: true },
     dtype: { type: "string", help: "float32 | float16 | bfloat16", default: "float32", metavar: "D" },
     overwrite: { type: "boolean", help: "replace a dataset already in --output" },
+    allow_incomplete: {
+      type: "boolean",
+      help: "convert a run that did not finish (the output then stays status in_progress)",
+    },
     merge: {
       type: "string",
       list: true,
@@ -85,9 +90,51 @@ export async function main(args: string[]): Promise<number> {
     );
   }
   const src = await Dataset.open(input);
+  // The output carries the input's completeness: a conversion of an interrupted run is not a finished dataset.
+  const unfinished = incompleteBecause(src);
+  if (unfinished && !f.values.allow_incomplete) {
+    throw new ActshardError(`--input is not a finished run (${unfinished})`, {
+      where: input,
+      kind: "input",
+      hint:
+        "finish it first (rerun the same extract), or pass --allow_incomplete (the output then says in_progress)",
+    });
+  }
+  const lock = await lockOutputDir(output);
+  try {
+    return await convert(src, output, {
+      format,
+      codec,
+      dtype,
+      sizeGb,
+      overwrite: f.values.overwrite === true,
+    }, {
+      incomplete: unfinished !== null,
+    });
+  } finally {
+    lock.release();
+  }
+}
+
+/** Why `src` is not a finished run, or null when it is (its metadata says complete, or it is the seed's). */
+function incompleteBecause(src: Dataset): string | null {
+  const m = src.metadata;
+  if (!m) return "no metadata.json";
+  if (m.status !== undefined && m.status !== "complete") return `status ${m.status}`;
+  return null;
+}
+
+/** The conversion proper, under the output's lock. */
+async function convert(
+  src: Dataset,
+  output: string,
+  o: { format: ShardFormat; codec: Codec; dtype: ActivationDType; sizeGb: number; overwrite: boolean },
+  carry: { incomplete: boolean },
+): Promise<number> {
+  const { format, codec, dtype, sizeGb } = o;
   try {
     await Deno.stat(`${output}/metadata.json`);
-    if (!f.values.overwrite) {
+    if (!o.overwrite) {
       throw new ActshardError("output already holds a dataset", {
         where: output,
         kind: "input",
@@ -109,7 +156,14 @@ export async function main(args: string[]): Promise<number> {
       upload_to_gcs: false,
       gcs_bucket: null,
       gcs_prefix: null,
-      config: { ...(src.metadata?.config ?? {}), resharded_from: src.store.url, format, codec, dtype },
+      config: {
+        ...(src.metadata?.config ?? {}),
+        resharded_from: src.store.url,
+        ...(carry.incomplete ? { resharded_from_status: src.metadata?.status ?? "unknown" } : {}),
+        format,
+        codec,
+        dtype,
+      },
     },
   });
   let group: ActivationRecord[] = [];
@@ -129,9 +183,11 @@ export async function main(args: string[]): Promise<number> {
     await w.abort();
     throw e;
   }
-  const meta = await w.close();
+  const meta = await w.close({ incomplete: carry.incomplete });
   console.log(
-    `shard: ${n} records → ${meta.total_shards} shards in ${output} (${format}, ${codec}, ${dtype})`,
+    `shard: ${n} records → ${meta.total_shards} shards in ${output} (${format}, ${codec}, ${dtype})${
+      carry.incomplete ? "; status in_progress, as its input" : ""
+    }`,
   );
   return 0;
 }
@@ -151,7 +207,14 @@ async function merge(sources: string[], output: string | boolean | undefined): P
       "--output",
     );
   }
-  const meta = await mergeDatasets(sources, output);
+  // A local destination is written (root metadata.json, copied workers) under its lock, like any other writer.
+  const lock = output.startsWith("gs://") ? null : await lockOutputDir(output);
+  let meta;
+  try {
+    meta = await mergeDatasets(sources, output);
+  } finally {
+    lock?.release();
+  }
   const workers = (meta.workers as unknown[]).length;
   console.log(
     `shard: merged ${workers} workers → ${meta.total_shards} shards, ${meta.total_samples} records in ${output}`,

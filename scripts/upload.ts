@@ -7,6 +7,7 @@ import { runCli } from "../lib/cli/run.ts";
 import { numberFlag, parseFlags } from "../lib/cli/flags.ts";
 import { usageError } from "../lib/errors.ts";
 import { uploadDataset } from "../lib/storage/shard_uploader.ts";
+import { lockOutputDir } from "../lib/pipeline/lock.ts";
 
 /** Run the upload stage; returns the exit code. */
 export async function main(args: string[]): Promise<number> {
@@ -29,14 +30,18 @@ export async function main(args: string[]): Promise<number> {
   if (!dir) throw usageError("--output_dir is required", "give the dataset directory", "--output_dir");
   const bucket = r.values.gcs_bucket as string | undefined;
   if (!bucket) throw usageError("--gcs_bucket is required", "e.g. --gcs_bucket my-bucket", "--gcs_bucket");
+  const concurrency = numberFlag("concurrency", r.values.concurrency, { integer: true, min: 1 });
+  // The dataset's writer lock, held across the upload, the metadata.json rewrite and any local deletions: an
+  // extract still writing there (or another upload) refuses this one instead of losing shards.
+  const lock = await lockOutputDir(dir, { create: false });
   const rep = await uploadDataset({
     outputDir: dir,
     bucket,
     prefix: String(r.values.gcs_prefix).replace(/^\/+|\/+$/g, ""),
-    concurrency: numberFlag("concurrency", r.values.concurrency, { integer: true, min: 1 }),
+    concurrency,
     deleteLocalAfterUpload: r.values.delete_local_after_upload === true,
     onProgress: (m) => console.error(m),
-  });
+  }).finally(() => lock.release());
   console.log(`uploaded ${rep.uploaded} shard(s), ${rep.alreadyThere} already there; ${rep.metadataUrl}`);
   return 0;
 }

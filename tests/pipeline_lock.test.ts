@@ -14,6 +14,22 @@ Deno.test("output dir lock: a second holder is refused until the first releases"
   const b = await lockOutputDir(out);
   b.release();
   assertEquals((await Deno.readFile(`${out}/${LOCK_NAME}`)).length, 0, "the lock file stays empty");
+  // the refusal names the holder's pid (from /proc/locks)
+  const c = await lockOutputDir(out);
+  try {
+    await assertRejects(
+      () => lockOutputDir(out),
+      ActshardError,
+      `another actshard process (pid ${Deno.pid}) is writing to this output directory`,
+    );
+  } finally {
+    c.release();
+  }
+  await assertRejects(
+    () => lockOutputDir(`${d.path}/absent`, { create: false }),
+    ActshardError,
+    "directory not found",
+  );
 });
 
 Deno.test("extract: a second process on the same output dir stops with one line, writing nothing", async () => {
@@ -26,7 +42,12 @@ Deno.test("extract: a second process on the same output dir stops with one line,
     assertEquals(r.code, 1, r.stderr);
     const lines = r.stderr.trim().split("\n");
     assertEquals(lines.length, 1, r.stderr);
-    assert(lines[0].includes("another actshard process is writing to this output directory"), lines[0]);
+    assert(
+      lines[0].includes(
+        `another actshard process (pid ${Deno.pid}) is writing to this output directory`,
+      ),
+      lines[0],
+    );
     const names = [...Deno.readDirSync(out)].map((e) => e.name);
     assertEquals(names, [LOCK_NAME], "nothing written besides the lock file");
   } finally {

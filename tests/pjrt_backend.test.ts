@@ -11,7 +11,16 @@ import { ensureTestPlugin, pluginCounts, preloadTestPlugin } from "./support/pjr
 import { ActshardError } from "../lib/errors.ts";
 import { writeTinyModel } from "../lib/model/tiny.ts";
 import { createPjrtBackend, findPjrtPlugin } from "../lib/backend/pjrt/index.ts";
-import { prepareCudaPlugin } from "../lib/backend/pjrt/discover.ts";
+import {
+  checkTpuHost,
+  GOOGLE_PCI_VENDOR,
+  pluginKind,
+  prepareCudaPlugin,
+  tpuHardwarePresent,
+} from "../lib/backend/pjrt/discover.ts";
+import { chooseBackend } from "../lib/pipeline/backend.ts";
+import { parseExtractFlags } from "../lib/cli/extract_flags.ts";
+import { parsePjrtOptions } from "../lib/backend/pjrt/index.ts";
 import { PjrtApi, PjrtClient, PjrtError } from "../native/pjrt/mod.ts";
 import { emitStableHlo } from "../lib/backend/pjrt/emit.ts";
 import { PjrtRunner } from "../lib/backend/pjrt/runner.ts";
@@ -60,6 +69,158 @@ Deno.test("pjrt discovery: explicit path, env vars, Python locations, and one li
     );
     assertMatch(line, /jax-cuda13-pjrt/);
   }
+});
+
+/** A fake /sys/bus/pci/devices with one device per vendor id. */
+async function fakePci(root: string, vendors: string[]): Promise<string> {
+  const pci = join(root, "pci");
+  for (const [i, v] of vendors.entries()) {
+    await Deno.mkdir(join(pci, `0000:00:0${i}.0`), { recursive: true });
+    await Deno.writeTextFile(join(pci, `0000:00:0${i}.0`, "vendor"), `${v}\n`);
+  }
+  await Deno.mkdir(pci, { recursive: true });
+  return pci;
+}
+
+Deno.test("pjrt discovery: XLA CPU plugins in a venv, accelerators first, libtpu only with TPU hardware", async () => {
+  await using dir = await tempDir();
+  const venv = join(dir.path, "venv");
+  const site = join(venv, "lib", "python3.11", "site-packages");
+  const put = async (rel: string) => {
+    await Deno.mkdir(join(site, rel, ".."), { recursive: true });
+    await Deno.writeFile(join(site, rel), new Uint8Array(1));
+    return join(site, rel);
+  };
+  const cpuOld = await put("xla_plugins/xla_cpu_pjrt/xla_cpu_pjrt.so");
+  const e = env({ VIRTUAL_ENV: venv, HOME: join(dir.path, "home") });
+  const noTpu = await fakePci(join(dir.path, "a"), ["0x8086", "0x10de"]);
+  const withTpu = await fakePci(join(dir.path, "b"), ["0x8086", GOOGLE_PCI_VENDOR]);
+  assertEquals(findPjrtPlugin(null, e, { pciDevices: noTpu }), cpuOld);
+  const cpuNew = await put("lammps_jax_pjrt_cpu/pjrt_c_api_cpu_plugin.so");
+  assertEquals(findPjrtPlugin(null, e, { pciDevices: noTpu }), cpuNew); // the newer C API first
+  const tpu = await put("libtpu/libtpu.so");
+  assertEquals(findPjrtPlugin(null, e, { pciDevices: noTpu }), cpuNew); // libtpu is skipped without a TPU
+  assertEquals(findPjrtPlugin(null, e, { pciDevices: withTpu }), tpu);
+  const cuda = await put("jax_plugins/xla_cuda13/xla_cuda_plugin.so");
+  assertEquals(findPjrtPlugin(null, e, { pciDevices: noTpu }), cuda);
+  // the PATH's interpreters count too: a venv's bin/ on PATH is searched like $VIRTUAL_ENV
+  assertEquals(
+    findPjrtPlugin(null, env({ PATH: `${join(venv, "bin")}:/nowhere`, HOME: dir.path }), {
+      pciDevices: noTpu,
+    }),
+    cuda,
+  );
+  await Deno.remove(cuda);
+  try {
+    findPjrtPlugin(null, e, { kinds: ["tpu", "cuda"], pciDevices: noTpu }); // what --backend auto asks
+    throw new Error("expected no accelerator plugin");
+  } catch (err) {
+    assert(err instanceof ActshardError, String(err));
+    assertMatch(err.line(), /^no PJRT plugin found/);
+  }
+  assertEquals([pluginKind(tpu), pluginKind(cuda), pluginKind(cpuNew), pluginKind(cpuOld)], [
+    "tpu",
+    "cuda",
+    "cpu",
+    "cpu",
+  ]);
+  assertEquals([tpuHardwarePresent(noTpu), tpuHardwarePresent(withTpu), tpuHardwarePresent("/nope")], [
+    false,
+    true,
+    false,
+  ]);
+});
+
+Deno.test("pjrt discovery: a plugin variable naming a missing file is an error, not a fall-through", async () => {
+  await using dir = await tempDir();
+  const site = join(dir.path, "venv", "lib", "python3.11", "site-packages", "xla_plugins", "xla_cpu_pjrt");
+  await Deno.mkdir(site, { recursive: true });
+  await Deno.writeFile(join(site, "xla_cpu_pjrt.so"), new Uint8Array(1));
+  for (const k of ["PJRT_PLUGIN_LIBRARY_PATH", "TPU_LIBRARY_PATH"]) {
+    try {
+      findPjrtPlugin(
+        null,
+        env({ [k]: "/gone/libtpu.so", VIRTUAL_ENV: join(dir.path, "venv"), HOME: dir.path }),
+      );
+      throw new Error(`expected ${k} to be refused`);
+    } catch (e) {
+      assert(e instanceof ActshardError, String(e));
+      assertEquals(e.line().split(" (")[0], "PJRT plugin not found: /gone/libtpu.so");
+      assertMatch(e.line(), new RegExp(`\\(\\$${k}\\)`));
+    }
+  }
+});
+
+Deno.test("pjrt: an explicit libtpu on a host without a TPU fails fast with our own line", async () => {
+  await using dir = await tempDir();
+  const noTpu = await fakePci(dir.path, ["0x8086"]);
+  const lib = join(dir.path, "libtpu", "libtpu.so");
+  try {
+    checkTpuHost(lib, noTpu);
+    throw new Error("expected the TPU check to refuse");
+  } catch (e) {
+    assert(e instanceof ActshardError, String(e));
+    assertMatch(e.line(), /^no TPU found on this host \(no PCI device with Google's vendor id 0x1ae0\)/);
+    assertMatch(e.line(), /run on a TPU VM/);
+  }
+  checkTpuHost(lib, await fakePci(join(dir.path, "t"), [GOOGLE_PCI_VENDOR])); // a TPU host: fine
+  checkTpuHost(ensureTestPlugin(), noTpu); // not libtpu: no check
+  // through the CLI: no plugin is loaded, one line, exit 1 (this host has no TPU)
+  if (!tpuHardwarePresent()) {
+    await Deno.mkdir(join(dir.path, "libtpu"), { recursive: true });
+    await Deno.writeFile(lib, new Uint8Array(1));
+    await writeTinyModel(join(dir.path, "m"), TINY);
+    await Deno.writeTextFile(join(dir.path, "rows.json"), JSON.stringify({ rows: [[1, 2, 3]] }));
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", join(REPO_ROOT, "scripts", "pjrt_forward.ts"), "--model_path", join(dir.path, "m")]
+        .concat(["--rows", join(dir.path, "rows.json"), "--layers", "0", "--out", join(dir.path, "o")])
+        .concat(["--pjrt_plugin", lib]),
+      env: { NO_COLOR: "1" },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const err = new TextDecoder().decode(out.stderr).trim();
+    assertEquals(out.code, 1, err);
+    assertEquals(err.split("\n").length, 1, err);
+    assertMatch(err, /no TPU found on this host/);
+  }
+});
+
+Deno.test("pjrt: --pjrt_option values typed per option; --backend auto never picks an XLA CPU plugin", async () => {
+  assertEquals(parsePjrtOptions("cpu_device_count=4,visible_devices=0,1,memory_fraction=1"), {
+    cpu_device_count: { int64: 4n },
+    visible_devices: { int64List: [0n, 1n] },
+    memory_fraction: { float: 1 },
+  });
+  try {
+    parsePjrtOptions("some_option=3");
+    throw new Error("expected a usage error");
+  } catch (e) {
+    assert(e instanceof ActshardError && e.kind === "usage", String(e));
+    assertMatch(e.line(), /^--pjrt_option: unknown option some_option: give its type/);
+  }
+  const cfg = parseExtractFlags([
+    "--backend",
+    "auto",
+    "--pjrt_option",
+    "cpu_device_count=2",
+    "preallocate=false",
+  ]);
+  assert(!("help" in cfg));
+  assertEquals(parsePjrtOptions(cfg.pjrt_option), { cpu_device_count: { int64: 2n }, preallocate: false });
+  // whatever XLA CPU plugin is installed here, auto looks for accelerators only (measured: docs/pjrt.md)
+  if (
+    !tpuHardwarePresent() && !Deno.env.get("PJRT_PLUGIN_LIBRARY_PATH") && !Deno.env.get("TPU_LIBRARY_PATH")
+  ) {
+    let cuda = false;
+    try {
+      cuda = pluginKind(findPjrtPlugin(null, Deno.env, { kinds: ["cuda"] })) === "cuda";
+    } catch { /* none */ }
+    assertEquals(await chooseBackend(cfg), cuda ? "pjrt" : "onnx");
+  }
+  const explicit = parseExtractFlags(["--backend", "auto", "--pjrt_plugin", ensureTestPlugin()]);
+  assert(!("help" in explicit));
+  assertEquals(await chooseBackend(explicit), "pjrt"); // an explicit plugin is taken as given
 });
 
 Deno.test("pjrt discovery: the CUDA plugin gets XLA_FLAGS=--xla_gpu_cuda_data_dir from nvidia/cuda_nvcc", async () => {

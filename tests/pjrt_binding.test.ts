@@ -9,12 +9,17 @@ import {
   ARGS,
   MEMORY_LAYOUT_TYPE,
   MIN_API_STRUCT_SIZE,
+  NAMED_VALUE_TYPE,
+  type NamedValue,
+  parseCreateOption,
   PjrtApi,
   PjrtClient,
   PjrtError,
   PjrtLoadError,
+  PjrtStructSizeError,
   rowMajorLayout,
 } from "../native/pjrt/mod.ts";
+import { encodeNamedValues } from "../native/pjrt/client.ts";
 import { addrOf, Struct } from "../native/pjrt/ffi.ts";
 import { compileOptionsBytes } from "../lib/backend/pjrt/compile_options.ts";
 
@@ -29,7 +34,7 @@ const PROGRAM_2_RESULTS = `module @m {
 
 /** Open the plugin + a client, run `fn`, close both, and check nothing leaked on either side. */
 async function withClient(
-  options: Record<string, string | number>,
+  options: Record<string, NamedValue>,
   fn: (client: PjrtClient, api: PjrtApi) => Promise<void>,
 ): Promise<void> {
   const api = PjrtApi.open(ensureTestPlugin());
@@ -37,7 +42,7 @@ async function withClient(
   try {
     await fn(client, api);
   } finally {
-    client.close();
+    await client.close();
     assertEquals(api.live, { events: 0, buffers: 0, executables: 0, clients: 0 });
     api.close();
   }
@@ -317,7 +322,7 @@ Deno.test("pjrt binding: injected errors become typed PjrtErrors (sync and throu
   const api = PjrtApi.open(ensureTestPlugin());
   try {
     await expectPjrtError(
-      () => PjrtClient.create(api, { no_such_option: 1 }),
+      () => PjrtClient.create(api, { no_such_option: { int64: 1 } }),
       3,
       /unknown or ill-typed create option/,
     );
@@ -355,4 +360,130 @@ Deno.test("pjrt binding: a device assignment in the compile options places repli
     const pOuts = await permuted.execute(perm.map((i) => args[i]));
     assertEquals(Array.from(new Int32Array((await pOuts[0][1].toHost()).buffer)), [ids[2], 1, 1, 1]);
   });
+});
+
+Deno.test("pjrt binding: client.close() during an execution destroys the client only after the deferred destroys", async () => {
+  const api = PjrtApi.open(ensureTestPlugin());
+  const client = PjrtClient.create(api, { num_devices: 1, delay_us: 30000 });
+  const exe = client.compile(PROGRAM_2_RESULTS, compileOptionsBytes({ numReplicas: 1 }));
+  const dev = client.devices[0];
+  const a = await client.bufferFromHost(new Float32Array(6).fill(2), [2, 3], "f32", dev);
+  const b = await client.bufferFromHost(new Int32Array(4).fill(5), [4], "s32", dev);
+  const running = exe.execute([[a, b]]);
+  const closed = client.close();
+  // the arguments and the executable are in use: their destroys wait, and so does the client's
+  assert(client.alive, "client destroyed while its buffers were in flight");
+  assertEquals(pluginCounts().clients, 1);
+  await running;
+  await closed;
+  assert(!client.alive);
+  assertEquals(api.live, { events: 0, buffers: 0, executables: 0, clients: 0 });
+  assertEquals(pluginCounts().violations, 0); // the plugin counts a client destroyed under live buffers
+  assertEquals(pluginCounts().all, 0);
+  api.close();
+});
+
+Deno.test("pjrt binding: a plugin needing a bigger PJRT_ExecuteOptions fails with one line naming both versions", async () => {
+  await withClient({}, async (client) => {
+    const exe = client.compile(PROGRAM_2_RESULTS, compileOptionsBytes({ numReplicas: 1 }));
+    const dev = client.devices[0];
+    const args = [
+      await client.bufferFromHost(new Float32Array(6), [2, 3], "f32", dev),
+      await client.bufferFromHost(new Int32Array(4), [4], "s32", dev),
+    ];
+    const old = Deno.env.get("PJRT_TEST_PLUGIN_EXECUTE_OPTIONS_SIZE");
+    Deno.env.set("PJRT_TEST_PLUGIN_EXECUTE_OPTIONS_SIZE", "136");
+    try {
+      await exe.execute([args]);
+      throw new Error("expected the plugin to refuse the struct");
+    } catch (e) {
+      assert(e instanceof PjrtStructSizeError, String(e));
+      assertEquals([e.struct, e.expected, e.sent], ["PJRT_ExecuteOptions", 136, ARGS.ExecuteOptions.size]);
+      assertEquals(
+        e.message,
+        "the PJRT plugin (C API 0.90) needs a PJRT_ExecuteOptions of 136 bytes; this binding (C API 0.94) " +
+          "sends 112 (PJRT LoadedExecutable_Execute)",
+      );
+    } finally {
+      old === undefined
+        ? Deno.env.delete("PJRT_TEST_PLUGIN_EXECUTE_OPTIONS_SIZE")
+        : Deno.env.set("PJRT_TEST_PLUGIN_EXECUTE_OPTIONS_SIZE", old);
+    }
+    // the same struct at the plugin's own size goes through
+    const [[o]] = await exe.execute([args]);
+    assertEquals((await o.toHost()).byteLength, 24);
+  });
+});
+
+Deno.test("pjrt binding: PJRT_Plugin_Attributes are read (StableHLO versions as int64 lists)", () => {
+  const api = PjrtApi.open(ensureTestPlugin());
+  assertEquals(api.attributes(), {
+    test_double: true,
+    stablehlo_current_version: [1, 9, 0],
+    stablehlo_minimum_version: [0, 9, 0],
+  });
+  api.close();
+});
+
+Deno.test("pjrt binding: create options are typed per option, never guessed from a JS number", () => {
+  const enc = encodeNamedValues({
+    memory_fraction: 1, // a float option: 1.0f, not int64 1
+    cpu_device_count: 4,
+    preallocate: false,
+    ratio: { float: 0.5 },
+    visible_devices: { int64List: [0, 1] },
+    platform_name: "cuda",
+    big: { int64: 2n ** 40n },
+  });
+  const v = new DataView(enc.bytes.buffer);
+  const N = ARGS.NamedValue;
+  const at = (i: number) => ({ type: v.getInt32(i * N.size + N.type, true), o: i * N.size + N.value });
+  assertEquals(enc.count, 7);
+  assertEquals(at(0).type, NAMED_VALUE_TYPE.float);
+  assertEquals(v.getFloat32(at(0).o, true), 1);
+  assertEquals(at(1).type, NAMED_VALUE_TYPE.int64);
+  assertEquals(v.getBigInt64(at(1).o, true), 4n);
+  assertEquals(at(2).type, NAMED_VALUE_TYPE.bool);
+  assertEquals(at(3).type, NAMED_VALUE_TYPE.float);
+  assertEquals(v.getFloat32(at(3).o, true), 0.5);
+  assertEquals(at(4).type, NAMED_VALUE_TYPE.int64List);
+  assertEquals(v.getBigUint64(4 * N.size + N.valueSize, true), 2n);
+  assertEquals(at(5).type, NAMED_VALUE_TYPE.string);
+  assertEquals(v.getBigInt64(at(6).o, true), 2n ** 40n);
+  const refused: Record<string, NamedValue>[] = [{ some_new_option: 3 }, { cpu_device_count: 1.5 }, {
+    preallocate: 1,
+  }];
+  for (const bad of refused) {
+    try {
+      encodeNamedValues(bad);
+      throw new Error(`expected a TypeError for ${JSON.stringify(bad)}`);
+    } catch (e) {
+      assert(e instanceof TypeError && /PJRT create option/.test(e.message), String(e));
+    }
+  }
+  assertEquals(parseCreateOption("cpu_device_count=4"), ["cpu_device_count", { int64: 4n }]);
+  assertEquals(parseCreateOption("memory_fraction=1"), ["memory_fraction", { float: 1 }]);
+  assertEquals(parseCreateOption("preallocate=false"), ["preallocate", false]);
+  assertEquals(parseCreateOption("visible_devices=0,2"), ["visible_devices", { int64List: [0n, 2n] }]);
+  assertEquals(parseCreateOption("my_knob:float=2"), ["my_knob", { float: 2 }]);
+  assertEquals(parseCreateOption("my_name:string=a=b"), ["my_name", "a=b"]);
+  for (
+    const [bad, re] of [
+      ["my_knob=3", /unknown option my_knob/],
+      ["cpu_device_count=x", /int64/],
+      [
+        "preallocate=maybe",
+        /bool/,
+      ],
+      ["nonsense", /NAME=VALUE/],
+      ["k:complex=1", /not one of/],
+    ] as const
+  ) {
+    try {
+      parseCreateOption(bad);
+      throw new Error(`expected ${bad} to be refused`);
+    } catch (e) {
+      assert(e instanceof TypeError && re.test(e.message), `${bad}: ${e}`);
+    }
+  }
 });

@@ -4,7 +4,8 @@
  * scale-out rely on the same records giving the same files. Records are big enough (≈ 140 KB) to cross the
  * codecs' 256 KiB chunks and the shard bound (two shards per case).
  *
- * To print the table after an intended format change: `ACTSHARD_PRINT_PINS=1 deno test -A tests/shard_bytes_pinned.test.ts`.
+ * The zstd pins include the frame content checksum (#16); they equal what main's writer wrote before the
+ * speed work was merged. To print the table after an intended format change: `ACTSHARD_PRINT_PINS=1 deno test -A tests/shard_bytes_pinned.test.ts`.
  */
 import { assertEquals } from "./_assert.ts";
 import { tempDir } from "./_shared.ts";
@@ -53,24 +54,24 @@ const PINS: Record<string, string[]> = {
     "shard_0002.safetensors.gz b03856195f798890003b231c3de51addebe42f22140a72156c596b748ad76c1d",
   ],
   "pickle/zstd/float32": [
-    "shard_0001.pkl.zst da6458e284ce4c3ae1edfb754011f61b8d815ed7e133ce5b9d3d81612e745506",
-    "shard_0002.pkl.zst 429f627f24a9a0b255d7bacb782c0fbdd8415f3cdb730ff2925165566e7ce0a3",
+    "shard_0001.pkl.zst 6258f13a35fc05adcc0275dbbd414945fd79d35628613cf1f5d06a082c95e542",
+    "shard_0002.pkl.zst b7b93f79198c78d26c9c8ef603b1d4d0e648b877bb589b79b64facfc9e3a153d",
   ],
   "pickle/zstd/float16": [
-    "shard_0001.pkl.zst 7de6b8057c812ba36883ba4bf8aaf5ce41cff778f0ce198548a97aa70b2384d5",
-    "shard_0002.pkl.zst 076ad8a64f3461d2dde3d855a8d870e00e4daa4fa316acd2c5a38ac6ce752069",
+    "shard_0001.pkl.zst d63196ac2d291d05ce242c9dc740fa9c25a5ea9b657d4743db5a87cc6b6773e0",
+    "shard_0002.pkl.zst 8ccebf963af168bcf494645dc6f14341ff0703dfa7e5bd8e119cd8bdbc971831",
   ],
   "safetensors/zstd/float32": [
-    "shard_0001.safetensors.zst 79f3cfb135f4e7fb58930084b01a989793247ecf96a5aaeeae157b99f1cd00a2",
-    "shard_0002.safetensors.zst f243e3da5604cc71a638b212901cec6367ffd64103dcda2cf0f253ccf408131e",
+    "shard_0001.safetensors.zst 9e45d031953c1d9c0796dc6f99a8cf0845d6aa6948e9ea11318bb2edbe95f677",
+    "shard_0002.safetensors.zst 526efa44fca8363e75c4d32dbdec7f84e2c27c7a15f086265b6c4dd77d6266a8",
   ],
   "safetensors/zstd/float16": [
-    "shard_0001.safetensors.zst c61e77b7281ffcd8a757f60d2abed12675efd8b9d7caabc1fe613873213f22b1",
-    "shard_0002.safetensors.zst 760ca8d769f9c8dd55ddc9fb1f84f25e0fc42dc9788822f6dcd5bdb120a16b9f",
+    "shard_0001.safetensors.zst db939fd89ecbeafb33cfc8778368152c1e03887416f903866ffd018ea8816a18",
+    "shard_0002.safetensors.zst 2b1c6a206fd2993da6f2305f3c09f4258a3b20d11aac4f83a5ab29d73d61d319",
   ],
   "safetensors/zstd/bfloat16": [
-    "shard_0001.safetensors.zst fd623799ea605a45429c8fa3cde618afb0277e80be583ff49d3f2ae3ed134b8f",
-    "shard_0002.safetensors.zst d394c7553ed825c1a68a228c35d3d6fcb344cec3ff1b97df18cc1e10b7838b45",
+    "shard_0001.safetensors.zst 0e774b71639d01ee8f9a58c0290175d83c51c5737b324552bb56e9f733178573",
+    "shard_0002.safetensors.zst dfb6b17283771103d4686ace66f23cfa25efaa73f9e240ec0bbef3bc312c0c6e",
   ],
   "pickle/none/float32": [
     "shard_0001.pkl 4112ee5e2d81219533cfcd1e92a4392dc486b0a514407c70c65769fcbab9c5b6",

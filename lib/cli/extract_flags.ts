@@ -38,6 +38,8 @@ export interface ExtractConfig {
   no_data_parallel: boolean;
   backend: "onnx" | "pjrt" | "auto";
   pjrt_plugin: string | null;
+  /** `--pjrt_option NAME=VALUE ...` joined with commas (parsed by lib/backend/pjrt `parsePjrtOptions`). */
+  pjrt_option: string | null;
   compute_dtype: "float32" | "bfloat16";
   format: "pickle" | "safetensors";
   codec: "gzip" | "zstd" | "none";
@@ -113,6 +115,12 @@ export const EXTRACT_FLAGS: Record<string, FlagSpec> = {
   no_data_parallel: { type: "boolean", help: "use one device only (pjrt)" },
   backend: { type: "string", default: "onnx", metavar: "onnx|pjrt|auto", help: "forward-pass backend" },
   pjrt_plugin: { type: "string", metavar: "PATH", help: "PJRT plugin .so (else $PJRT_PLUGIN_LIBRARY_PATH)" },
+  pjrt_option: {
+    type: "string",
+    list: true,
+    metavar: "NAME=VALUE",
+    help: "PJRT client create options, e.g. cpu_device_count=4 (NAME:TYPE=VALUE for unknown names)",
+  },
   compute_dtype: {
     type: "string",
     default: "float32",
@@ -254,6 +262,7 @@ export function parseExtractFlags(args: string[]): ExtractConfig | { help: strin
     no_data_parallel: v.no_data_parallel as boolean,
     backend: choiceFlag("backend", v.backend, ["onnx", "pjrt", "auto"] as const),
     pjrt_plugin: str(v.pjrt_plugin),
+    pjrt_option: str(v.pjrt_option),
     compute_dtype: choiceFlag("compute_dtype", v.compute_dtype, ["float32", "bfloat16"] as const),
     format,
     codec,

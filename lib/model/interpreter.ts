@@ -5,6 +5,10 @@
  * @example
  * ```ts
  * import { interpretGraph } from "./interpreter.ts";
+ * import type { Graph } from "./ir.ts";
+ * import type { CheckpointWeights } from "./safetensors.ts";
+ * declare const graph: Graph, weights: CheckpointWeights;
+ * const ids = Int32Array.from([1, 2, 3, 4, 5]), lengths = Int32Array.from([5]);
  * const out = await interpretGraph(graph, { ids, lengths, batch: 1, seqLen: 5 }, (name) => weights.read(name));
  * console.log(out.get("layer_0")!.length); // 1 * 5 * hidden
  * ```

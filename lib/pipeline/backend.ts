@@ -1,6 +1,8 @@
 /**
  * Backend selection for the extract job: `--backend onnx` (onnxruntime-node on CPU), `pjrt` (a PJRT plugin:
- * libtpu or the CUDA plugin), or `auto` (pjrt when a plugin is found, else onnx). Backends are imported lazily so
+ * libtpu, the CUDA plugin, or an XLA CPU plugin), or `auto` (pjrt when an accelerator plugin — TPU with TPU
+ * hardware present, CUDA — is found, else onnx: measured on CPU, onnxruntime is faster than XLA-CPU, see
+ * docs/pjrt.md). Backends are imported lazily so
  * a CPU run never loads the FFI binding and vice versa.
  *
  * @example
@@ -12,12 +14,13 @@
 import type { ExtractConfig } from "../cli/extract_flags.ts";
 import type { Backend } from "../types.ts";
 
-/** Which backend `config.backend` means on this machine (`auto`: pjrt when a plugin is found). */
+/** Which backend `config.backend` means on this machine (`auto`: pjrt when an accelerator plugin is found). */
 export async function chooseBackend(config: ExtractConfig): Promise<"onnx" | "pjrt"> {
   if (config.backend !== "auto") return config.backend;
   const { findPjrtPlugin } = await import("../backend/pjrt/index.ts");
   try {
-    findPjrtPlugin(config.pjrt_plugin);
+    // an explicit --pjrt_plugin is taken as given; a search looks for accelerators only
+    findPjrtPlugin(config.pjrt_plugin, Deno.env, { kinds: ["tpu", "cuda"] });
     return "pjrt";
   } catch {
     return "onnx";
@@ -32,10 +35,12 @@ export async function createBackend(
   log?: (line: string) => void,
 ): Promise<Backend> {
   if ((await chooseBackend(config)) === "pjrt") {
-    const { createPjrtBackend } = await import("../backend/pjrt/index.ts");
+    const { createPjrtBackend, parsePjrtOptions } = await import("../backend/pjrt/index.ts");
     return await createPjrtBackend(modelDir, {
       layers,
       pluginPath: config.pjrt_plugin,
+      clientOptions: parsePjrtOptions(config.pjrt_option),
+      pluginLogs: config.verbose,
       dataParallel: !config.no_data_parallel,
       computeDtype: config.compute_dtype,
       log: config.verbose ? log : undefined,

@@ -58,8 +58,14 @@ export async function freeBytes(path: string): Promise<number> {
 export interface DiskCheckOptions {
   /** Bytes the run still has to write locally. */
   needBytes: number;
-  /** Headroom kept free (default 1 GiB or 5 % of the need, whichever is larger). */
+  /**
+   * Headroom kept free. Default: proportional to the run — 5 % of the need (the estimate's margin) plus the
+   * temp files of the shard in flight ({@link DiskCheckOptions.inFlightBytes}), at least 16 MiB (metadata.json
+   * rewrites, filesystem overhead). A fixed 1 GiB minimum refused tiny runs on small disks.
+   */
   reserveBytes?: number;
+  /** Bytes that exist only transiently besides the output (a safetensors shard's body temp file). */
+  inFlightBytes?: number;
   /** Free bytes, when already known (tests). */
   freeBytes?: number;
 }
@@ -71,20 +77,31 @@ export interface DiskCheck {
   ok: boolean;
 }
 
+/** Smallest headroom kept free, whatever the run. */
+export const MIN_RESERVE_BYTES = 16 * 2 ** 20;
+
+/** The default headroom: 5 % of the need plus the transient bytes, at least {@link MIN_RESERVE_BYTES}. */
+export function defaultReserve(needBytes: number, inFlightBytes = 0): number {
+  return Math.max(MIN_RESERVE_BYTES, Math.ceil(needBytes * 0.05) + Math.min(inFlightBytes, needBytes));
+}
+
 /** Throws an {@link ActshardError} (kind "io") when `needBytes` plus headroom exceeds the free space. */
 export async function checkFreeDisk(dir: string, opts: DiskCheckOptions): Promise<DiskCheck> {
   const free = opts.freeBytes ?? await freeBytes(dir);
-  const reserve = opts.reserveBytes ?? Math.max(1 << 30, opts.needBytes * 0.05);
+  const reserve = opts.reserveBytes ?? defaultReserve(opts.needBytes, opts.inFlightBytes ?? 0);
   const ok = opts.needBytes + reserve <= free;
   if (!ok) {
-    const gb = (b: number) => `${(b / 1e9).toFixed(2)} GB`;
+    const gb = (b: number) => b < 1e9 ? `${(b / 1e6).toFixed(1)} MB` : `${(b / 1e9).toFixed(2)} GB`;
     throw new ActshardError(
       `not enough free disk: the run needs about ${gb(opts.needBytes)} (+${gb(reserve)} headroom), ` +
         `${gb(free)} free`,
       {
         kind: "io",
         where: dir,
-        hint: "free space, extract fewer tasks/layers, use --dtype float16, or " +
+        hint:
+          `free ${
+            gb(opts.needBytes + reserve - free)
+          } there, extract fewer tasks/layers, use --dtype float16, or ` +
           "--upload_to_gcs --delete_local_after_upload",
       },
     );

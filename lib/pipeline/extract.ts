@@ -127,6 +127,8 @@ async function extractLocked(
   const disk = await checkFreeDisk(run.outDir, {
     // Shards that leave the disk as they are uploaded only need room for a few in flight.
     needBytes: leaving ? Math.min(needBytes, 4 * config.shard_size_gb * GB) : needBytes,
+    // a safetensors shard is written twice over at its commit (body temp file, then the shard)
+    inFlightBytes: config.format === "safetensors" ? config.shard_size_gb * GB : 0,
   });
   log(
     `extract: ${run.items.length} prompts (${run.totalPrompts} in the run), layers ${

@@ -14,6 +14,8 @@
  * @example
  * ```ts
  * import { killPoint } from "./kill_point.ts";
+ * import type { ShardEntry } from "../shard/metadata.ts";
+ * declare const entry: ShardEntry;
  * killPoint("committed", entry.shard_id); // ACTSHARD_TEST_KILL_AT=committed:3 → SIGKILL here for shard 3
  * ```
  */

@@ -1,9 +1,11 @@
 /**
- * One writer per output directory. Two extract processes on the same directory (a duplicated pod index, a
- * second terminal) would interleave shards and metadata rewrites; an advisory lock on `.actshard.lock` makes the
- * second one stop with one line instead. The kernel drops the lock when the process dies (kill -9 included), so
- * there is no stale lock to clean up after a preemption. The file stays empty, so it never changes a snapshot
- * of the directory.
+ * One writer per output directory. Every stage that writes or deletes in a dataset directory — extract, upload
+ * (its metadata.json rewrite and --delete_local_after_upload's deletions), `shard --output`, `shard --merge` —
+ * takes an advisory lock on `.actshard.lock` first, so a second one stops with one line naming the holder's pid
+ * (found in /proc/locks, where the kernel lists who holds the lock) instead of interleaving shards, overwriting
+ * metadata.json or deleting shards another process just committed. The kernel drops the lock when the process
+ * dies (kill -9 included), so there is no stale lock to clean up after a preemption. The file stays empty, so it
+ * never changes a snapshot of the directory.
  *
  * @example
  * ```ts
@@ -27,10 +29,25 @@ export interface DirLock {
   release(): void;
 }
 
-/** Take the output directory's lock (creating the directory), or throw a one-line error if another process holds it. */
-export async function lockOutputDir(dir: string): Promise<DirLock> {
-  await Deno.mkdir(dir, { recursive: true });
-  const file = await Deno.open(join(dir, LOCK_NAME), { read: true, write: true, create: true });
+/** Options for {@link lockOutputDir}. */
+export interface LockOptions {
+  /** Create the directory when missing (default true: extract and shard write new ones). */
+  create?: boolean;
+}
+
+/** Take the output directory's lock, or throw a one-line error naming the process that holds it. */
+export async function lockOutputDir(dir: string, opts: LockOptions = {}): Promise<DirLock> {
+  if (opts.create ?? true) await Deno.mkdir(dir, { recursive: true });
+  const path = join(dir, LOCK_NAME);
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(path, { read: true, write: true, create: true });
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      throw new ActshardError("directory not found", { where: dir, kind: "input", hint: "check the path" });
+    }
+    throw e;
+  }
   let held = false;
   try {
     held = await file.tryLock(true);
@@ -39,10 +56,14 @@ export async function lockOutputDir(dir: string): Promise<DirLock> {
   }
   if (!held) {
     file.close();
-    throw new ActshardError("another actshard process is writing to this output directory", {
-      where: dir,
-      hint: "wait for it to finish, or give this run its own --output_dir (or --worker_index)",
-    });
+    const holder = await lockHolder(path);
+    throw new ActshardError(
+      `another actshard process${holder ? ` (${holder})` : ""} is writing to this output directory`,
+      {
+        where: dir,
+        hint: "wait for it to finish, or give this run its own --output_dir (or --worker_index)",
+      },
+    );
   }
   let open = true;
   return {
@@ -52,4 +73,25 @@ export async function lockOutputDir(dir: string): Promise<DirLock> {
       file.close(); // closing the descriptor releases the lock
     },
   };
+}
+
+/**
+ * `pid 1234, extract` for the process holding the flock on `path`, from /proc/locks (Linux) and the holder's
+ * command line; null where that is not available.
+ */
+export async function lockHolder(path: string): Promise<string | null> {
+  try {
+    const ino = (await Deno.stat(path)).ino;
+    for (const line of (await Deno.readTextFile("/proc/locks")).split("\n")) {
+      // "1: FLOCK  ADVISORY  WRITE 4242 fe:00:2148172 0 EOF" (waiters are listed with "->": skipped)
+      const m = /^\d+:\s+FLOCK\s+\S+\s+\S+\s+(\d+)\s+[0-9a-f]+:[0-9a-f]+:(\d+)\s/.exec(line);
+      if (!m || Number(m[2]) !== ino || m[1] === "0") continue;
+      const stage = await Deno.readTextFile(`/proc/${m[1]}/cmdline`).then(
+        (c) => c.split("\0").map((a) => /scripts\/(\w+)\.ts$/.exec(a)?.[1]).find(Boolean),
+        () => undefined,
+      );
+      return `pid ${m[1]}${stage ? `, ${stage}` : ""}`;
+    }
+  } catch { /* not Linux, or /proc not readable */ }
+  return null;
 }

@@ -4,9 +4,11 @@
  * Two stages joined by a {@link BoundedQueue}: the forward stage runs batch n+1 on the backend while the write
  * stage cuts batch n's outputs into per-prompt records and hands them to the writer (encode, compress, write,
  * upload). Backends run natively (onnxruntime threads, PJRT devices), so awaiting a forward frees the event loop
- * for the write stage. The queue depth bounds memory: at most `queueDepth + 2` batches of outputs exist at once
- * (one being computed, `queueDepth` waiting, one being cut), plus the batches of the reorder buffer's prompts
- * (records are views into their batch's output; at most one batching window), whatever the shard size.
+ * for the write stage. The queue depth bounds memory: at most `queueDepth + 1 + F` batches of outputs exist at once
+ * (F = `backend.concurrentForwards`, default 1, being computed — the PJRT backend runs 2 so one batch's
+ * device→host copies overlap the next one's execute —, `queueDepth` waiting, one being cut), plus the batches of
+ * the reorder buffer's prompts (records are views into their batch's output; at most one batching window),
+ * whatever the shard size.
  *
  * Records reach `write` one prompt at a time in list order (the writer's contract), whatever order batches ran in.
  *
@@ -73,7 +75,7 @@ export interface RunBatchesStats {
   prompts: number;
   /** Real tokens run through the model. */
   tokens: number;
-  /** Seconds spent awaiting forward passes. */
+  /** Seconds spent awaiting forward passes (summed per pass: overlapping passes both count). */
   forwardSeconds: number;
   /** Largest number of prompts held in the reorder buffer. */
   maxReorder: number;
@@ -123,25 +125,37 @@ export async function runBatches(o: RunBatchesOptions): Promise<RunBatchesStats>
   const queue = new BoundedQueue<ForwardResult>(o.queueDepth ?? 1);
   const stats: RunBatchesStats = { batches: 0, prompts: 0, tokens: 0, forwardSeconds: 0, maxReorder: 0 };
 
+  // Forwards in flight at once (PJRT: 2, so batch n's device→host copies overlap batch n+1's execute); results
+  // are pushed in plan order, so at most `inFlight + queueDepth + 1` batches of outputs exist at once.
+  const inFlight = Math.max(1, Math.min(o.backend.concurrentForwards ?? 1, 4));
   const forwardStage = async () => {
+    const running: Promise<ForwardResult>[] = [];
+    const forward = async (positions: readonly number[]): Promise<ForwardResult> => {
+      const tb = makeTokenBatch(positions.map((p) => o.items[p].input_ids), o.padId);
+      const t = performance.now();
+      const out = await o.backend.forward(tb, layers);
+      const seconds = (performance.now() - t) / 1000;
+      const tokens = tb.lengths.reduce((s, x) => s + x, 0);
+      stats.forwardSeconds += seconds;
+      stats.tokens += tokens;
+      stats.batches++;
+      o.onForward?.({ batch: tb.batch, seqLen: tb.seqLen, tokens, seconds });
+      return { positions, tb, out };
+    };
     try {
       for (const positions of o.plan) {
         // A partly durable batch, or one shared with a neighbouring worker, is still run whole: the same
         // partners and padded shapes as the uninterrupted, single-host run.
         if (!positions.some(written)) continue;
-        const tb = makeTokenBatch(positions.map((p) => o.items[p].input_ids), o.padId);
-        const t = performance.now();
-        const out = await o.backend.forward(tb, layers);
-        const seconds = (performance.now() - t) / 1000;
-        const tokens = tb.lengths.reduce((s, x) => s + x, 0);
-        stats.forwardSeconds += seconds;
-        stats.tokens += tokens;
-        stats.batches++;
-        o.onForward?.({ batch: tb.batch, seqLen: tb.seqLen, tokens, seconds });
-        await queue.push({ positions, tb, out });
+        const next = forward(positions);
+        next.catch(() => {}); // handled below (awaited in order); not an unhandled rejection meanwhile
+        running.push(next);
+        if (running.length >= inFlight) await queue.push(await running.shift()!);
       }
+      while (running.length) await queue.push(await running.shift()!);
       queue.close();
     } catch (e) {
+      await Promise.allSettled(running); // let the other forward in flight finish before failing
       queue.fail(e);
       throw e;
     }

@@ -12,7 +12,8 @@
  * @example
  * ```ts
  * import { decideResume } from "./resume.ts";
- * const d = await decideResume("./activations_arc", fingerprint, { overwrite: false, sampleIdx: [0, 1, 2] });
+ * declare const fingerprint: Parameters<typeof decideResume>[1];
+ * const d = await decideResume("./activations_arc", fingerprint, { overwrite: false, sampleIdx: [0, 1, 2], layers: 14 });
  * if (d.mode === "resume") console.log(`continuing after ${d.durablePrompts} prompts`);
  * ```
  */

@@ -7,6 +7,7 @@
  * ```ts
  * import { loadPromptPlanOptions } from "./plan_inputs.ts";
  * import { buildPromptPlan } from "./plan.ts";
+ * declare const config: Parameters<typeof loadPromptPlanOptions>[0];
  * const plan = buildPromptPlan(await loadPromptPlanOptions(config, "model"));
  * ```
  */

@@ -15,6 +15,7 @@ import { join } from "node:path";
 import type { ActivationDType } from "../types.ts";
 import type { BlobStore } from "../storage/types.ts";
 import { ActshardError } from "../errors.ts";
+import { checkMetadataEntries } from "./metadata_check.ts";
 
 /** The tool string written into metadata. */
 export const TOOL_VERSION = "actshard 0.1.0";
@@ -70,7 +71,10 @@ export function shardLocation(e: Pick<ShardEntry, "path" | "filename">): string 
   return e.path ?? e.filename;
 }
 
-/** Read and check metadata.json (clear error when absent or corrupt). */
+/**
+ * Read and check metadata.json (clear error when absent or corrupt). Every shard name, path, local_path,
+ * gcs_path and worker directory in it is validated (lib/shard/metadata_check.ts) before any stage uses it.
+ */
 export async function readMetadata(store: BlobStore): Promise<DatasetMetadata> {
   const where = `${store.url.replace(/\/$/, "")}/${METADATA_NAME}`;
   if (!(await store.stat(METADATA_NAME))) {
@@ -105,6 +109,9 @@ export async function readMetadata(store: BlobStore): Promise<DatasetMetadata> {
       throw new ActshardError("metadata.json has a shard entry without a filename", { where, kind: "data" });
     }
   }
+  // Untrusted input: every name a stage will open, upload or delete is checked here, once, for all stages.
+  const bucket = /^gs:\/\/([^/]+)/.exec(store.url)?.[1];
+  checkMetadataEntries(m, { where, ...(bucket ? { bucket } : {}) });
   return m;
 }
 
@@ -117,9 +124,13 @@ export async function writeMetadataAtomic(dir: string, meta: DatasetMetadata): P
     let o = 0;
     while (o < bytes.length) o += await f.write(bytes.subarray(o));
     await f.sync();
-  } finally {
+  } catch (e) {
+    // e.g. disk full: no half-written temp file left behind; the previous metadata.json stays as it was
     f.close();
+    await Deno.remove(tmp).catch(() => {});
+    throw e;
   }
+  f.close();
   await Deno.rename(tmp, join(dir, METADATA_NAME));
   await syncDir(dir);
 }

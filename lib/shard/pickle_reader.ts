@@ -12,6 +12,7 @@
  * @example
  * ```ts
  * import { unpickleRecords } from "./pickle_reader.ts";
+ * declare const stream: ReadableStream<Uint8Array>;
  * for await (const { layer, record } of unpickleRecords(stream, "shard_0001.pkl")) {
  *   console.log(layer, record.sample_idx);
  * }
@@ -333,6 +334,8 @@ async function* unpickleFrom(src: ByteSource, where: string): AsyncGenerator<Pic
     while (out.length) yield out.shift()!;
     if (op === 0x2e) break;
   }
+  // A shard is exactly one pickle: bytes after STOP are corruption (or another file appended), never ignored.
+  if (!(await src.atEnd())) fail(where, `trailing bytes after the end of the pickle (at byte ${src.offset})`);
   await src.cancel();
   // Records not yet attributed to a layer (e.g. lists never seen beside their key) are in the top dict.
   if (typeof top !== "object" || top === null || Array.isArray(top)) {

@@ -1,9 +1,12 @@
 /**
  * Dataset verification over any {@link BlobStore}: every shard listed in metadata.json is checked for presence,
- * size, CRC-32C and SHA-256 (re-hashed while streaming), then decoded record by record: per-layer counts against
- * metadata, shapes, dtype, NaN/Inf, duplicate records and sample_idx coverage across layers. When the store
- * reports a CRC-32C (GCS) and `deep` is off, size + crc32c come from object info without downloading.
- * Seed-written datasets (no checksums) are decoded and counted, with a note saying so.
+ * size, CRC-32C and SHA-256 over every byte of the object (hashed as it streams, and to its end however far the
+ * decoder reads), then decoded record by record: per-layer counts against metadata, shapes, dtype, NaN/Inf,
+ * duplicate records, sample_idx coverage across layers, no bytes after the payload. When the store reports a
+ * CRC-32C (GCS) and `deep` is off, size + crc32c come from object info without downloading. Shard files that
+ * metadata.json does not list are errors (`allowExtra`: warnings); a run that did not finish is reported as
+ * incomplete (`complete: false`), separately from errors. Seed-written datasets (no checksums) are decoded and
+ * counted, with a note saying so.
  *
  * @example
  * ```ts
@@ -60,6 +63,10 @@ export interface VerifyReport {
   dtypes: string[];
   hidden: number[];
   nonFinite: number;
+  /** False when the dataset is not a finished run (in progress, interrupted, no shards, no metadata.json). */
+  complete: boolean;
+  /** Why it is incomplete (empty when complete). */
+  incomplete: string[];
   issues: VerifyIssue[];
 }
 
@@ -67,6 +74,8 @@ export interface VerifyReport {
 export interface VerifyOptions {
   /** Always stream, re-hash and decode, even when the store reports a crc32c. */
   deep?: boolean;
+  /** Shard files metadata.json does not list are a warning, not an error. */
+  allowExtra?: boolean;
 }
 
 interface Hashes {
@@ -75,44 +84,67 @@ interface Hashes {
   sha256: string;
 }
 
-function hashingStream(
-  src: ReadableStream<Uint8Array>,
-  done: (h: Hashes) => void,
-): ReadableStream<Uint8Array> {
+/**
+ * The raw bytes of one object, hashed as they pass to the decoder, whatever the decoder does: it may stop at the
+ * pickle's STOP opcode or fail half-way, and {@link HashedObject.finish} still reads and hashes the rest, so size,
+ * crc32c and sha256 always cover every byte of the object (one read, no second download).
+ */
+interface HashedObject {
+  /** The bytes for the decoder; cancelling it does not stop the hashing. */
+  stream: ReadableStream<Uint8Array>;
+  /** Read whatever the decoder left, then the hashes of the whole object. */
+  finish(): Promise<Hashes>;
+}
+
+function hashObject(raw: ReadableStream<Uint8Array>): HashedObject {
+  const reader = raw.getReader();
   const crc = new Crc32c();
   const sha = createHash("sha256");
   let size = 0;
-  return src.pipeThrough(
-    new TransformStream<Uint8Array, Uint8Array>({
-      transform(chunk, ctl) {
-        crc.update(chunk);
-        sha.update(chunk);
-        size += chunk.length;
-        ctl.enqueue(chunk);
-      },
-      flush() {
-        done({ size, crc32c: crc.value(), sha256: sha.digest("hex") });
-      },
-    }),
-  );
+  let ended = false;
+  let inflight: Promise<unknown> = Promise.resolve();
+  const next = async (): Promise<Uint8Array | null> => {
+    const r = await reader.read();
+    if (r.done) {
+      ended = true;
+      return null;
+    }
+    crc.update(r.value);
+    sha.update(r.value);
+    size += r.value.length;
+    return r.value;
+  };
+  const stream = new ReadableStream<Uint8Array>({
+    async pull(ctl) {
+      const p = next();
+      inflight = p.catch(() => {});
+      const chunk = await p;
+      try {
+        if (chunk) ctl.enqueue(chunk);
+        else ctl.close();
+      } catch { /* the decoder cancelled meanwhile: the chunk is hashed all the same */ }
+    },
+    cancel() {/* keep the object open: finish() hashes the rest */},
+  }, { highWaterMark: 0 });
+  return {
+    stream,
+    async finish() {
+      await inflight;
+      while (!ended) await next();
+      return { size, crc32c: crc.value(), sha256: sha.digest("hex") };
+    },
+  };
 }
 
-async function hashObject(store: BlobStore, name: string): Promise<Hashes> {
-  let h: Hashes | null = null;
-  const s = hashingStream(await store.openRead(name), (x) => (h = x));
-  for await (const _ of s) { /* drain */ }
-  return h!;
-}
-
-/** A store view whose `openRead` of one name also hashes the bytes. */
-function hashingStore(store: BlobStore, name: string, done: (h: Hashes) => void): BlobStore {
+/** A store view whose `openRead` of `name` is the hashed object's stream. */
+function tappedStore(store: BlobStore, name: string, obj: HashedObject): BlobStore {
   return {
     url: store.url,
     list: () => store.list(),
     stat: (n) => store.stat(n),
     read: (n) => store.read(n),
     readRange: (n, a, b) => store.readRange(n, a, b),
-    openRead: async (n) => n === name ? hashingStream(await store.openRead(n), done) : store.openRead(n),
+    openRead: (n) => n === name ? Promise.resolve(obj.stream) : store.openRead(n),
   };
 }
 
@@ -134,6 +166,8 @@ export async function verifyDataset(store: BlobStore, opts: VerifyOptions = {}):
     dtypes: [],
     hidden: [],
     nonFinite: 0,
+    complete: true,
+    incomplete: [],
     issues: [],
   };
   const issue = (level: VerifyIssue["level"], message: string, shard?: string) => {
@@ -162,14 +196,34 @@ export async function verifyDataset(store: BlobStore, opts: VerifyOptions = {}):
       "metadata has no checksums (seed-written?): size/crc32c/sha256 not checked; shards decoded and counted",
     );
   }
-  if (meta?.status === "in_progress") {
-    issue("warning", "status is in_progress: the run did not finish (or is running)");
+  // Clean but incomplete is its own outcome (exit 3 in the CLI): CI must not read a partial run as a pass.
+  const incomplete = (why: string) => {
+    report.complete = false;
+    report.incomplete.push(why);
+  };
+  if (!meta) incomplete("no metadata.json: nothing says the run finished");
+  else if (meta.status !== undefined && meta.status !== "complete") {
+    incomplete(
+      store.url.startsWith("gs://")
+        ? `status is ${meta.status}: not every upload finished (or the run is still going)`
+        : `status is ${meta.status}: the run was interrupted (or is still running)`,
+    );
   }
+  if (meta && meta.shards.length === 0) incomplete("metadata.json lists no shards");
+  // An actshard metadata.json always carries checksums: one without them was edited, so nothing would be hashed.
+  const ours = typeof meta?.tool === "string" && meta.tool.startsWith("actshard");
 
   const listed = new Set(entries.map((e) => shardLocation(e)));
   for (const o of objects) {
     if (SHARD_FILE_RE.test(o.name.split("/").pop()!) && !listed.has(o.name)) {
-      issue("warning", "shard file not listed in metadata.json (partial or stray)", o.name);
+      // A glob-based reader (the seed's scripts) would read its records as well: an error unless allowed.
+      issue(
+        opts.allowExtra ? "warning" : "error",
+        `shard file not listed in metadata.json (partial or stray)${
+          opts.allowExtra ? "" : ": remove it, or pass --allow_extra"
+        }`,
+        o.name,
+      );
     }
   }
 
@@ -197,23 +251,29 @@ export async function verifyDataset(store: BlobStore, opts: VerifyOptions = {}):
       bad = true;
       issue("error", m, name);
     };
+    if (
+      ours && (typeof e.bytes !== "number" || typeof e.crc32c !== "number" || typeof e.sha256 !== "string")
+    ) {
+      err("metadata.json has no bytes/crc32c/sha256 for this shard (actshard always writes them): edited?");
+    }
     if (typeof e.bytes === "number" && info.size !== e.bytes) {
       err(`size ${info.size} ≠ ${e.bytes} in metadata (truncated?)`);
     }
     if (!opts.deep && info.crc32c !== undefined && typeof e.crc32c === "number") {
       check.method = "object-info";
-      if (info.crc32c !== e.crc32c) err(`crc32c ${info.crc32c} ≠ ${e.crc32c} in metadata`);
+      if (info.crc32c !== e.crc32c >>> 0) err(`crc32c ${info.crc32c} ≠ ${e.crc32c} in metadata`);
       check.records = e.n_records ?? e.total_samples_in_shard ?? 0;
       report.records += check.records;
       check.ok = !bad;
       continue;
     }
     check.method = "streamed";
-    let hashes: Hashes | null = null;
     const perLayer = new Map<number, number>();
     let decodeError: string | null = null;
+    let hashed: HashedObject | null = null;
     try {
-      for await (const r of readShard(hashingStore(store, name, (h) => (hashes = h)), name)) {
+      hashed = hashObject(await store.openRead(name));
+      for await (const r of readShard(tappedStore(store, name, hashed), name)) {
         check.records++;
         perLayer.set(r.layer, (perLayer.get(r.layer) ?? 0) + 1);
         dtypes.add(r.dtype);
@@ -246,14 +306,18 @@ export async function verifyDataset(store: BlobStore, opts: VerifyOptions = {}):
     } catch (x) {
       decodeError = decodeLine(x, name);
     }
-    if (decodeError !== null) {
-      hashes = null;
-      try {
-        hashes = await hashObject(store, name);
-      } catch { /* unreadable: the decode error says enough */ }
+    // Every byte is hashed, however far the decoder read: a flipped byte after the last record the decoder
+    // needed (or inside a zstd frame that still decodes) is caught here.
+    let h: Hashes | null = null;
+    try {
+      h = hashed ? await hashed.finish() : null;
+    } catch (x) {
+      if (decodeError === null) err(`cannot read: ${decodeLine(x, name)}`);
     }
-    const h = hashes as Hashes | null;
-    if (h && typeof e.crc32c === "number" && h.crc32c !== e.crc32c) {
+    if (h && h.size !== info.size) {
+      err(`read ${h.size} bytes, the store lists ${info.size} (changed while reading, or a short download)`);
+    }
+    if (h && typeof e.crc32c === "number" && h.crc32c !== e.crc32c >>> 0) {
       err(`crc32c mismatch (file changed or corrupt)`);
     }
     if (h && typeof e.sha256 === "string" && h.sha256 !== e.sha256) {

@@ -17,11 +17,12 @@
  */
 import { join } from "node:path";
 import type { ActivationDType, ActivationRecord } from "../types.ts";
-import { ActshardError } from "../errors.ts";
+import { ActshardError, isDiskFull } from "../errors.ts";
 import { type Codec, codecSuffix, type Compressor, createCompressor, GzipWorkers } from "./codecs.ts";
 import { FileSink, type SinkFile, type SunkFile } from "./file_sink.ts";
 import { dtypeSize, encodeActivation } from "./dtype.ts";
 import { type DatasetMetadata, newMetadata, type ShardEntry, writeMetadataAtomic } from "./metadata.ts";
+import { SHARD_FILE_RE } from "./metadata_check.ts";
 import { PickleShardEncoder } from "./pickle_writer.ts";
 import { ZstdWorker } from "./zstd_stream.ts";
 import { safetensorsHeader, type TensorEntry, tensorName } from "./safetensors.ts";
@@ -56,8 +57,8 @@ export function shardFileName(id: number, format: ShardFormat, codec: Codec): st
   }`;
 }
 
-/** Matches shard files this project (or the seed) writes. */
-export const SHARD_FILE_RE = /^shard_(\d{4,})\.(pkl|safetensors)(\.gz|\.zst)?$/;
+/** Matches shard files this project (or the seed) writes (defined with the metadata checks). */
+export { SHARD_FILE_RE } from "./metadata_check.ts";
 
 async function writeAll(f: Deno.FsFile, b: Uint8Array): Promise<void> {
   let o = 0;
@@ -93,7 +94,8 @@ export class ShardWriter {
   #metaChain: Promise<void> = Promise.resolve();
   /** The shard commit in flight (fsync → rename → metadata → callback), if any. */
   #committing: Promise<void> = Promise.resolve();
-  #failed: unknown = null;
+  /** Why a background commit failed (thrown by the next write or close). */
+  #failure: unknown = null;
   #closed = false;
 
   private constructor(private opts: ShardWriterOptions) {
@@ -132,7 +134,15 @@ export class ShardWriter {
   /** Write one prompt's records (all its layers); kept in one shard unless they alone exceed the limit. */
   async write(group: ActivationRecord[]): Promise<void> {
     if (this.#closed) throw new ActshardError("ShardWriter is closed", { kind: "internal" });
-    if (this.#failed) throw this.#failed;
+    try {
+      if (this.#failure) throw this.#failure;
+      await this.#writeGroup(group);
+    } catch (e) {
+      throw await this.#failed(e);
+    }
+  }
+
+  async #writeGroup(group: ActivationRecord[]): Promise<void> {
     const size = dtypeSize(this.opts.dtype);
     const groupBytes = group.reduce((s, r) => s + r.activation.length * size, 0);
     const limit = this.opts.shardSizeBytes;
@@ -150,7 +160,7 @@ export class ShardWriter {
     const id = this.#nextId++;
     const name = shardFileName(id, this.opts.format, this.opts.codec);
     const s = new OpenShard(id, name, join(this.opts.dir, `.${name}.tmp`));
-    // Hashing and write syscalls happen in the sink's Worker; this thread only encodes.
+    // Hashing and write syscalls happen in the sink's Workers; this thread only encodes.
     s.out = this.#sink.open(s.tmpPath);
     s.comp = createCompressor(this.opts.codec, (b, crc) => s.out.write(b, crc), {
       pool: this.#pool,
@@ -214,10 +224,51 @@ export class ShardWriter {
     s.maxIdx = Math.max(s.maxIdx, r.sample_idx);
   }
 
+  /**
+   * A write failure, after removing the partial shard's temp files. Disk full becomes one line naming the
+   * directory and what to free (committed shards and metadata.json are intact: rerunning resumes after them).
+   */
+  async #failed(e: unknown): Promise<unknown> {
+    await this.#drop().catch(() => {});
+    if (!isDiskFull(e)) return e;
+    const mb = (b: number) => `${Math.ceil(b / 2 ** 20)} MiB`;
+    const oneShard = this.opts.shardSizeBytes * (this.opts.format === "safetensors" ? 2 : 1);
+    return new ActshardError("disk full while writing shards", {
+      where: this.opts.dir,
+      kind: "io",
+      hint: `free at least ${mb(oneShard)} (one shard in flight) plus the rest of the run's output on that ` +
+        "filesystem, then rerun the same command: committed shards are kept and the run resumes after them " +
+        "(or --upload_to_gcs --delete_local_after_upload, --dtype float16, fewer layers)",
+      cause: e,
+    });
+  }
+
   async #commit(): Promise<void> {
     const s = this.#cur;
     if (!s) return;
     this.#cur = null;
+    let durable: Promise<SunkFile>;
+    try {
+      durable = (await this.#flushShard(s)).durable;
+    } catch (e) {
+      // a failed flush (disk full, say) leaves no temp file behind
+      await this.#discard(s).catch(() => {});
+      throw e;
+    }
+    // The shard becomes durable (fsync) and is listed while the next shard is already being written; one
+    // commit at a time, in order, so metadata.json only ever lists a prefix of durable shards.
+    const previous = this.#committing;
+    this.#committing = previous.then(() => durable).then((f) => this.#list(s, f)).catch(async (e) => {
+      // a failed fsync or rename leaves no temp file behind either
+      await Deno.remove(s.tmpPath).catch(() => {});
+      throw e;
+    });
+    this.#committing.catch((e) => (this.#failure ??= e));
+    await previous;
+  }
+
+  /** Encode a shard's tail and flush its compressor; `durable` resolves once the sink has fsynced it. */
+  async #flushShard(s: OpenShard): Promise<{ durable: Promise<SunkFile> }> {
     if (s.pickle) await s.comp.write(s.pickle.end());
     else {
       await s.comp.write(safetensorsHeader(s.tensors, { format: "actshard", ...s.facts }));
@@ -232,14 +283,9 @@ export class ShardWriter {
       await Deno.remove(s.bodyPath!);
     }
     await s.comp.finish();
-    // The shard becomes durable (fsync) and is listed while the next shard is already being written; one
-    // commit at a time, in order, so metadata.json only ever lists a prefix of durable shards.
     const durable = s.out.finish();
     durable.catch(() => {});
-    const previous = this.#committing;
-    this.#committing = previous.then(() => durable).then((f) => this.#list(s, f));
-    this.#committing.catch((e) => (this.#failed ??= e));
-    await previous;
+    return { durable };
   }
 
   /** Rename a durable shard into place, list it in metadata.json, tell the caller. */
@@ -273,7 +319,16 @@ export class ShardWriter {
     m.shards.push(entry);
     m.total_shards = m.shards.length;
     m.total_samples += s.records;
-    await this.#rewriteMetadata();
+    try {
+      await this.#rewriteMetadata();
+    } catch (e) {
+      // metadata.json on disk does not list it (disk full, say): the shard is not committed; take it back
+      m.shards.pop();
+      m.total_shards = m.shards.length;
+      m.total_samples -= s.records;
+      await Deno.remove(finalPath).catch(() => {});
+      throw e;
+    }
     await this.opts.onShardCommitted?.(entry);
   }
 
@@ -296,15 +351,21 @@ export class ShardWriter {
     await this.#rewriteMetadata();
   }
 
-  /** Commit the last shard and mark the dataset complete. */
-  async close(): Promise<DatasetMetadata> {
+  /**
+   * Commit the last shard and mark the dataset complete — or, with `incomplete` (a conversion of a run that did
+   * not finish), leave it `in_progress` so the output never claims more than its input held.
+   */
+  async close(opts: { incomplete?: boolean } = {}): Promise<DatasetMetadata> {
     try {
-      if (this.#failed) throw this.#failed;
+      if (this.#failure) throw this.#failure;
       if (this.#cur && this.#cur.records > 0) await this.#commit();
       else await this.#drop();
       await this.#committing;
-      this.#meta.status = "complete";
+      this.#meta.status = opts.incomplete ? "in_progress" : "complete";
       await this.#rewriteMetadata();
+    } catch (e) {
+      this.#meta.status = "in_progress"; // not on disk: the writer must not report more than metadata.json says
+      throw await this.#failed(e);
     } finally {
       this.#closed = true;
       this.#release();
@@ -333,7 +394,11 @@ export class ShardWriter {
   async #drop(): Promise<void> {
     const s = this.#cur;
     this.#cur = null;
-    if (!s) return;
+    if (s) await this.#discard(s);
+  }
+
+  /** Stop a shard's compressor and remove its temp files (the committed shards are untouched). */
+  async #discard(s: OpenShard): Promise<void> {
     s.comp.abort();
     await s.out.abort();
     try {

@@ -1,12 +1,11 @@
 /**
- * Worker for zstd shards: one streaming zstd context per shard, so a shard's data is a single zstd frame
- * (readable by every zstd reader, including python-zstandard's `stream_reader`, which stops after the first frame
- * by default)
- * while compression runs off the main thread. Messages are handled strictly in order:
+ * Worker for zstd shards: one streaming zstd context per shard, so a shard's data is a single zstd frame, with its
+ * content checksum (readable by every zstd reader, including python-zstandard's `stream_reader`, which stops after
+ * the first frame by default) while compression runs off the main thread. Messages are handled strictly in order:
  * `{op: "begin", level}` starts a frame; `{op: "write", id, data}` → `{id, out, input}` (whatever output is
  * ready, maybe empty; `input` handed back for reuse); `{op: "end", id}` → `{id, out}` (the frame's tail).
- * No checksum here: the frame is one serial stream, so this thread only compresses; the file sink's Worker
- * computes the CRC-32C of the output alongside its SHA-256.
+ * No CRC-32C here: the frame is one serial stream, so this thread only compresses; the file sink's CRC Worker
+ * computes the CRC-32C of the output.
  */
 import { constants, createZstdCompress } from "node:zlib";
 
@@ -38,7 +37,12 @@ async function handle(m: Msg): Promise<void> {
   if (m.op === "begin") {
     // A 1 MiB output buffer: with node:zlib's default 16 KiB, Deno's stream makes a JS round trip per 16 KiB of
     // output and runs at about half the speed of zstd itself (measured: ≈530 vs ≈1200 MB/s at level 1).
-    z = createZstdCompress({ chunkSize: 1 << 20, params: { [constants.ZSTD_c_compressionLevel]: m.level } });
+    // The content checksum (4 bytes per frame) lets every zstd reader, ours (node:zlib verifies it) and Python's,
+    // detect a corrupted frame on its own, without metadata.json.
+    z = createZstdCompress({
+      chunkSize: 1 << 20,
+      params: { [constants.ZSTD_c_compressionLevel]: m.level, [constants.ZSTD_c_checksumFlag]: 1 },
+    });
     parts = [];
     z.on("data", (d: Uint8Array) => parts.push(d));
     return;

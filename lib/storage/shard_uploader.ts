@@ -37,7 +37,7 @@ import type { ObjectInfo } from "./types.ts";
 export interface ShardUploaderOptions {
   bucket: string;
   prefix: string;
-  /** The local dataset root (shard paths are relative to it unless `local_path` is absolute/existing). */
+  /** The local dataset root (shard paths are relative to it; `local_path` is never used). */
   localDir: string;
   /** Uploads in flight at once (default 2). */
   concurrency?: number;
@@ -168,7 +168,8 @@ export class ShardUploader {
 
   async #localPath(entry: ShardEntry): Promise<string> {
     const rel = join(this.#opts.localDir, shardLocation(entry));
-    for (const p of [rel, entry.local_path]) {
+    // Only inside the dataset root: metadata's local_path is informational, never opened (nor deleted).
+    for (const p of [rel]) {
       if (!p) continue;
       try {
         if ((await Deno.stat(p)).isFile) return p;

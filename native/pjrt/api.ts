@@ -1,10 +1,13 @@
 /**
  * The PJRT C API layout this binding relies on, in one table: function-table slots, Args struct sizes and field
  * byte offsets (x86-64 / LP64, little endian). Checked against the public `xla/pjrt/c/pjrt_c_api.h` (API 0.94;
- * everything here is unchanged since ~0.40 because the ABI only grows by appending) — see docs/pjrt.md.
+ * the ABI only grows by appending fields and slots) and run against real XLA CPU plugins — see docs/pjrt.md.
  *
  * Every Args struct starts with `size_t struct_size` @0 and `PJRT_Extension_Base* extension_start` @8. We send
- * the newest STRUCT_SIZE we know: plugins accept a size ≥ the one they were built with.
+ * the newest STRUCT_SIZE we know, zero-filled. A plugin rejects a struct_size *smaller* than the one it was built
+ * with ("Unexpected PJRT_ExecuteOptions size: expected 112, got 104"), so a plugin built from a header newer than
+ * {@link BINDING_API_VERSION} whose struct has grown refuses our call; ffi.ts turns that into one line naming
+ * both versions (`PjrtStructSizeError`, errors.ts). Larger sizes are fine: plugins read only the fields they know.
  *
  * @example
  * ```ts
@@ -66,12 +69,19 @@ export const API = { structSize: 0, versionStructSize: 16, major: 32, minor: 36 
 /** The only major version this binding speaks. */
 export const SUPPORTED_MAJOR = 0;
 
+/**
+ * The `pjrt_c_api.h` version the sizes and offsets below were taken from. Plugins met so far (docs/pjrt.md):
+ * xla-cpu-pjrt 0.81, lammps-jax-pjrt-cpu 0.115 — both accept these sizes.
+ */
+export const BINDING_API_VERSION = { major: 0, minor: 94 } as const;
+
 /** Args structs: `size` is the header's `*_STRUCT_SIZE`; other keys are field byte offsets. */
 export const ARGS = {
   Error_Destroy: { size: 24, error: 16 },
   Error_Message: { size: 40, error: 16, message: 24, messageSize: 32 },
   Error_GetCode: { size: 28, error: 16, code: 24 },
   Plugin_Initialize: { size: 16 },
+  Plugin_Attributes: { size: 32, attributes: 16, numAttributes: 24 },
   Event: { size: 24, event: 16 }, // Destroy, Error, Await
   Event_IsReady: { size: 25, event: 16, isReady: 24 },
   NamedValue: { size: 56, name: 16, nameSize: 24, type: 32, value: 40, valueSize: 48 },
@@ -103,6 +113,7 @@ export const ARGS = {
   Executable_Destroy: { size: 24, executable: 16 }, // and LoadedExecutable_Destroy
   LoadedExecutable_GetExecutable: { size: 32, loaded: 16, executable: 24 },
   Executable_NumOutputs: { size: 32, executable: 16, numOutputs: 24 },
+  /** Fields past `extension_start` stay zero (no callbacks, launch_id 0, no context, no task ids). */
   ExecuteOptions: { size: 112 },
   LoadedExecutable_Execute: {
     size: 80,

@@ -144,10 +144,14 @@ export class PjrtBuffer {
     if (h === null) return;
     this.#handle = null;
     this.api.live.buffers--;
-    this.#onDestroyed?.(this);
-    this.api.call(
-      "Buffer_Destroy",
-      new Struct(ARGS.Buffer_Destroy.size).setPtr(ARGS.Buffer_Destroy.buffer, h),
-    );
+    try {
+      this.api.call(
+        "Buffer_Destroy",
+        new Struct(ARGS.Buffer_Destroy.size).setPtr(ARGS.Buffer_Destroy.buffer, h),
+      );
+    } finally {
+      // after the C destroy: the owner may destroy the client once its last buffer is gone
+      this.#onDestroyed?.(this);
+    }
   }
 }

@@ -26,8 +26,19 @@ import { PjrtBuffer } from "./buffer.ts";
 import { PjrtExecutable } from "./executable.ts";
 import { addrOf, type PjrtApi, type Ptr, readString, Struct } from "./ffi.ts";
 
-/** A create option value: string, int64 (bigint or integer number), float (`{float}`), bool, int64 list. */
-export type NamedValue = string | number | bigint | boolean | number[] | { float: number };
+/**
+ * A create option value. Numbers are typed explicitly (`{int64}` / `{float}`), never guessed from a JS number:
+ * `memory_fraction: 1` must reach the plugin as a float. A bare number is accepted only for an option whose
+ * type {@link CREATE_OPTION_TYPES} knows.
+ */
+export type NamedValue =
+  | string
+  | boolean
+  | bigint
+  | number
+  | { int64: number | bigint }
+  | { float: number }
+  | { int64List: (number | bigint)[] };
 
 /** An addressable device. */
 export interface PjrtDevice {
@@ -36,6 +47,57 @@ export interface PjrtDevice {
   readonly id: number;
   /** Vendor string, e.g. "NVIDIA H200". */
   readonly kind: string;
+}
+
+/** `PJRT_NamedValue_Type` names. */
+export type NamedValueType = keyof typeof NAMED_VALUE_TYPE;
+
+/**
+ * The type of each create option we know of: XLA's CPU plugin (`cpu_device_count`), the GPU plugin
+ * (xla/pjrt/c/pjrt_c_api_gpu_internal.cc), and the C test double. Used to type bare numbers and CLI values
+ * (`--pjrt_option NAME=VALUE`).
+ */
+export const CREATE_OPTION_TYPES: Record<string, NamedValueType> = {
+  cpu_device_count: "int64",
+  platform_name: "string",
+  allocator: "string",
+  memory_fraction: "float",
+  preallocate: "bool",
+  collective_memory_size: "int64",
+  visible_devices: "int64List",
+  node_id: "int64",
+  num_nodes: "int64",
+  enable_mock_nccl: "bool",
+  mock_gpu_topology: "string",
+  should_stage_host_to_device_transfers: "bool",
+  // the C test double (native/pjrt_test_plugin/plugin.c)
+  num_devices: "int64",
+  delay_us: "int64",
+  fail: "string",
+  fail_device: "int64",
+  fail_after: "int64",
+  device_layout: "string",
+  default_assignment: "string",
+};
+
+/** `value` as (type, payload) for option `name`; throws a TypeError when a number's type is unknown. */
+function typedValue(name: string, value: NamedValue): { type: NamedValueType; v: unknown } {
+  if (typeof value === "string") return { type: "string", v: value };
+  if (typeof value === "boolean") return { type: "bool", v: value };
+  if (typeof value === "bigint") return { type: "int64", v: value };
+  if (typeof value === "number") {
+    const t = CREATE_OPTION_TYPES[name];
+    if (t === "float") return { type: "float", v: value };
+    if (t === "int64" && Number.isInteger(value)) return { type: "int64", v: BigInt(value) };
+    throw new TypeError(
+      `PJRT create option ${name}: ${
+        t ? `a ${t}, not the number ${value}` : `type unknown for the number ${value}`
+      } (pass {int64: n} or {float: x})`,
+    );
+  }
+  if ("int64" in value) return { type: "int64", v: BigInt(value.int64) };
+  if ("float" in value) return { type: "float", v: value.float };
+  return { type: "int64List", v: value.int64List };
 }
 
 /** Encode named values as a C array of `PJRT_NamedValue`; `keep` holds the strings/lists it points at. */
@@ -55,34 +117,66 @@ export function encodeNamedValues(
     view.setBigUint64(o, BigInt(N.size), true);
     view.setBigUint64(o + N.name, addrOf(nameBytes), true);
     view.setBigUint64(o + N.nameSize, BigInt(nameBytes.length), true);
-    let type: number;
+    const { type, v } = typedValue(name, value);
     let size = 1;
-    if (typeof value === "string") {
-      const s = enc.encode(value);
+    if (type === "string") {
+      const s = enc.encode(v as string);
       keep.push(s);
-      type = NAMED_VALUE_TYPE.string;
       view.setBigUint64(o + N.value, addrOf(s), true);
       size = s.length;
-    } else if (typeof value === "boolean") {
-      type = NAMED_VALUE_TYPE.bool;
-      view.setUint8(o + N.value, value ? 1 : 0);
-    } else if (typeof value === "bigint" || (typeof value === "number" && Number.isInteger(value))) {
-      type = NAMED_VALUE_TYPE.int64;
-      view.setBigInt64(o + N.value, BigInt(value), true);
-    } else if (typeof value === "number" || !Array.isArray(value)) {
-      type = NAMED_VALUE_TYPE.float;
-      view.setFloat32(o + N.value, typeof value === "number" ? value : value.float, true);
+    } else if (type === "bool") {
+      view.setUint8(o + N.value, v ? 1 : 0);
+    } else if (type === "int64") {
+      view.setBigInt64(o + N.value, v as bigint, true);
+    } else if (type === "float") {
+      view.setFloat32(o + N.value, v as number, true);
     } else {
-      const list = BigInt64Array.from(value, (v) => BigInt(v));
+      const list = BigInt64Array.from(v as (number | bigint)[], (x) => BigInt(x));
       keep.push(list);
-      type = NAMED_VALUE_TYPE.int64List;
       view.setBigUint64(o + N.value, addrOf(list), true);
       size = list.length;
     }
-    view.setInt32(o + N.type, type, true);
+    view.setInt32(o + N.type, NAMED_VALUE_TYPE[type], true);
     view.setBigUint64(o + N.valueSize, BigInt(size), true);
   });
   return { bytes, count: entries.length, keep };
+}
+
+/**
+ * Parse a `--pjrt_option` value `NAME=VALUE` (typed by {@link CREATE_OPTION_TYPES}) or `NAME:TYPE=VALUE` (TYPE
+ * one of int64, float, bool, string, int64List; lists comma-separated). Throws a TypeError saying what is wrong.
+ */
+export function parseCreateOption(text: string): [string, NamedValue] {
+  const m = /^([A-Za-z_][\w.]*)(?::(\w+))?=(.*)$/s.exec(text);
+  if (!m) throw new TypeError(`"${text}" is not NAME=VALUE or NAME:TYPE=VALUE`);
+  const [, name, typeName, raw] = m;
+  const type = (typeName ?? CREATE_OPTION_TYPES[name]) as NamedValueType | undefined;
+  if (!type) throw new TypeError(`unknown option ${name}: give its type, e.g. ${name}:int64=${raw}`);
+  if (!(type in NAMED_VALUE_TYPE)) {
+    throw new TypeError(`${name}: type ${type} is not one of ${Object.keys(NAMED_VALUE_TYPE).join(", ")}`);
+  }
+  const int = (x: string) => {
+    if (!/^-?\d+$/.test(x.trim())) throw new TypeError(`${name} is an int64, got "${x}"`);
+    return BigInt(x.trim());
+  };
+  switch (type) {
+    case "string":
+      return [name, raw];
+    case "int64":
+      return [name, { int64: int(raw) }];
+    case "float": {
+      const f = Number(raw);
+      if (raw.trim() === "" || !Number.isFinite(f)) throw new TypeError(`${name} is a float, got "${raw}"`);
+      return [name, { float: f }];
+    }
+    case "bool":
+      if (!/^(true|false|1|0)$/i.test(raw)) {
+        throw new TypeError(`${name} is a bool (true|false), got "${raw}"`);
+      }
+      return [name, /^(true|1)$/i.test(raw)];
+    default:
+      return [name, { int64List: raw.split(",").filter((x) => x.trim() !== "").map(int) }];
+  }
 }
 
 /** A `PJRT_Client*`. */
@@ -94,6 +188,9 @@ export class PjrtClient {
   #handle: Ptr;
   #buffers = new Set<PjrtBuffer>();
   #executables = new Set<PjrtExecutable>();
+  #closing = false;
+  #closed: Promise<void> | null = null;
+  #resolveClosed: () => void = () => {};
 
   private constructor(api: PjrtApi, handle: NonNullable<Ptr>) {
     this.api = api;
@@ -182,14 +279,14 @@ export class PjrtClient {
       this.api,
       a.ptrAt(C.executable),
       (h) => this.#adoptBuffer(h),
-      (e) => this.#executables.delete(e),
+      (e) => this.#forget(this.#executables, e),
     );
     this.#executables.add(exe);
     return exe;
   }
 
   #adoptBuffer(h: Ptr): PjrtBuffer {
-    const b = new PjrtBuffer(this.api, h, (x) => this.#buffers.delete(x));
+    const b = new PjrtBuffer(this.api, h, (x) => this.#forget(this.#buffers, x));
     this.#buffers.add(b);
     return b;
   }
@@ -237,17 +334,44 @@ export class PjrtClient {
     return { buffers: this.#buffers.size, executables: this.#executables.size };
   }
 
-  /** Destroy every tracked buffer and executable, then the client. Idempotent. */
-  close(): void {
-    if (this.#handle === null) return;
+  /** A tracked handle was destroyed; the last one of a closing client lets the client go. */
+  #forget<T>(set: Set<T>, x: T): void {
+    set.delete(x);
+    if (this.#closing && this.#buffers.size === 0 && this.#executables.size === 0) this.#destroyClient();
+  }
+
+  /**
+   * Destroy every tracked buffer and executable, then the client. A buffer or executable still used by work in
+   * flight is destroyed when that work completes (see {@link PjrtBuffer.destroy}); the client is destroyed only
+   * after the last of them — never under them. The promise resolves once the client is gone. Idempotent.
+   */
+  close(): Promise<void> {
+    if (this.#closed) return this.#closed;
+    this.#closed = new Promise((resolve) => this.#resolveClosed = resolve);
+    this.#closing = true;
     for (const b of [...this.#buffers]) b.destroy();
     for (const e of [...this.#executables]) e.destroy();
+    if (this.#buffers.size === 0 && this.#executables.size === 0) this.#destroyClient();
+    return this.#closed;
+  }
+
+  /** Whether the C client is still alive (false once close() has destroyed it). */
+  get alive(): boolean {
+    return this.#handle !== null;
+  }
+
+  #destroyClient(): void {
     const h = this.#handle;
+    if (h === null) return;
     this.#handle = null;
     this.api.live.clients--;
-    this.api.call(
-      "Client_Destroy",
-      new Struct(ARGS.Client_Destroy.size).setPtr(ARGS.Client_Destroy.client, h),
-    );
+    try {
+      this.api.call(
+        "Client_Destroy",
+        new Struct(ARGS.Client_Destroy.size).setPtr(ARGS.Client_Destroy.client, h),
+      );
+    } finally {
+      this.#resolveClosed();
+    }
   }
 }

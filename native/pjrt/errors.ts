@@ -10,7 +10,7 @@
  * }
  * ```
  */
-import { ERROR_CODE_NAMES } from "./api.ts";
+import { BINDING_API_VERSION, ERROR_CODE_NAMES } from "./api.ts";
 
 /** A `PJRT_Error` returned by a plugin call (or delivered through an event). */
 export class PjrtError extends Error {
@@ -31,6 +31,43 @@ export class PjrtError extends Error {
     this.codeName = codeName;
     this.pjrtMessage = message;
     this.call = call;
+  }
+}
+
+/**
+ * A plugin refused an Args struct as too small: it was built from a newer `pjrt_c_api.h` in which the struct
+ * grew, and this binding does not know the new fields. One line names both API versions and both sizes.
+ */
+export class PjrtStructSizeError extends PjrtError {
+  /** e.g. "PJRT_ExecuteOptions". */
+  readonly struct: string;
+  readonly expected: number;
+  readonly sent: number;
+  readonly pluginVersion: { major: number; minor: number };
+
+  constructor(
+    call: string,
+    code: number,
+    message: string,
+    parsed: { struct: string; expected: number; sent: number },
+    pluginVersion: { major: number; minor: number },
+  ) {
+    super(call, code, message);
+    this.name = "PjrtStructSizeError";
+    this.struct = parsed.struct;
+    this.expected = parsed.expected;
+    this.sent = parsed.sent;
+    this.pluginVersion = pluginVersion;
+    const b = BINDING_API_VERSION;
+    this.message =
+      `the PJRT plugin (C API ${pluginVersion.major}.${pluginVersion.minor}) needs a ${parsed.struct} ` +
+      `of ${parsed.expected} bytes; this binding (C API ${b.major}.${b.minor}) sends ${parsed.sent} (PJRT ${call})`;
+  }
+
+  /** Parse XLA's "Unexpected PJRT_X size: expected N, got M" message; null when it is not one. */
+  static parse(message: string): { struct: string; expected: number; sent: number } | null {
+    const m = /Unexpected (PJRT_\w+) size: expected (?:at least )?(\d+), got (\d+)/.exec(message);
+    return m ? { struct: m[1], expected: Number(m[2]), sent: Number(m[3]) } : null;
   }
 }
 

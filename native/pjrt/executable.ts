@@ -131,8 +131,11 @@ export class PjrtExecutable {
     if (h === null) return;
     this.#handle = null;
     this.api.live.executables--;
-    this.#onDestroyed(this);
     const d = new Struct(ARGS.Executable_Destroy.size).setPtr(ARGS.Executable_Destroy.executable, h);
-    this.api.call("LoadedExecutable_Destroy", d);
+    try {
+      this.api.call("LoadedExecutable_Destroy", d);
+    } finally {
+      this.#onDestroyed(this); // after the C destroy (the client may go next)
+    }
   }
 }

@@ -11,8 +11,17 @@
  * api.close();
  * ```
  */
-import { API, ARGS, MIN_API_STRUCT_SIZE, SLOT, type SlotName, slotOffset, SUPPORTED_MAJOR } from "./api.ts";
-import { PjrtError, PjrtLoadError } from "./errors.ts";
+import {
+  API,
+  ARGS,
+  MIN_API_STRUCT_SIZE,
+  NAMED_VALUE_TYPE,
+  SLOT,
+  type SlotName,
+  slotOffset,
+  SUPPORTED_MAJOR,
+} from "./api.ts";
+import { PjrtError, PjrtLoadError, PjrtStructSizeError } from "./errors.ts";
 
 /** A raw C pointer (null for NULL). */
 export type Ptr = Deno.PointerValue;
@@ -93,6 +102,33 @@ function openLibrary(path: string): PluginLibrary {
     libraries.set(path, lib);
   }
   return lib;
+}
+
+/** A value of `PJRT_Plugin_Attributes` (int64 lists as arrays). */
+export type AttributeValue = string | number | boolean | number[];
+
+/** Decode a C array of `count` `PJRT_NamedValue`s at `p` (strings and lists copied out). */
+export function readNamedValues(p: Ptr, count: number): Record<string, AttributeValue> {
+  const out: Record<string, AttributeValue> = {};
+  if (p === null || count === 0) return out;
+  const N = ARGS.NamedValue;
+  const v = new Deno.UnsafePointerView(p);
+  for (let i = 0; i < count; i++) {
+    const o = i * N.size;
+    const name = readString(v.getPointer(o + N.name), Number(v.getBigUint64(o + N.nameSize)));
+    const type = v.getInt32(o + N.type);
+    const size = Number(v.getBigUint64(o + N.valueSize));
+    if (type === NAMED_VALUE_TYPE.string) out[name] = readString(v.getPointer(o + N.value), size);
+    else if (type === NAMED_VALUE_TYPE.int64) out[name] = Number(v.getBigInt64(o + N.value));
+    else if (type === NAMED_VALUE_TYPE.float) out[name] = v.getFloat32(o + N.value);
+    else if (type === NAMED_VALUE_TYPE.bool) out[name] = v.getUint8(o + N.value) !== 0;
+    else if (type === NAMED_VALUE_TYPE.int64List) {
+      const lp = v.getPointer(o + N.value);
+      const lv = lp === null ? null : new Deno.UnsafePointerView(lp);
+      out[name] = Array.from({ length: lv ? size : 0 }, (_, k) => Number(lv!.getBigInt64(8 * k)));
+    }
+  }
+  return out;
 }
 
 /** Live-handle counts the binding keeps (what it still has to destroy). */
@@ -196,6 +232,18 @@ export class PjrtApi {
     throw this.takeError(call, err);
   }
 
+  /**
+   * `PJRT_Plugin_Attributes`: e.g. `xla_version`, `stablehlo_current_version` / `stablehlo_minimum_version`
+   * (int64 lists [major, minor, patch]). Empty when the plugin's table has no such slot.
+   */
+  attributes(): Record<string, AttributeValue> {
+    if (slotOffset(SLOT.Plugin_Attributes) + 8 > this.tableSize) return {};
+    const A = ARGS.Plugin_Attributes;
+    const a = new Struct(A.size);
+    this.call("Plugin_Attributes", a);
+    return readNamedValues(a.ptrAt(A.attributes), a.u64At(A.numAttributes));
+  }
+
   /** Read code + message of `err`, destroy it, return the JS error. */
   takeError(call: string, err: NonNullable<Ptr>): PjrtError {
     const m = new Struct(ARGS.Error_Message.size).setPtr(ARGS.Error_Message.error, err);
@@ -206,7 +254,10 @@ export class PjrtApi {
     const code = codeErr === null ? c.i32At(ARGS.Error_GetCode.code) : 2;
     if (codeErr !== null) this.#destroyError(codeErr);
     this.#destroyError(err);
-    return new PjrtError(call, code, message);
+    const tooSmall = PjrtStructSizeError.parse(message);
+    return tooSmall
+      ? new PjrtStructSizeError(call, code, message, tooSmall, this.version)
+      : new PjrtError(call, code, message);
   }
 
   #destroyError(err: NonNullable<Ptr>): void {
@@ -231,6 +282,8 @@ export class PjrtApi {
       err = await this.#await(args.bytes);
     } finally {
       this.destroyEvent(event);
+      // The pool thread reads `args` during the call: both it and the work's buffers stay referenced until here.
+      void args;
       void keepAlive;
     }
     this.check(call, err);

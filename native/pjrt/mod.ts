@@ -13,8 +13,16 @@
  * ```
  */
 export * from "./api.ts";
-export { PjrtError, PjrtLoadError, type PjrtLoadProblem } from "./errors.ts";
-export { type LiveCounts, PjrtApi } from "./ffi.ts";
+export { PjrtError, PjrtLoadError, type PjrtLoadProblem, PjrtStructSizeError } from "./errors.ts";
+export { type AttributeValue, type LiveCounts, PjrtApi, readNamedValues } from "./ffi.ts";
 export { type HostLayout, PjrtBuffer, rowMajorLayout } from "./buffer.ts";
 export { PjrtExecutable } from "./executable.ts";
-export { encodeNamedValues, type NamedValue, PjrtClient, type PjrtDevice } from "./client.ts";
+export {
+  CREATE_OPTION_TYPES,
+  encodeNamedValues,
+  type NamedValue,
+  type NamedValueType,
+  parseCreateOption,
+  PjrtClient,
+  type PjrtDevice,
+} from "./client.ts";

@@ -46,6 +46,8 @@ static pthread_cond_t g_cv = PTHREAD_COND_INITIALIZER;
 static int64_t g_live[6];
 
 /* Atomic, so it can be called with or without g_mu held. */
+static int env_int(const char* name, int dflt);
+
 static void live_add(int kind, int delta) {
   __atomic_fetch_add(&g_live[kind], delta, __ATOMIC_SEQ_CST);
 }
@@ -220,6 +222,7 @@ struct TP_Client {
   int64_t fail_device; /* -1: any */
   int64_t fail_after;
   int64_t fail_seen; /* matching calls so far (atomic) */
+  int64_t live; /* buffers and loaded executables of this client not yet destroyed (atomic) */
 };
 
 static TP_Error* Plugin_Initialize(TP_Plugin_Initialize_Args* a) {
@@ -227,7 +230,8 @@ static TP_Error* Plugin_Initialize(TP_Plugin_Initialize_Args* a) {
   return NULL;
 }
 
-static TP_NamedValue g_attrs[1];
+static TP_NamedValue g_attrs[3];
+static const int64_t g_shlo_current[3] = {1, 9, 0}, g_shlo_minimum[3] = {0, 9, 0};
 static TP_Error* Plugin_Attributes(TP_Plugin_Attributes_Args* a) {
   g_attrs[0].struct_size = sizeof(TP_NamedValue);
   g_attrs[0].name = "test_double";
@@ -235,8 +239,19 @@ static TP_Error* Plugin_Attributes(TP_Plugin_Attributes_Args* a) {
   g_attrs[0].type = 4;
   g_attrs[0].bool_value = true;
   g_attrs[0].value_size = 1;
+  const char* names[2] = {"stablehlo_current_version", "stablehlo_minimum_version"};
+  const int64_t* lists[2] = {g_shlo_current, g_shlo_minimum};
+  for (int i = 0; i < 2; i++) {
+    TP_NamedValue* v = &g_attrs[1 + i];
+    v->struct_size = sizeof(TP_NamedValue);
+    v->name = names[i];
+    v->name_size = strlen(names[i]);
+    v->type = 2; /* int64 list */
+    v->int64_array_value = lists[i];
+    v->value_size = 3;
+  }
   a->attributes = g_attrs;
-  a->num_attributes = 1;
+  a->num_attributes = 3;
   return NULL;
 }
 
@@ -289,6 +304,8 @@ static TP_Error* Client_Create(TP_Client_Create_Args* a) {
 
 static TP_Error* Client_Destroy(TP_Client_Destroy_Args* a) {
   if (!a->client) return NULL;
+  /* a client destroyed under its own buffers or executables: their later destroys would touch freed memory */
+  if (__atomic_load_n(&a->client->live, __ATOMIC_SEQ_CST) != 0) live_add(5, 1);
   free(a->client);
   live_add(4, -1);
   return NULL;
@@ -359,6 +376,7 @@ static size_t element_size(int type) {
 static TP_Buffer* new_buffer(TP_Client* c, int type, const int64_t* dims, size_t num_dims, int device) {
   TP_Buffer* b = calloc(1, sizeof *b);
   b->client = c;
+  if (c) __atomic_add_fetch(&c->live, 1, __ATOMIC_SEQ_CST);
   b->refs = 1;
   b->type = type;
   b->num_dims = num_dims;
@@ -514,6 +532,7 @@ static TP_Error* Buffer_Destroy(TP_Buffer_Destroy_Args* a) {
   if (!a->buffer) return NULL;
   pthread_mutex_lock(&g_mu);
   live_add(2, -1);
+  if (a->buffer->client) __atomic_sub_fetch(&a->buffer->client->live, 1, __ATOMIC_SEQ_CST);
   a->buffer->destroyed = true;
   buffer_unref_locked(a->buffer);
   pthread_mutex_unlock(&g_mu);
@@ -832,6 +851,7 @@ static TP_Error* Client_Compile(TP_Client_Compile_Args* a) {
     e->replica_device[r] = n_ids ? (int)ids[r] : c->reversed_default_assignment ? c->num_devices - 1 - r : r;
   }
   e->client = c;
+  __atomic_add_fetch(&c->live, 1, __ATOMIC_SEQ_CST);
   live_add(3, 1);
   a->executable = e;
   return NULL;
@@ -839,6 +859,9 @@ static TP_Error* Client_Compile(TP_Client_Compile_Args* a) {
 
 static TP_Error* Executable_Destroy(TP_Executable_Destroy_Args* a) {
   if (!a->executable) return NULL;
+  if (a->executable->loaded && a->executable->client) {
+    __atomic_sub_fetch(&a->executable->client->live, 1, __ATOMIC_SEQ_CST);
+  }
   free(a->executable);
   live_add(3, -1);
   return NULL;
@@ -901,6 +924,13 @@ static TP_Error* LoadedExecutable_Execute(TP_LoadedExecutable_Execute_Args* a) {
   TP_Executable* e = a->executable;
   TP_Client* c = e->client;
   if (!a->options) return new_error(3, "test plugin: execute options must not be null");
+  /* XLA's check: a caller's struct smaller than the plugin's own is refused (PJRT_TEST_PLUGIN_EXECUTE_OPTIONS_SIZE
+   * stands in for a plugin built from a newer header whose PJRT_ExecuteOptions grew) */
+  size_t own = (size_t)env_int("PJRT_TEST_PLUGIN_EXECUTE_OPTIONS_SIZE", 112);
+  if (a->options->struct_size < own) {
+    return new_error(3, "Unexpected PJRT_ExecuteOptions size: expected %zu, got %zu. The plugin is likely built "
+                        "with a later version than the framework.", own, a->options->struct_size);
+  }
   if (strcmp(c->fail, "execute") == 0) return new_error(13, "test plugin: injected execute failure");
   size_t nd = a->num_devices;
   if (a->execute_device ? nd != 1 : nd != (size_t)e->num_replicas) {

@@ -8,6 +8,8 @@
  * @example
  * ```ts
  * import { emitOnnx } from "./emit.ts";
+ * import type { Graph } from "../../model/ir.ts";
+ * declare const graph: Graph; // e.g. buildQwen2Graph(config, layers)
  * const bytes = emitOnnx(graph, (name) => ({ location: "model.safetensors", offset: 1024, length: 4096 }));
  * await Deno.writeFile("model.onnx", bytes);
  * ```

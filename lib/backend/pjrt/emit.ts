@@ -13,6 +13,8 @@
  * @example
  * ```ts
  * import { emitStableHlo } from "./emit.ts";
+ * import type { Graph } from "../../model/ir.ts";
+ * declare const graph: Graph; // e.g. buildQwen2Graph(config, layers)
  * const { text, weights } = emitStableHlo(graph, { batch: 2, seq: 16 });
  * console.log(text.startsWith("module @actshard"), weights.length);
  * ```

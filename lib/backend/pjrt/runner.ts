@@ -13,7 +13,13 @@
 import { ActshardError } from "../../errors.ts";
 import type { Graph } from "../../model/ir.ts";
 import { encodeActivation } from "../../shard/dtype.ts";
-import type { PjrtBuffer, PjrtClient, PjrtDevice, PjrtExecutable } from "../../../native/pjrt/mod.ts";
+import type {
+  AttributeValue,
+  PjrtBuffer,
+  PjrtClient,
+  PjrtDevice,
+  PjrtExecutable,
+} from "../../../native/pjrt/mod.ts";
 import { PjrtError } from "../../../native/pjrt/mod.ts";
 import { compileOptionsBytes } from "./compile_options.ts";
 import { type ComputeDtype, emitStableHlo, type EmittedProgram, ropeTables } from "./emit.ts";
@@ -44,6 +50,31 @@ async function uploadAll(uploads: Promise<PjrtBuffer>[]): Promise<PjrtBuffer[]> 
   throw failed.reason;
 }
 
+/**
+ * One line for a failed `Client_Compile`. XLA reports a module it cannot parse with "Failed to parse using
+ * StableHLO vX" after the MLIR diagnostic; that case says so, with the StableHLO versions the plugin reads.
+ */
+export function compileProblem(
+  e: PjrtError,
+  shape: string,
+  attrs: Record<string, AttributeValue>,
+): ActshardError {
+  const first = e.pjrtMessage.split("\n")[0];
+  const v = (x: AttributeValue | undefined) => Array.isArray(x) ? x.join(".") : String(x ?? "?");
+  const reads = attrs.stablehlo_current_version
+    ? `; the plugin reads StableHLO ${v(attrs.stablehlo_minimum_version)}..${
+      v(attrs.stablehlo_current_version)
+    }`
+    : "";
+  const parse = /Failed to parse using StableHLO/.test(e.pjrtMessage);
+  return new ActshardError(
+    parse
+      ? `the PJRT plugin cannot parse the emitted StableHLO program (${shape}): ${first}${reads}`
+      : `the PJRT plugin rejected the StableHLO program (${shape}): ${e.codeName}: ${first}`,
+    { kind: "internal", cause: e, hint: "rerun with ACTSHARD_DEBUG=1; --backend onnx avoids PJRT" },
+  );
+}
+
 /** Runs emitted programs on PJRT devices, one replica per device. */
 export class PjrtRunner implements ReplicaRunner {
   readonly replicas: number;
@@ -53,8 +84,14 @@ export class PjrtRunner implements ReplicaRunner {
   readonly computeDtype: ComputeDtype;
   /** Compiled shapes, e.g. "2x16"; exposed for tests and progress lines. */
   readonly compiled = new Map<string, { exe: PjrtExecutable; program: EmittedProgram }>();
+  /** `PJRT_Plugin_Attributes` (StableHLO versions), for compile error lines. */
+  readonly pluginAttributes: Record<string, AttributeValue>;
   #weights: PjrtBuffer[][];
-  #rope = new Map<number, PjrtBuffer[][]>();
+  /** RoPE tables per bucket, as promises: concurrent first calls of one bucket share one upload. */
+  #rope = new Map<number, Promise<PjrtBuffer[][]>>();
+  #inFlight = 0;
+  /** Most `run` calls in flight at once so far (2 when forwards overlap; `ACTSHARD_PJRT_OVERLAP=0` keeps 1). */
+  maxInFlight = 0;
 
   private constructor(
     client: PjrtClient,
@@ -62,6 +99,7 @@ export class PjrtRunner implements ReplicaRunner {
     graph: Graph,
     computeDtype: ComputeDtype,
     weights: PjrtBuffer[][],
+    pluginAttributes: Record<string, AttributeValue>,
   ) {
     this.client = client;
     this.devices = devices;
@@ -69,6 +107,7 @@ export class PjrtRunner implements ReplicaRunner {
     this.graph = graph;
     this.computeDtype = computeDtype;
     this.#weights = weights;
+    this.pluginAttributes = pluginAttributes;
   }
 
   /** Upload every weight of `graph` to each device (in the emitter's argument order). */
@@ -78,6 +117,7 @@ export class PjrtRunner implements ReplicaRunner {
     graph: Graph,
     loadWeight: WeightSource,
     computeDtype: ComputeDtype,
+    pluginAttributes: Record<string, AttributeValue> = {},
   ): Promise<PjrtRunner> {
     const order = emitStableHlo(graph, { batch: 1, seq: 1 }, computeDtype).weights;
     const perDevice: PjrtBuffer[][] = devices.map(() => []);
@@ -92,7 +132,7 @@ export class PjrtRunner implements ReplicaRunner {
       perDevice.flat().forEach((b) => b.destroy());
       throw e;
     }
-    return new PjrtRunner(client, devices, graph, computeDtype, perDevice);
+    return new PjrtRunner(client, devices, graph, computeDtype, perDevice, pluginAttributes);
   }
 
   #executable(batch: number, seq: number): { exe: PjrtExecutable; program: EmittedProgram } {
@@ -108,12 +148,7 @@ export class PjrtRunner implements ReplicaRunner {
         );
       } catch (e) {
         if (!(e instanceof PjrtError)) throw e;
-        throw new ActshardError(
-          `the PJRT plugin rejected the StableHLO program (${key}): ${e.codeName}: ${
-            e.pjrtMessage.split("\n")[0]
-          }`,
-          { kind: "internal", cause: e, hint: "rerun with ACTSHARD_DEBUG=1; --backend onnx avoids PJRT" },
-        );
+        throw compileProblem(e, key, this.pluginAttributes);
       }
       hit = { exe, program };
       this.compiled.set(key, hit);
@@ -121,27 +156,34 @@ export class PjrtRunner implements ReplicaRunner {
     return hit;
   }
 
-  async #ropeBuffers(seq: number, program: EmittedProgram): Promise<PjrtBuffer[][]> {
+  #ropeBuffers(seq: number, program: EmittedProgram): Promise<PjrtBuffer[][]> {
     let bufs = this.#rope.get(seq);
     if (!bufs) {
       const w = Math.max(program.ropeHalf, 1);
       const { cos, sin } = ropeTables(seq, program.ropeHalf, program.ropeTheta);
-      const flat = await uploadAll(this.devices.flatMap((d) => [
+      bufs = uploadAll(this.devices.flatMap((d) => [
         this.client.bufferFromHost(cos, [seq, w], "f32", d),
         this.client.bufferFromHost(sin, [seq, w], "f32", d),
-      ]));
-      bufs = this.devices.map((_, r) => flat.slice(2 * r, 2 * r + 2));
+      ])).then((flat) => this.devices.map((_, r) => flat.slice(2 * r, 2 * r + 2)));
       this.#rope.set(seq, bufs);
+      bufs.catch(() => this.#rope.delete(seq)); // a failed upload is tried again by the next call
     }
     return bufs;
   }
 
+  /**
+   * One forward on every replica. Safe to call again before the previous call resolved: the calls share the
+   * resident weights, the executable and the RoPE tables, and each has its own inputs and outputs — so the
+   * device→host copies of one call overlap the upload and execute of the next (the extract loop keeps two in
+   * flight: `Backend.concurrentForwards`).
+   */
   async run(shape: { batch: number; seq: number }, inputs: ReplicaInput[]): Promise<Float32Array[][]> {
     const { batch: B, seq: S } = shape;
-    const { exe, program } = this.#executable(B, S);
-    const rope = await this.#ropeBuffers(S, program);
+    this.maxInFlight = Math.max(this.maxInFlight, ++this.#inFlight);
     const perCall: PjrtBuffer[] = [];
     try {
+      const { exe, program } = this.#executable(B, S);
+      const rope = await this.#ropeBuffers(S, program);
       // All devices' uploads settle before anything is thrown, so none finishes after the `finally` below.
       const uploaded = await uploadAll(this.devices.flatMap((d, r) => [
         this.client.bufferFromHost(inputs[r].ids, [B, S], "s32", d),
@@ -170,6 +212,7 @@ export class PjrtRunner implements ReplicaRunner {
         }))
       ));
     } finally {
+      this.#inFlight--;
       perCall.forEach((b) => b.destroy());
     }
   }
@@ -179,11 +222,12 @@ export class PjrtRunner implements ReplicaRunner {
     return node.shape.map((d) => d === "batch" ? B : d === "seq" ? S : d);
   }
 
-  close(): Promise<void> {
+  async close(): Promise<void> {
     for (const { exe } of this.compiled.values()) exe.destroy();
     this.compiled.clear();
-    for (const l of [...this.#weights, ...[...this.#rope.values()].flat()]) l.forEach((b) => b.destroy());
+    const rope = (await Promise.allSettled(this.#rope.values()))
+      .flatMap((r) => r.status === "fulfilled" ? r.value : []);
+    for (const l of [...this.#weights, ...rope]) l.forEach((b) => b.destroy());
     this.#rope.clear();
-    return Promise.resolve();
   }
 }
