@@ -1,5 +1,6 @@
 /**
- * `deno task bench pipeline`: the extract pipeline's own overhead. On the same prompts and the same batches,
+ * `deno task bench pipeline`: first the host pipeline's ceiling with an instant backend, per format × codec ×
+ * dtype and 1 vs all cores (bench/ceiling.ts; docs/performance.md), then the extract pipeline's own overhead. On the same prompts and the same batches,
  * with the same ONNX session, it times (a) forward passes only and (b) the whole extract run (forward + cutting
  * records + encoding + compression + writing shards + metadata), and prints (b)/(a). Target ≤ 1.10: the
  * forward of batch n+1 hides the writing of batch n.
@@ -25,6 +26,7 @@ import { makeTokenBatch } from "../lib/pipeline/batching.ts";
 import { runExtract } from "../lib/pipeline/extract.ts";
 import { type PreparedRun, prepareRun } from "../lib/pipeline/prepare.ts";
 import type { Backend, TokenBatch } from "../lib/types.ts";
+import { run as ceiling } from "./ceiling.ts";
 
 /** Qwen2.5-0.5B's width; depth chosen so compute per stored layer matches the real default run (see above). */
 const MODEL = { hidden: 896, intermediate: 4864, heads: 14, kvHeads: 2, layers: 7, vocab: 4096, seed: 3 };
@@ -94,8 +96,10 @@ async function forwardOnly(
   return (performance.now() - t0) / 1000;
 }
 
-/** Run the benchmark and print its figures. */
+/** Run the benchmark and print its figures: the instant-backend ceiling (bench/ceiling.ts), then the overlap. */
 export async function run(): Promise<void> {
+  await ceiling();
+  console.log("\noverlap with a real forward (ONNX on this CPU, then replayed as idle waits):");
   const root = await Deno.makeTempDir({ prefix: "actshard-bench-pipeline-" });
   try {
     const model = join(root, "model"), dataset = join(root, "tasks.json");

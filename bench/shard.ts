@@ -8,8 +8,10 @@
 import { gzipSync as fflateGzip } from "fflate";
 import { constants as zlibConstants, gzipSync as zlibGzip, zstdCompressSync } from "node:zlib";
 import { ShardWriter } from "../lib/shard/writer.ts";
+import { encodeActivation } from "../lib/shard/dtype.ts";
 import type { ActivationRecord } from "../lib/types.ts";
 import { activation } from "../tests/_shard_fixtures.ts";
+import { runShardStage } from "./shard_stage.ts";
 
 const TOKENS = 600, HIDDEN = 896, LAYERS = 8;
 const MB = 1e6;
@@ -49,7 +51,7 @@ async function writeAll(
 async function pythonBaseline(
   groups: ActivationRecord[][],
   dir: string,
-): Promise<{ mbps: number; ratio: number } | null> {
+): Promise<{ mbps: number; ratio: number; cpuPerGb: number } | null> {
   const raw = `${dir}/raw.f32`;
   const f = await Deno.open(raw, { write: true, create: true });
   for (const g of groups) for (const r of g) await f.write(new Uint8Array(r.activation.buffer));
@@ -63,11 +65,11 @@ data = {10 + l: [] for l in range(L)}
 for s in range(P):
     for l in range(L):
         data[10 + l].append({'task_id': f't{s}', 'sample_idx': s, 'activation': a[s, l].copy(), 'shape': (T, H), 'prompt': f'prompt {s}'})
-t = time.perf_counter()
+t, c = time.perf_counter(), time.process_time()
 with gzip.open(sys.argv[2], 'wb') as f:
     pickle.dump(data, f)
-dt = time.perf_counter() - t
-print(a.nbytes / dt / 1e6, os.path.getsize(sys.argv[2]) / a.nbytes)
+dt, dc = time.perf_counter() - t, time.process_time() - c
+print(a.nbytes / dt / 1e6, os.path.getsize(sys.argv[2]) / a.nbytes, dc / (a.nbytes / 1e9))
 `;
   for (const exe of ["python3", "/usr/bin/python3"]) {
     try {
@@ -77,8 +79,8 @@ print(a.nbytes / dt / 1e6, os.path.getsize(sys.argv[2]) / a.nbytes)
         stderr: "piped",
       }).output();
       if (!out.success) continue;
-      const [mbps, ratio] = new TextDecoder().decode(out.stdout).trim().split(" ").map(Number);
-      return { mbps, ratio };
+      const [mbps, ratio, cpuPerGb] = new TextDecoder().decode(out.stdout).trim().split(" ").map(Number);
+      return { mbps, ratio, cpuPerGb };
     } catch { /* try the next python */ }
   }
   return null;
@@ -121,6 +123,39 @@ async function engines(): Promise<void> {
   }
 }
 
+/** Split each `width`-byte element into byte planes (plane k holds byte k of every element). */
+function byteShuffle(b: Uint8Array, width: number): Uint8Array {
+  const n = b.length / width, out = new Uint8Array(b.length);
+  for (let k = 0; k < width; k++) for (let i = 0; i < n; i++) out[k * n + i] = b[i * width + k];
+  return out;
+}
+
+/**
+ * Bytes per activation value for each stored dtype × codec on activation-like data (the ratios the writer gets:
+ * the same engines and levels), and what a byte-shuffle filter before zstd (not a codec today) would give.
+ */
+export function bytesPerValue(): void {
+  const values = activation(4 * TOKENS, HIDDEN, 11); // ≈ 2.15M values
+  const zstd = (b: Uint8Array) =>
+    zstdCompressSync(b, { params: { [zlibConstants.ZSTD_c_compressionLevel]: 1 } }).length;
+  const gzip = (b: Uint8Array) => zlibGzip(b, { level: 6, strategy: zlibConstants.Z_RLE }).length;
+  console.log(
+    `bytes per activation value (${values.length} activation-like values; gzip = level 6 Z_RLE, zstd = level 1, ` +
+      `as the writer; "shuffle" = byte planes before zstd, measured only, not a codec):`,
+  );
+  for (const dtype of ["float32", "float16", "bfloat16"] as const) {
+    const b = encodeActivation(values, dtype), w = dtype === "float32" ? 4 : 2;
+    const per = (n: number) => (n / values.length).toFixed(2).padStart(5);
+    const t = performance.now();
+    const sh = byteShuffle(b, w);
+    const shMs = performance.now() - t;
+    console.log(
+      `  ${dtype.padEnd(9)} none ${per(b.length)}  gzip ${per(gzip(b))}  zstd ${per(zstd(b))}  ` +
+        `shuffle+zstd ${per(zstd(sh))}  (shuffle ${(b.length / 1e3 / shMs).toFixed(0)} MB/s, one thread)`,
+    );
+  }
+}
+
 async function peakRss(shardGb: number): Promise<number> {
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", new URL(import.meta.url).pathname, "--rss-child", String(shardGb)],
@@ -154,6 +189,7 @@ async function rssChild(shardGb: number): Promise<void> {
 /** Print the benchmark. */
 export async function run(): Promise<void> {
   await engines();
+  bytesPerValue();
   const groups = records(24); // 24 prompts × 8 layers × 600 × 896 float32 ≈ 413 MB
   const payload = groups.length * LAYERS * TOKENS * HIDDEN * 4;
   const dir = await Deno.makeTempDir({ prefix: "actshard-bench-" });
@@ -185,6 +221,7 @@ export async function run(): Promise<void> {
         await Deno.remove(out, { recursive: true });
       }
     }
+    await runShardStage(groups, base);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

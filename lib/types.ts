@@ -41,7 +41,8 @@ export interface Backend {
   readonly numLayers: number;
   /**
    * Run one padded batch; returns, per requested layer, a Float32Array `[batch, seqLen, hidden]`
-   * (the residual stream after that decoder block). Real tokens' values never depend on padding.
+   * (the residual stream after that decoder block). Real tokens' values never depend on padding. The arrays
+   * stay valid after later calls (records are views into them until written): a backend must not reuse them.
    */
   forward(batch: TokenBatch, layers: number[]): Promise<Map<number, Float32Array>>;
   /**

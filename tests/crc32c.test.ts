@@ -36,3 +36,11 @@ Deno.test("crc32c: word-wise path equals a bit-wise reference at every length an
   }
   assertEquals(crc32c(data), bitwise(data));
 });
+
+Deno.test("crc32c: new Crc32c(crc(A)).update(B) continues to crc(A ‖ B)", () => {
+  const data = new Uint8Array(1000).map((_, i) => (i * 31 + 7) & 0xff);
+  for (const cut of [0, 1, 3, 17, 500, 999, 1000]) {
+    const a = data.subarray(0, cut), b = data.subarray(cut);
+    assertEquals(new Crc32c(crc32c(a)).update(b).value(), crc32c(data), `cut ${cut}`);
+  }
+});

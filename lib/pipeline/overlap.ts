@@ -6,8 +6,9 @@
  * upload). Backends run natively (onnxruntime threads, PJRT devices), so awaiting a forward frees the event loop
  * for the write stage. The queue depth bounds memory: at most `queueDepth + 1 + F` batches of outputs exist at once
  * (F = `backend.concurrentForwards`, default 1, being computed — the PJRT backend runs 2 so one batch's
- * device→host copies overlap the next one's execute —, `queueDepth` waiting, one being cut), plus the reorder
- * buffer's prompts (at most one batching window), whatever the shard size.
+ * device→host copies overlap the next one's execute —, `queueDepth` waiting, one being cut), plus the batches of
+ * the reorder buffer's prompts (records are views into their batch's output; at most one batching window),
+ * whatever the shard size.
  *
  * Records reach `write` one prompt at a time in list order (the writer's contract), whatever order batches ran in.
  *
@@ -86,7 +87,11 @@ interface ForwardResult {
   out: Map<number, Float32Array>;
 }
 
-/** Cut one row of a forward output into records (copies, so the batch buffers can be freed). */
+/**
+ * Cut one row of a forward output into records. Activations are views into the backend's output (no copy: a
+ * backend hands over fresh buffers per forward, and the writer only reads them); a batch's buffers are freed
+ * once its last row is written.
+ */
 export function recordsForRow(
   item: PromptTokens,
   row: number,
@@ -105,7 +110,7 @@ export function recordsForRow(
       task_id: item.task_id,
       sample_idx: item.sample_idx,
       layer,
-      activation: all.slice(off, off + n * hidden),
+      activation: all.subarray(off, off + n * hidden),
       shape: [n, hidden] as [number, number],
       prompt: item.prompt.slice(0, 200),
     };

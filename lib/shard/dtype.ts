@@ -60,7 +60,18 @@ export function encodeActivation(values: Float32Array, dtype: ActivationDType): 
   if (dtype === "float32") return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
   const out = new Uint16Array(values.length);
   if (dtype === "float16") {
-    for (let i = 0; i < values.length; i++) out[i] = f32ToF16Bits(values[i]);
+    const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
+    for (let i = 0; i < values.length; i++) {
+      const x = bits[i];
+      const exp = (x >>> 23) & 0xff;
+      // Inline fast path for values that are normal halves (exponent 113..142), the bulk of activations: rebias
+      // the exponent, then round to nearest even by adding below bit 13 (a carry into the exponent, even to
+      // Inf, is the correct rounding, as in f32ToF16Bits). Everything else goes through f32ToF16Bits.
+      if (exp >= 113 && exp <= 142) {
+        const y = (x & 0x7fffffff) - (112 << 23);
+        out[i] = ((x >>> 16) & 0x8000) | ((y + 0x0fff + ((y >>> 13) & 1)) >>> 13);
+      } else out[i] = f32ToF16Bits(values[i]);
+    }
   } else {
     const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
     for (let i = 0; i < values.length; i++) {
@@ -75,12 +86,9 @@ export function encodeActivation(values: Float32Array, dtype: ActivationDType): 
 /** Decode stored little-endian bytes into float32 values. */
 export function decodeActivation(bytes: Uint8Array, dtype: ActivationDType): Float32Array {
   const n = bytes.byteLength / dtypeSize(dtype);
+  // float32: exactly one copy into a buffer of its own (an unaligned view's slice already is one).
+  if (dtype === "float32") return new Float32Array(bytes.slice().buffer);
   const aligned = bytes.byteOffset % 4 === 0 ? bytes : bytes.slice();
-  if (dtype === "float32") {
-    return new Float32Array(
-      aligned.buffer.slice(aligned.byteOffset, aligned.byteOffset + aligned.byteLength),
-    );
-  }
   const src = new Uint16Array(aligned.buffer, aligned.byteOffset, n);
   const out = new Float32Array(n);
   if (dtype === "float16") {

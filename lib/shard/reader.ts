@@ -15,7 +15,7 @@ import type { ActivationDType, ActivationRecord } from "../types.ts";
 import type { BlobStore } from "../storage/types.ts";
 import { openStore } from "../storage/open.ts";
 import { ActshardError } from "../errors.ts";
-import { codecFromName, decompressStream } from "./codecs.ts";
+import { openShardStream } from "./read_stream.ts";
 import { decodeActivation } from "./dtype.ts";
 import { type DatasetMetadata, METADATA_NAME, readMetadata, shardLocation } from "./metadata.ts";
 import { NdArray, unpickleRecords } from "./pickle_reader.ts";
@@ -90,7 +90,8 @@ export async function* readShard(
   if (!isPickle && !isSt) {
     throw new ActshardError("unknown shard format (expected .pkl or .safetensors)", { where, kind: "input" });
   }
-  const stream = decompressStream(codecFromName(base), await store.openRead(name));
+  // Local shards are read and decompressed in a Worker, in parallel with the decoding below.
+  const stream = await openShardStream(store, name);
   if (isPickle) {
     for await (const { layer, record } of unpickleRecords(stream, where)) {
       const idx = Number(record.sample_idx ?? -1);

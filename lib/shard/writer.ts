@@ -15,13 +15,11 @@
  * const meta = await w.close(); // status "complete"
  * ```
  */
-import { createHash } from "node:crypto";
 import { join } from "node:path";
 import type { ActivationDType, ActivationRecord } from "../types.ts";
 import { ActshardError, isDiskFull } from "../errors.ts";
-import { crc32c } from "../util/crc32c.ts";
-import { crc32cCombine } from "./crc_combine.ts";
 import { type Codec, codecSuffix, type Compressor, createCompressor, GzipWorkers } from "./codecs.ts";
+import { FileSink, type SinkFile, type SunkFile } from "./file_sink.ts";
 import { dtypeSize, encodeActivation } from "./dtype.ts";
 import { type DatasetMetadata, newMetadata, type ShardEntry, writeMetadataAtomic } from "./metadata.ts";
 import { SHARD_FILE_RE } from "./metadata_check.ts";
@@ -69,11 +67,8 @@ async function writeAll(f: Deno.FsFile, b: Uint8Array): Promise<void> {
 
 /** The shard being written. */
 class OpenShard {
-  file!: Deno.FsFile;
+  out!: SinkFile;
   comp!: Compressor;
-  crc = 0;
-  sha = createHash("sha256");
-  bytes = 0;
   payload = 0;
   records = 0;
   perLayer = new Map<number, number>();
@@ -95,7 +90,12 @@ export class ShardWriter {
   #nextId: number;
   #pool: GzipWorkers | undefined;
   #zstd: ZstdWorker | undefined;
+  #sink = new FileSink();
   #metaChain: Promise<void> = Promise.resolve();
+  /** The shard commit in flight (fsync → rename → metadata → callback), if any. */
+  #committing: Promise<void> = Promise.resolve();
+  /** Why a background commit failed (thrown by the next write or close). */
+  #failure: unknown = null;
   #closed = false;
   /** The shard being opened (its temp file may exist before #cur is set): abort() waits for it. */
   #starting: Promise<OpenShard> | null = null;
@@ -145,6 +145,7 @@ export class ShardWriter {
   async write(group: ActivationRecord[]): Promise<void> {
     if (this.#closed) throw new ActshardError("ShardWriter is closed", { kind: "internal" });
     try {
+      if (this.#failure) throw this.#failure;
       await this.#writeGroup(group);
     } catch (e) {
       throw await this.#failed(e);
@@ -171,13 +172,13 @@ export class ShardWriter {
     const id = this.#nextId++;
     const name = shardFileName(id, this.opts.format, this.opts.codec);
     const s = new OpenShard(id, name, join(this.opts.dir, `.${name}.tmp`));
-    s.file = await Deno.open(s.tmpPath, { write: true, create: true, truncate: true });
-    s.comp = createCompressor(this.opts.codec, async (b, crc) => {
-      s.crc = crc32cCombine(s.crc, crc ?? crc32c(b), b.length);
-      s.sha.update(b);
-      s.bytes += b.length;
-      await writeAll(s.file, b);
-    }, { pool: this.#pool, zstd: this.#zstd });
+    // Hashing and write syscalls happen in the sink's Workers; this thread only encodes.
+    s.out = this.#sink.open(s.tmpPath);
+    s.comp = createCompressor(this.opts.codec, (b, crc) => s.out.write(b, crc), {
+      pool: this.#pool,
+      zstd: this.#zstd,
+      buffers: (n) => this.#sink.buffer(n),
+    });
     if (this.opts.format === "pickle") {
       s.pickle = new PickleShardEncoder(this.opts.dtype);
       await s.comp.write(s.pickle.begin());
@@ -266,16 +267,28 @@ export class ShardWriter {
     const s = this.#cur;
     if (!s) return;
     this.#cur = null;
+    let durable: Promise<SunkFile>;
     try {
-      await this.#commitShard(s);
+      durable = (await this.#flushShard(s)).durable;
     } catch (e) {
-      // a failed flush, fsync or rename (disk full, say) leaves no temp file behind
+      // a failed flush (disk full, say) leaves no temp file behind
       await this.#discard(s).catch(() => {});
       throw e;
     }
+    // The shard becomes durable (fsync) and is listed while the next shard is already being written; one
+    // commit at a time, in order, so metadata.json only ever lists a prefix of durable shards.
+    const previous = this.#committing;
+    this.#committing = previous.then(() => durable).then((f) => this.#list(s, f)).catch(async (e) => {
+      // a failed fsync or rename leaves no temp file behind either
+      await Deno.remove(s.tmpPath).catch(() => {});
+      throw e;
+    });
+    this.#committing.catch((e) => (this.#failure ??= e));
+    await previous;
   }
 
-  async #commitShard(s: OpenShard): Promise<void> {
+  /** Encode a shard's tail and flush its compressor; `durable` resolves once the sink has fsynced it. */
+  async #flushShard(s: OpenShard): Promise<{ durable: Promise<SunkFile> }> {
     if (s.pickle) await s.comp.write(s.pickle.end());
     else {
       await s.comp.write(safetensorsHeader(s.tensors, { format: "actshard", ...s.facts }));
@@ -290,8 +303,13 @@ export class ShardWriter {
       await Deno.remove(s.bodyPath!);
     }
     await s.comp.finish();
-    await s.file.sync();
-    s.file.close();
+    const durable = s.out.finish();
+    durable.catch(() => {});
+    return { durable };
+  }
+
+  /** Rename a durable shard into place, list it in metadata.json, tell the caller. */
+  async #list(s: OpenShard, f: SunkFile): Promise<void> {
     const finalPath = join(this.opts.dir, s.name);
     await Deno.rename(s.tmpPath, finalPath);
     const m = this.#meta;
@@ -303,14 +321,14 @@ export class ShardWriter {
       gcs_path: m.upload_to_gcs && m.gcs_bucket
         ? `gs://${m.gcs_bucket}/${m.gcs_prefix ? `${m.gcs_prefix.replace(/\/$/, "")}/` : ""}${s.name}`
         : null,
-      file_size_mb: s.bytes / 2 ** 20,
+      file_size_mb: f.bytes / 2 ** 20,
       buffer_size_mb: s.payload / 2 ** 20,
       layers,
       samples_per_layer: Object.fromEntries(layers.map((l) => [String(l), s.perLayer.get(l)!])),
       total_samples_in_shard: s.records,
-      bytes: s.bytes,
-      crc32c: s.crc,
-      sha256: s.sha.digest("hex"),
+      bytes: f.bytes,
+      crc32c: f.crc32c,
+      sha256: f.sha256,
       sample_idx_min: s.minIdx,
       sample_idx_max: s.maxIdx,
       n_records: s.records,
@@ -345,6 +363,8 @@ export class ShardWriter {
 
   /** Patch a committed shard's entry (e.g. GCS generation) and rewrite metadata.json atomically. */
   async updateShard(shardId: number, patch: Partial<ShardEntry>): Promise<void> {
+    // A shard still on its way to durable (commits overlap the next shard's writes) is waited for.
+    if (!this.#meta.shards.some((s) => s.shard_id === shardId)) await this.#committing.catch(() => {});
     const e = this.#meta.shards.find((s) => s.shard_id === shardId);
     if (!e) throw new ActshardError(`no committed shard ${shardId}`, { kind: "internal" });
     Object.assign(e, patch);
@@ -357,8 +377,10 @@ export class ShardWriter {
    */
   async close(opts: { incomplete?: boolean } = {}): Promise<DatasetMetadata> {
     try {
+      if (this.#failure) throw this.#failure;
       if (this.#cur && this.#cur.records > 0) await this.#commit();
       else await this.#drop();
+      await this.#committing;
       this.#meta.status = opts.incomplete ? "in_progress" : "complete";
       await this.#rewriteMetadata();
     } catch (e) {
@@ -366,10 +388,15 @@ export class ShardWriter {
       throw await this.#failed(e);
     } finally {
       this.#closed = true;
-      this.#pool?.close();
-      this.#zstd?.close();
+      this.#release();
     }
     return this.#meta;
+  }
+
+  #release(): void {
+    this.#pool?.close();
+    this.#zstd?.close();
+    this.#sink.close();
   }
 
   /** Drop the partial shard; committed shards stay (status stays in_progress). */
@@ -377,9 +404,10 @@ export class ShardWriter {
     this.#closed = true;
     try {
       await this.#drop();
+      // A shard already handed to commit is durable data: let it be listed (or fail) before the Workers go.
+      await this.#committing.catch(() => {});
     } finally {
-      this.#pool?.close();
-      this.#zstd?.close();
+      this.#release();
     }
   }
 
@@ -393,9 +421,7 @@ export class ShardWriter {
   /** Stop a shard's compressor and remove its temp files (the committed shards are untouched). */
   async #discard(s: OpenShard): Promise<void> {
     s.comp.abort();
-    try {
-      s.file.close();
-    } catch { /* already closed */ }
+    await s.out.abort();
     try {
       s.body?.close();
     } catch { /* already closed */ }

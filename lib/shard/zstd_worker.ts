@@ -2,11 +2,12 @@
  * Worker for zstd shards: one streaming zstd context per shard, so a shard's data is a single zstd frame, with its
  * content checksum (readable by every zstd reader, including python-zstandard's `stream_reader`, which stops after
  * the first frame by default) while compression runs off the main thread. Messages are handled strictly in order:
- * `{op: "begin", level}` starts a frame; `{op: "write", id, data}` → `{id, out, crc, input}` (whatever output is
- * ready, maybe empty; `input` handed back for reuse); `{op: "end", id}` → `{id, out, crc}` (the frame's tail).
+ * `{op: "begin", level}` starts a frame; `{op: "write", id, data}` → `{id, out, input}` (whatever output is
+ * ready, maybe empty; `input` handed back for reuse); `{op: "end", id}` → `{id, out}` (the frame's tail).
+ * No CRC-32C here: the frame is one serial stream, so this thread only compresses; the file sink's CRC Worker
+ * computes the CRC-32C of the output.
  */
 import { constants, createZstdCompress } from "node:zlib";
-import { crc32c } from "../util/crc32c.ts";
 
 type Msg = { op: "begin"; level: number } | { op: "write"; id: number; data: Uint8Array } | {
   op: "end";
@@ -50,7 +51,7 @@ async function handle(m: Msg): Promise<void> {
     if (m.op === "write") {
       await new Promise<void>((res, rej) => z.write(m.data, (e: unknown) => (e ? rej(e) : res())));
       const out = take();
-      ctx.postMessage({ id: m.id, out, crc: crc32c(out), input: m.data }, [out.buffer, m.data.buffer]);
+      ctx.postMessage({ id: m.id, out, input: m.data }, [out.buffer, m.data.buffer]);
     } else {
       // Deno 2.9's node:zlib follows the frame with an empty 9-byte frame (28b52ffd 2000010000) on end(); every
       // data byte is in the first frame, so single-frame readers read the whole shard.
@@ -61,7 +62,7 @@ async function handle(m: Msg): Promise<void> {
       });
       z = null;
       const out = take();
-      ctx.postMessage({ id: m.id, out, crc: crc32c(out) }, [out.buffer]);
+      ctx.postMessage({ id: m.id, out }, [out.buffer]);
     }
   } catch (e) {
     ctx.postMessage({ id: m.id, error: e instanceof Error ? e.message : String(e) });

@@ -31,7 +31,12 @@ const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 
 /** Incremental CRC-32C. */
 export class Crc32c {
-  #crc = 0xffffffff;
+  #crc: number;
+
+  /** Start fresh, or continue after bytes whose CRC-32C is `soFar` (so `A ‖ B` needs no combine step). */
+  constructor(soFar = 0) {
+    this.#crc = (soFar ^ 0xffffffff) >>> 0;
+  }
 
   /** Feed more bytes. */
   update(data: Uint8Array): this {

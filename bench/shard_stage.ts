@@ -1,0 +1,137 @@
+/**
+ * The `shard` stage (re-shard / convert) side by side with the old script's writer and the disk, in one run
+ * (`deno task bench shard`, last part): on the same activation-like float32 records (see bench/shard.ts),
+ * - python baseline: the seed's writer, `pickle.dump` of the `{layer: [records]}` dict into `gzip.open` (level 9,
+ *   gzip's default, as the seed's `gzip.open(path, 'wb')`), writer only (arrays already in memory);
+ * - disk: the same number of bytes written in 1 MiB writes and fsynced (the durable-write speed);
+ * - `deno task shard --input <pickle, no codec> --output … --codec C` (in a child process, whole stage: read,
+ *   decode, encode, compress, hash, write, fsync, metadata), for C = none, zstd, gzip; and from a gzip input.
+ * Figures: MB/s of float32 payload; ratios to the python baseline and the disk; CPU-s/GB of the child.
+ */
+import { join } from "node:path";
+import { ShardWriter } from "../lib/shard/writer.ts";
+import type { ActivationRecord } from "../lib/types.ts";
+
+const MB = 1e6;
+
+async function writeInput(dir: string, groups: ActivationRecord[][], codec: "none" | "gzip"): Promise<void> {
+  const w = await ShardWriter.open({
+    dir,
+    format: "pickle",
+    codec,
+    dtype: "float32",
+    shardSizeBytes: 2 ** 30,
+    base: { shard_size_gb: 1 },
+  });
+  for (const g of groups) await w.write(g);
+  await w.close();
+}
+
+/** MB/s of writing `bytes` (the input shard's own bytes, not zeros) in 1 MiB writes, then fsync. */
+async function diskSpeed(src: string, dir: string): Promise<number> {
+  const data = await Deno.readFile(src);
+  const path = join(dir, "disk.bin");
+  const t = performance.now();
+  const f = await Deno.open(path, { write: true, create: true, truncate: true });
+  for (let o = 0; o < data.length; o += 1 << 20) {
+    const b = data.subarray(o, Math.min(data.length, o + (1 << 20)));
+    let k = 0;
+    while (k < b.length) k += await f.write(b.subarray(k));
+  }
+  await f.sync();
+  f.close();
+  const s = (performance.now() - t) / 1000;
+  await Deno.remove(path);
+  return data.length / MB / s;
+}
+
+/** Run the shard stage's `main` in a child process; its wall and CPU seconds (module loading excluded). */
+async function shardStage(
+  input: string,
+  output: string,
+  codec: string,
+): Promise<{ wall: number; cpu: number }> {
+  const script = new URL("../scripts/shard.ts", import.meta.url).pathname;
+  const code = `
+        const { main } = await import(${JSON.stringify(script)});
+    const t = performance.now(), u0 = process.cpuUsage();
+    const code = await main(${JSON.stringify(["--input", input, "--output", output, "--codec", codec])});
+    const u = process.cpuUsage(u0);
+    console.log(JSON.stringify({ code, wall: (performance.now() - t) / 1000, cpu: (u.user + u.system) / 1e6 }));
+  `;
+  const o = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--ext=ts", code],
+    stdout: "piped",
+    stderr: "inherit",
+  }).output();
+  const lines = new TextDecoder().decode(o.stdout).trim().split("\n");
+  const r = JSON.parse(lines[lines.length - 1]);
+  if (!o.success || r.code !== 0) throw new Error(`shard stage failed (${codec})`);
+  await Deno.remove(output, { recursive: true });
+  return r;
+}
+
+/**
+ * Print the shard-stage comparison; `base` is the python baseline's MB/s and CPU-s/GB (null: no python with
+ * numpy). Besides the wall-clock ratio, the CPU ratio (python's CPU-s/GB over ours, times the cores) estimates
+ * the wall ratio on an idle box of this many cores (an upper estimate: it assumes ours keeps every core busy):
+ * on a loaded box the two runs, minutes apart, see different shares of the CPUs.
+ */
+export async function runShardStage(
+  groups: ActivationRecord[][],
+  base: { mbps: number; cpuPerGb: number } | null,
+): Promise<void> {
+  const cores = navigator.hardwareConcurrency;
+  const payload = groups.reduce((s, g) => s + g.reduce((t, r) => t + r.activation.byteLength, 0), 0);
+  const root = await Deno.makeTempDir({ prefix: "actshard-bench-stage-" });
+  try {
+    const plain = join(root, "in-none"), gz = join(root, "in-gzip");
+    await writeInput(plain, groups, "none");
+    await writeInput(gz, groups, "gzip");
+    const disks: number[] = [];
+    const disk = () => diskSpeed(join(plain, "shard_0001.pkl"), root).then((d) => (disks.push(d), d));
+    console.log(
+      `shard stage (the stage's main() in a child process: read, decode, encode, compress, hash, write, fsync, ` +
+        `metadata), ${
+          (payload / MB).toFixed(0)
+        } MB float32, 2 reps each; "disk" = the same bytes written in ` +
+        `1 MiB writes + fsync right before each rep (this box's disk is shared and swings several-fold)` +
+        (base ? `; python baseline ${base.mbps.toFixed(1)} MB/s, ${base.cpuPerGb.toFixed(1)} CPU-s/GB` : ""),
+    );
+    for (
+      const [label, input, codec, target] of [
+        ["pickle → none", plain, "none", "≥ 0.5× disk"],
+        ["pickle → zstd", plain, "zstd", "≥ 10× python"],
+        ["pickle → gzip", plain, "gzip", "≥ 3× python"],
+        ["pickle.gz → zstd", gz, "zstd", ""],
+      ] as const
+    ) {
+      const runs: { wall: number; cpu: number; disk: number }[] = [];
+      for (let i = 0; i < 2; i++) {
+        const d = await disk();
+        runs.push({ ...await shardStage(input, join(root, `out-${i}`), codec), disk: d });
+      }
+      const best = runs.reduce((a, b) => (a.wall < b.wall ? a : b));
+      const mbps = payload / MB / best.wall;
+      const cpuPerGb = best.cpu / (payload / 1e9);
+      // Idle-box estimate: ours spreads over all cores (it runs ≥ 4 busy threads), python's writer uses one.
+      const vsPy = base
+        ? `  ${(mbps / base.mbps).toFixed(1)}× python (CPU: ${
+          (cores * base.cpuPerGb / cpuPerGb).toFixed(1)
+        }× on ${cores} idle cores)`
+        : "";
+      const vsDisk = runs.map((r) => (payload / MB / r.wall / r.disk).toFixed(2)).join(", ");
+      console.log(
+        `  ${label.padEnd(18)} ${mbps.toFixed(0).padStart(5)} MB/s (reps ${
+          runs.map((r) => (payload / MB / r.wall).toFixed(0)).join(", ")
+        })  ×disk ${vsDisk}${vsPy}  ${cpuPerGb.toFixed(2)} CPU-s/GB` +
+          (target ? `  (target ${target})` : ""),
+      );
+    }
+    console.log(
+      `  disk durable-write speed over the reps: ${disks.map((d) => d.toFixed(0)).join(", ")} MB/s`,
+    );
+  } finally {
+    await Deno.remove(root, { recursive: true }).catch(() => {});
+  }
+}

@@ -1,0 +1,142 @@
+/**
+ * FileSink: shard files written, hashed (SHA-256 and CRC-32C of the file bytes) and fsynced by Workers
+ * (crc_worker.ts computes CRC-32Cs, file_sink_worker.ts SHA-256 and writes), so the main thread only encodes and
+ * hands bytes over. One sink serves a writer's shards
+ * one after another; a shard's fsync overlaps the next shard's writes. Memory: at most {@link IN_FLIGHT} chunks
+ * queued at the Worker.
+ *
+ * @example
+ * ```ts
+ * import { FileSink } from "./file_sink.ts";
+ * const sink = new FileSink();
+ * const f = sink.open("/tmp/x.bin");
+ * await f.write(new Uint8Array(1000));
+ * console.log(await f.finish()); // { bytes: 1000, crc32c: …, sha256: "…" } once durable
+ * sink.close();
+ * ```
+ */
+import { ActshardError } from "../errors.ts";
+
+/** Chunks queued at the Worker before `write` waits (backpressure). */
+const IN_FLIGHT = 8;
+
+/** What a finished file holds. */
+export interface SunkFile {
+  bytes: number;
+  crc32c: number;
+  sha256: string;
+}
+
+/** One file being written through a {@link FileSink}. */
+export interface SinkFile {
+  /** Append `bytes` (ownership passes to the sink: the buffer is transferred). `crc` = its CRC-32C if known. */
+  write(bytes: Uint8Array, crc?: number): Promise<void>;
+  /** Bytes handed over so far. */
+  readonly bytes: number;
+  /** fsync and close; resolves once the file is durable. */
+  finish(): Promise<SunkFile>;
+  /** Close without finishing; resolves once the Worker has closed it (then the caller removes the file). */
+  abort(): Promise<void>;
+}
+
+interface Reply {
+  id: number;
+  input?: Uint8Array;
+  bytes?: number;
+  crc?: number;
+  sha256?: string;
+  error?: string;
+}
+
+/** A Worker owning the files of one writer. */
+export class FileSink {
+  #w: Worker;
+  #crc: Worker;
+  #nextId = 0;
+  #nextFile = 0;
+  #waiting = new Map<number, { ok: (r: Reply) => void; err: (e: unknown) => void }>();
+  #free: Uint8Array[] = [];
+
+  constructor() {
+    // Two Workers: this sink (SHA-256, writes, replies) and, in front of it, one computing CRC-32Cs (crc_worker.ts);
+    // every message goes through the CRC Worker, so order is kept.
+    this.#w = new Worker(new URL("./file_sink_worker.ts", import.meta.url), { type: "module" });
+    this.#crc = new Worker(new URL("./crc_worker.ts", import.meta.url), { type: "module" });
+    const ch = new MessageChannel();
+    this.#w.postMessage({ op: "port", port: ch.port2 }, [ch.port2]);
+    this.#crc.postMessage({ op: "port", port: ch.port1 }, [ch.port1]);
+    this.#w.onmessage = (ev: MessageEvent<Reply>) => {
+      const r = this.#waiting.get(ev.data.id)!;
+      this.#waiting.delete(ev.data.id);
+      if (ev.data.input && this.#free.length < IN_FLIGHT) {
+        this.#free.push(new Uint8Array(ev.data.input.buffer));
+      }
+      if (ev.data.error) {
+        r.err(
+          new ActshardError(ev.data.error, {
+            kind: "io",
+            hint: "check the output directory's free space and permissions",
+          }),
+        );
+      } else r.ok(ev.data);
+    };
+  }
+
+  /** A buffer of `size` bytes, recycled from written chunks when one fits. */
+  buffer(size: number): Uint8Array {
+    const i = this.#free.findIndex((b) => b.length === size);
+    return i >= 0 ? this.#free.splice(i, 1)[0] : new Uint8Array(size);
+  }
+
+  #call(msg: Record<string, unknown>, transfer: ArrayBuffer[] = []): Promise<Reply> {
+    const id = this.#nextId++;
+    const p = new Promise<Reply>((ok, err) => this.#waiting.set(id, { ok, err }));
+    this.#crc.postMessage({ ...msg, id }, transfer);
+    return p;
+  }
+
+  /** Start writing `path` (created or truncated). */
+  open(path: string): SinkFile {
+    const file = this.#nextFile++;
+    this.#crc.postMessage({ op: "open", file, path });
+    const inFlight: Promise<Reply>[] = [];
+    let failed: unknown = null;
+    let bytes = 0;
+    const track = (p: Promise<Reply>) => {
+      p.catch((e) => (failed ??= e));
+      inFlight.push(p);
+    };
+    const call = this.#call.bind(this);
+    return {
+      get bytes() {
+        return bytes;
+      },
+      async write(b: Uint8Array, crc?: number) {
+        if (failed) throw failed;
+        if (b.length === 0) return;
+        bytes += b.length;
+        // Transfer whole buffers only: a view of a larger buffer is copied (transferring would detach the rest).
+        const own = b.byteOffset === 0 && b.byteLength === b.buffer.byteLength ? b : b.slice();
+        track(call({ op: "write", file, data: own, crc }, [own.buffer as ArrayBuffer]));
+        while (inFlight.length > IN_FLIGHT) await inFlight.shift()!.catch(() => {});
+        if (failed) throw failed;
+      },
+      async finish() {
+        const r = await call({ op: "finish", file });
+        await Promise.all(inFlight.splice(0)).catch(() => {});
+        if (failed) throw failed;
+        return { bytes: r.bytes!, crc32c: r.crc!, sha256: r.sha256! };
+      },
+      async abort() {
+        inFlight.length = 0;
+        failed ??= new ActshardError("file aborted", { kind: "internal" });
+        await call({ op: "abort", file }).catch(() => {});
+      },
+    };
+  }
+
+  close(): void {
+    this.#crc.terminate();
+    this.#w.terminate();
+  }
+}

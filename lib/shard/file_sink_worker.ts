@@ -1,0 +1,122 @@
+/**
+ * Worker behind {@link FileSink} (file_sink.ts): owns the shard files being written, so hashing and write
+ * syscalls never run on the main thread, which only encodes records and hands bytes over. It computes SHA-256;
+ * the CRC-32C comes computed from the CRC Worker (crc_worker.ts), through which every message arrives.
+ * Messages, handled in order:
+ * - `{op: "open", file, path}`: create/truncate `path` as file `file`;
+ * - `{op: "write", file, id, data, fileCrc}` → `{id, input}`: hash and append `data` (`fileCrc` = the CRC-32C
+ *   of the file up to and including `data`, from the CRC Worker; `input` handed back for reuse);
+ * - `{op: "finish", file, id}` → `{id, bytes, crc, sha256}` once the file is fsynced and closed. The fsync runs
+ *   on Deno's blocking pool and does not hold up later messages: the next shard's writes proceed meanwhile;
+ * - `{op: "abort", file, id}` → `{id}`: close the file (then the sender removes it).
+ * Any failure answers `{id, error}` and poisons the file (later messages for it answer the same error).
+ */
+import { createHash, type Hash } from "node:crypto";
+
+type Msg =
+  | { op: "open"; file: number; path: string }
+  | { op: "write"; file: number; id: number; data: Uint8Array; fileCrc: number }
+  | { op: "finish"; file: number; id: number }
+  | { op: "abort"; file: number; id: number };
+
+interface OpenFile {
+  f: Deno.FsFile;
+  path: string;
+  /** Writes run on Deno's blocking pool, in order, while this thread hashes the next chunk. */
+  writes: Promise<void>;
+  sha: Hash;
+  crc: number;
+  bytes: number;
+  error?: string;
+}
+
+// deno-lint-ignore no-explicit-any
+const ctx = self as any;
+const files = new Map<number, OpenFile>();
+const errorText = (e: unknown) => e instanceof Error ? e.message : String(e);
+
+async function writeAll(f: Deno.FsFile, b: Uint8Array): Promise<void> {
+  let o = 0;
+  while (o < b.length) o += await f.write(b.subarray(o));
+}
+
+// Messages come through the CRC Worker's port (file_sink.ts); the port itself arrives first, directly.
+ctx.onmessage = (ev: MessageEvent<{ op: "port"; port: MessagePort }>) => {
+  ev.data.port.onmessage = (e: MessageEvent<Msg>) => handle(e.data);
+};
+
+function handle(m: Msg): void {
+  if (m.op === "open") {
+    try {
+      const f = Deno.openSync(m.path, { write: true, create: true, truncate: true });
+      files.set(m.file, {
+        f,
+        path: m.path,
+        writes: Promise.resolve(),
+        sha: createHash("sha256"),
+        crc: 0,
+        bytes: 0,
+      });
+    } catch (e) {
+      const f = null as unknown as Deno.FsFile;
+      files.set(m.file, {
+        f,
+        path: m.path,
+        writes: Promise.resolve(),
+        sha: createHash("sha256"),
+        crc: 0,
+        bytes: 0,
+      });
+      files.get(m.file)!.error = `cannot create ${m.path}: ${errorText(e)}`;
+    }
+    return;
+  }
+  const o = files.get(m.file);
+  if (m.op === "abort") {
+    files.delete(m.file);
+    const close = () => {
+      try {
+        o?.f?.close();
+      } catch { /* already closed */ }
+      ctx.postMessage({ id: m.id });
+    };
+    return void (o ? o.writes.then(close, close) : close());
+  }
+  if (!o) return ctx.postMessage({ id: m.id, error: `file ${m.file} is not open` });
+  if (o.error) return ctx.postMessage({ id: m.id, error: o.error });
+  if (m.op === "write") {
+    try {
+      o.sha.update(m.data);
+      o.crc = m.fileCrc;
+      o.bytes += m.data.length;
+      const data = m.data;
+      o.writes = o.writes.then(() => writeAll(o.f, data)).then(
+        () => ctx.postMessage({ id: m.id, input: data }, [data.buffer]),
+        (e) => {
+          o.error ??= `writing ${o.path}: ${errorText(e)}`;
+          ctx.postMessage({ id: m.id, error: o.error });
+        },
+      );
+    } catch (e) {
+      o.error = `writing ${o.path}: ${errorText(e)}`;
+      ctx.postMessage({ id: m.id, error: o.error });
+    }
+    return;
+  }
+  files.delete(m.file);
+  o.writes.then(() => {
+    if (o.error) throw new Error(o.error);
+    return o.f.sync();
+  }).then(
+    () => {
+      o.f.close();
+      ctx.postMessage({ id: m.id, bytes: o.bytes, crc: o.crc, sha256: o.sha.digest("hex") });
+    },
+    (e) => {
+      try {
+        o.f.close();
+      } catch { /* already closed */ }
+      ctx.postMessage({ id: m.id, error: o.error ?? `fsync of ${o.path}: ${errorText(e)}` });
+    },
+  );
+}
