@@ -66,7 +66,7 @@ export {
   writeMetadataAtomic,
 } from "./lib/shard/metadata.ts";
 export { verifyDataset, type VerifyOptions, type VerifyReport } from "./lib/shard/verify.ts";
-export { mergeDatasets, type MergedWorker } from "./lib/shard/merge.ts";
+export { mergeDatasets, type MergedWorker } from "./lib/pipeline/merge.ts";
 
 // Storage: local, GCS, the built-in emulator.
 export type { BlobStore, ObjectInfo } from "./lib/storage/types.ts";

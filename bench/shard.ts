@@ -8,7 +8,7 @@
 import { gzipSync as fflateGzip } from "fflate";
 import { constants as zlibConstants, gzipSync as zlibGzip, zstdCompressSync } from "node:zlib";
 import { ShardWriter } from "../lib/shard/writer.ts";
-import { encodeActivation } from "../lib/shard/dtype.ts";
+import { encodeActivation } from "../lib/util/dtype.ts";
 import type { ActivationRecord } from "../lib/types.ts";
 import { activation } from "../tests/_shard_fixtures.ts";
 import { runShardStage } from "./shard_stage.ts";

@@ -6,7 +6,7 @@
 import { parseExtractFlags } from "../lib/cli/extract_flags.ts";
 import { runCli } from "../lib/cli/run.ts";
 import { ActshardError } from "../lib/errors.ts";
-import { dryRun, formatPlanCounts } from "../lib/prompts/dry_run.ts";
+import { dryRun, formatPlanCounts } from "../lib/pipeline/dry_run.ts";
 
 // Not a literal, so this script type-checks whether or not the pipeline module is present.
 const PIPELINE_MODULE = "../lib/pipeline/extract.ts";

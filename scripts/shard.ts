@@ -15,7 +15,7 @@ import { Dataset, type ReadRecord } from "../lib/shard/reader.ts";
 import { FORMATS, type ShardFormat, ShardWriter } from "../lib/shard/writer.ts";
 import { type Codec, CODECS } from "../lib/shard/codecs.ts";
 import type { ActivationDType, ActivationRecord } from "../lib/types.ts";
-import { mergeDatasets } from "../lib/shard/merge.ts";
+import { mergeDatasets } from "../lib/pipeline/merge.ts";
 import { lockOutputDir } from "../lib/pipeline/lock.ts";
 
 const DTYPES: readonly ActivationDType[] = ["float32", "float16", "bfloat16"];

@@ -1,5 +1,5 @@
 import { assertEquals } from "./_assert.ts";
-import { encodeActivation, f32ToF16Bits } from "../lib/shard/dtype.ts";
+import { encodeActivation, f32ToF16Bits } from "../lib/util/dtype.ts";
 import { mulberry32 } from "../lib/util/seeded.ts";
 
 Deno.test("float16 encoding: the inline fast path equals f32ToF16Bits bit for bit (random bits, every rounding edge)", () => {

@@ -1,7 +1,7 @@
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { REPO_ROOT, tempDir } from "./_shared.ts";
 import { join } from "node:path";
-import { mergeDatasets } from "../lib/shard/merge.ts";
+import { mergeDatasets } from "../lib/pipeline/merge.ts";
 import { type DatasetMetadata, readMetadata, writeMetadataAtomic } from "../lib/shard/metadata.ts";
 import { LocalStore } from "../lib/storage/local.ts";
 import { verifyDataset } from "../lib/shard/verify.ts";

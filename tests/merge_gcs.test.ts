@@ -5,7 +5,7 @@
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { tempDir } from "./_shared.ts";
 import { join } from "node:path";
-import { mergeDatasets } from "../lib/shard/merge.ts";
+import { mergeDatasets } from "../lib/pipeline/merge.ts";
 import { readMetadata } from "../lib/shard/metadata.ts";
 import { verifyDataset } from "../lib/shard/verify.ts";
 import { GcsStore } from "../lib/storage/gcs.ts";

@@ -13,7 +13,7 @@ import { writeWorkers } from "./_merge_fixture.ts";
 import { ActshardError } from "../lib/errors.ts";
 import { crc32c } from "../lib/util/crc32c.ts";
 import { isShardLocation } from "../lib/shard/metadata_check.ts";
-import { mergeDatasets } from "../lib/shard/merge.ts";
+import { mergeDatasets } from "../lib/pipeline/merge.ts";
 import { verifyDataset } from "../lib/shard/verify.ts";
 import { Dataset } from "../lib/shard/reader.ts";
 import { uploadDataset } from "../lib/pipeline/shard_uploader.ts";

@@ -3,7 +3,7 @@ import { tempDir } from "./_shared.ts";
 import { ignoreWithoutPython } from "./_python.ts";
 import { python, runScript, writeDataset } from "./_shard_fixtures.ts";
 import { Dataset } from "../lib/shard/reader.ts";
-import { decodeActivation, encodeActivation } from "../lib/shard/dtype.ts";
+import { decodeActivation, encodeActivation } from "../lib/util/dtype.ts";
 import { main as shardMain } from "../scripts/shard.ts";
 import { main as readMain } from "../scripts/read.ts";
 import type { ReadRecord } from "../lib/shard/reader.ts";

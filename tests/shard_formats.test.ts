@@ -2,7 +2,7 @@ import { assert, assertEquals } from "./_assert.ts";
 import { tempDir } from "./_shared.ts";
 import { ignoreWithoutPython } from "./_python.ts";
 import { activation, promptRecords, python, sha256Hex, writeDataset } from "./_shard_fixtures.ts";
-import { decodeActivation, encodeActivation, f16BitsToF32, f32ToF16Bits } from "../lib/shard/dtype.ts";
+import { decodeActivation, encodeActivation, f16BitsToF32, f32ToF16Bits } from "../lib/util/dtype.ts";
 import { Dataset } from "../lib/shard/reader.ts";
 import { createCompressor, decompressStream } from "../lib/shard/codecs.ts";
 import { encodeNpy } from "../lib/shard/npy.ts";

@@ -4,7 +4,7 @@ import { ignoreWithoutPython } from "./_python.ts";
 import { promptRecords, python, PYTHONS, sha256Hex, writeDataset } from "./_shard_fixtures.ts";
 import { Dataset, readShard } from "../lib/shard/reader.ts";
 import { LocalStore } from "../lib/storage/local.ts";
-import { encodeActivation } from "../lib/shard/dtype.ts";
+import { encodeActivation } from "../lib/util/dtype.ts";
 import { unpickleRecords } from "../lib/shard/pickle_reader.ts";
 import { ActshardError } from "../lib/errors.ts";
 

@@ -11,7 +11,7 @@
  * const backend = await createBackend(config, "/models/qwen", [10, 11], console.error);
  * ```
  */
-import type { ExtractConfig } from "../cli/extract_flags.ts";
+import type { ExtractConfig } from "./config.ts";
 import type { Backend } from "../types.ts";
 
 /** Which backend `config.backend` means on this machine (`auto`: pjrt when an accelerator plugin is found). */

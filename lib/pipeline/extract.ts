@@ -13,7 +13,7 @@
  * ```
  */
 import { lockOutputDir } from "./lock.ts";
-import type { ExtractConfig } from "../cli/extract_flags.ts";
+import type { ExtractConfig } from "./config.ts";
 import { ActshardError } from "../errors.ts";
 import { type DatasetMetadata, type ShardEntry, writeMetadataAtomic } from "../shard/metadata.ts";
 import { ShardWriter } from "../shard/writer.ts";

@@ -12,12 +12,12 @@
  * ```
  */
 import { join } from "node:path";
-import type { ExtractConfig } from "../cli/extract_flags.ts";
+import type { ExtractConfig } from "./config.ts";
 import { loadModelConfig, type Qwen2Config } from "../model/config.ts";
 import { validateLayers } from "../model/qwen2.ts";
 import { buildPromptPlan } from "../prompts/plan.ts";
-import { countPrompt, emptyPlanCounts, formatPlanCounts, type PlanCounts } from "../prompts/dry_run.ts";
-import { loadPromptPlanOptions } from "../prompts/plan_inputs.ts";
+import { countPrompt, emptyPlanCounts, formatPlanCounts, type PlanCounts } from "./dry_run.ts";
+import { loadPromptPlanOptions } from "./plan_inputs.ts";
 import { batchesTouching, type PartnerCost, partnerCost, planBatches } from "./batching.ts";
 import { ActshardError } from "../errors.ts";
 import { type DiskCheck, estimateOutputBytes } from "./disk.ts";

@@ -10,7 +10,7 @@
  * @example
  * ```ts
  * import { openUploader } from "./upload.ts";
- * import type { ExtractConfig } from "../cli/extract_flags.ts";
+ * import type { ExtractConfig } from "./config.ts";
  * import type { PreparedRun } from "./prepare.ts";
  * import type { ShardWriter } from "../shard/writer.ts";
  * import type { ShardEntry } from "../shard/metadata.ts";
@@ -20,7 +20,7 @@
  * ```
  */
 import { join } from "node:path";
-import type { ExtractConfig } from "../cli/extract_flags.ts";
+import type { ExtractConfig } from "./config.ts";
 import { ActshardError } from "../errors.ts";
 import type { ShardEntry } from "../shard/metadata.ts";
 import type { ShardWriter } from "../shard/writer.ts";

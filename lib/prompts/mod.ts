@@ -19,4 +19,3 @@ export {
   type PromptPlanOptions,
   renderTaskPrompts,
 } from "./plan.ts";
-export { loadPromptPlanOptions, type PromptPlanFlags } from "./plan_inputs.ts";

@@ -17,7 +17,7 @@
  */
 import type { ActivationDType, ActivationRecord } from "../types.ts";
 import { ActshardError } from "../errors.ts";
-import { encodeActivation } from "./dtype.ts";
+import { encodeActivation } from "../util/dtype.ts";
 
 const te = new TextEncoder();
 

@@ -16,7 +16,7 @@ import type { BlobStore } from "../storage/types.ts";
 import { openStore } from "../storage/open.ts";
 import { ActshardError } from "../errors.ts";
 import { openShardStream } from "./read_stream.ts";
-import { decodeActivation } from "./dtype.ts";
+import { decodeActivation } from "../util/dtype.ts";
 import { type DatasetMetadata, METADATA_NAME, readMetadata, shardLocation } from "./metadata.ts";
 import { NdArray, unpickleRecords } from "./pickle_reader.ts";
 import { readHeaderRanged, readSafetensors, readTensorRanged, tensorFacts } from "./safetensors.ts";

@@ -20,7 +20,7 @@ import type { ActivationDType, ActivationRecord } from "../types.ts";
 import { ActshardError, isDiskFull } from "../errors.ts";
 import { type Codec, codecSuffix, type Compressor, createCompressor, GzipWorkers } from "./codecs.ts";
 import { FileSink, type SinkFile, type SunkFile } from "./file_sink.ts";
-import { dtypeSize, encodeActivation } from "./dtype.ts";
+import { dtypeSize, encodeActivation } from "../util/dtype.ts";
 import { type DatasetMetadata, newMetadata, type ShardEntry, writeMetadataAtomic } from "./metadata.ts";
 import { SHARD_FILE_RE } from "./metadata_check.ts";
 import { PickleShardEncoder } from "./pickle_writer.ts";

@@ -12,7 +12,7 @@
  */
 import { ActshardError } from "../../errors.ts";
 import type { Graph } from "../../model/ir.ts";
-import { encodeActivation } from "../../shard/dtype.ts";
+import { encodeActivation } from "../../util/dtype.ts";
 import type {
   AttributeValue,
   PjrtBuffer,

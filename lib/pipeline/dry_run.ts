@@ -12,9 +12,9 @@
  * if (!("help" in c)) console.log(await dryRun(c)); // { tasks, prompts, tokens, truncated, maxTokens }
  * ```
  */
-import type { ExtractConfig } from "../cli/extract_flags.ts";
+import type { ExtractConfig } from "./config.ts";
 import { ActshardError } from "../errors.ts";
-import { promptDumpLine, promptPlanItems } from "./plan.ts";
+import { promptDumpLine, promptPlanItems } from "../prompts/plan.ts";
 import { loadPromptPlanOptions } from "./plan_inputs.ts";
 
 /** What a prompt plan holds: the summary printed before a run, dry or real. */

@@ -6,16 +6,16 @@
  * @example
  * ```ts
  * import { loadPromptPlanOptions } from "./plan_inputs.ts";
- * import { buildPromptPlan } from "./plan.ts";
+ * import { buildPromptPlan } from "../prompts/plan.ts";
  * declare const config: Parameters<typeof loadPromptPlanOptions>[0];
  * const plan = buildPromptPlan(await loadPromptPlanOptions(config, "model"));
  * ```
  */
-import type { ExtractConfig } from "../cli/extract_flags.ts";
+import type { ExtractConfig } from "./config.ts";
 import { loadArcDataset } from "../arc/dataset.ts";
 import { Tokenizer } from "../tokenizer/bpe.ts";
-import { loadPromptFormat } from "./format.ts";
-import type { PromptPlanOptions } from "./plan.ts";
+import { loadPromptFormat } from "../prompts/format.ts";
+import type { PromptPlanOptions } from "../prompts/plan.ts";
 
 /** The extract flags that shape the prompt plan. */
 export type PromptPlanFlags = Pick<

@@ -19,8 +19,8 @@ import { dirname, join, resolve } from "node:path";
 import { ActshardError } from "../errors.ts";
 import { openStore } from "../storage/open.ts";
 import type { BlobStore, ObjectInfo } from "../storage/types.ts";
-import { parseWorkerDirName, workerDirName } from "../pipeline/work_split.ts";
-import { diffFingerprints } from "../pipeline/fingerprint.ts";
+import { parseWorkerDirName, workerDirName } from "./work_split.ts";
+import { diffFingerprints } from "./fingerprint.ts";
 import {
   type DatasetMetadata,
   METADATA_NAME,
@@ -29,7 +29,7 @@ import {
   shardLocation,
   TOOL_VERSION,
   writeMetadataAtomic,
-} from "./metadata.ts";
+} from "../shard/metadata.ts";
 
 /** One worker as listed in a merged root's `workers` array. */
 export interface MergedWorker {
