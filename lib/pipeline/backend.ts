@@ -8,6 +8,8 @@
  * @example
  * ```ts
  * import { createBackend } from "./backend.ts";
+ * import type { ExtractConfig } from "./config.ts";
+ * declare const config: ExtractConfig;
  * const backend = await createBackend(config, "/models/qwen", [10, 11], console.error);
  * ```
  */

@@ -15,6 +15,9 @@
  * @example
  * ```ts
  * import { runBatches } from "./overlap.ts";
+ * import type { ShardWriter } from "../shard/writer.ts";
+ * type Opts = Parameters<typeof runBatches>[0];
+ * declare const items: Opts["items"], plan: Opts["plan"], backend: Opts["backend"], writer: ShardWriter;
  * const stats = await runBatches({
  *   items, plan, start: 0, backend, layers: [10, 11], padId: 151643, keepPadding: false,
  *   write: async (group) => await writer.write(group),

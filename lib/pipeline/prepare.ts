@@ -7,6 +7,8 @@
  * @example
  * ```ts
  * import { prepareRun } from "./prepare.ts";
+ * import type { ExtractConfig } from "./config.ts";
+ * declare const config: ExtractConfig;
  * const run = await prepareRun(config);
  * console.log(run.items.length, run.outDir, run.estimateBytes);
  * ```

@@ -377,6 +377,7 @@ function evalStmt(s: Stmt, ins: HloTensor[]): HloTensor {
  * @example
  * ```ts
  * import { evaluateStableHlo } from "./stablehlo_eval.ts";
+ * declare const text: string; // a StableHLO module, e.g. emitStableHlo(graph, shape).text
  * const [out] = evaluateStableHlo(text, [{ shape: [2], elem: "f32", data: new Float32Array([1, 2]) }]);
  * ```
  */

@@ -7,6 +7,7 @@
  * @example
  * ```ts
  * import { createOnnxBackend } from "./index.ts";
+ * const ids = Int32Array.from([9707, 11, 1879]), lengths = Int32Array.from([3]);
  * const be = await createOnnxBackend("/models/qwen-2.5-0.5b", { layers: [10, 11] });
  * const out = await be.forward({ ids, lengths, batch: 1, seqLen: ids.length }, [10, 11]);
  * await be.close();

@@ -12,6 +12,7 @@
  * @example
  * ```ts
  * import { cachedF32Weights, defaultWeightCacheDir } from "./weight_cache.ts";
+ * declare const weights: Parameters<typeof cachedF32Weights>[0], nodes: Parameters<typeof cachedF32Weights>[1];
  * const entry = await cachedF32Weights(weights, nodes, defaultWeightCacheDir(), (t) => console.log(t));
  * console.log(entry.dir, entry.hit, entry.refs.get("model.norm.weight"));
  * ```
