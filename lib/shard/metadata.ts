@@ -20,6 +20,12 @@ import { checkMetadataEntries } from "./metadata_check.ts";
 /** The tool string written into metadata. */
 export const TOOL_VERSION = "actshard 0.1.0";
 export const METADATA_NAME = "metadata.json";
+/**
+ * The version of the metadata.json contract this code writes. A reader refuses a newer *major* version (its
+ * meaning changed); a newer minor version only adds fields, which readers ignore. No field (the seed's files,
+ * actshard before 1.0) reads as 1.0.
+ */
+export const SCHEMA_VERSION = "1.0";
 
 /** One shard in metadata.json: the seed's fields plus extensions. */
 export interface ShardEntry {
@@ -60,6 +66,8 @@ export interface DatasetMetadata {
   shards: ShardEntry[];
   status: "in_progress" | "complete";
   tool: string;
+  /** {@link SCHEMA_VERSION} of the writer ("MAJOR.MINOR"); absent in the seed's files. */
+  schema_version?: string;
   created_at: string;
   updated_at: string;
   config: Record<string, unknown>;
@@ -109,10 +117,31 @@ export async function readMetadata(store: BlobStore): Promise<DatasetMetadata> {
       throw new ActshardError("metadata.json has a shard entry without a filename", { where, kind: "data" });
     }
   }
+  checkSchemaVersion(m.schema_version, where);
   // Untrusted input: every name a stage will open, upload or delete is checked here, once, for all stages.
   const bucket = /^gs:\/\/([^/]+)/.exec(store.url)?.[1];
   checkMetadataEntries(m, { where, ...(bucket ? { bucket } : {}) });
   return m;
+}
+
+/** Refuse a metadata.json of a newer major schema version than {@link SCHEMA_VERSION} (or a malformed one). */
+export function checkSchemaVersion(v: unknown, where: string): void {
+  if (v === undefined) return;
+  const m = typeof v === "string" ? /^(\d+)\.(\d+)$/.exec(v) : null;
+  if (!m) {
+    throw new ActshardError(`metadata.json has a malformed schema_version (${JSON.stringify(v)})`, {
+      where,
+      kind: "data",
+      hint: 'it must be "MAJOR.MINOR"; restore metadata.json from a backup or GCS',
+    });
+  }
+  const mine = Number(SCHEMA_VERSION.split(".")[0]);
+  if (Number(m[1]) > mine) {
+    throw new ActshardError(
+      `metadata.json has schema_version ${v}, newer than this actshard reads (${SCHEMA_VERSION})`,
+      { where, kind: "data", hint: "upgrade actshard to read this dataset" },
+    );
+  }
 }
 
 /** Write metadata.json atomically: temp file in the same dir, fsync, rename. */
@@ -165,6 +194,7 @@ export function newMetadata(base: Partial<DatasetMetadata>): DatasetMetadata {
     shards: [],
     status: "in_progress",
     tool: TOOL_VERSION,
+    schema_version: SCHEMA_VERSION,
     created_at: base.created_at ?? now,
     updated_at: now,
     config: base.config ?? {},

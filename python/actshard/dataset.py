@@ -188,6 +188,23 @@ def open_dataset(location: str, storage_options: Optional[Dict[str, Any]] = None
     return Dataset(store, None, [(n, None) for n in names], verify)
 
 
+#: The metadata.json contract version this reader knows ("MAJOR.MINOR"); a newer major is refused, a newer
+#: minor only adds fields (ignored). No field (the seed's files) reads as 1.0. Same rule as lib/shard/metadata.ts.
+SCHEMA_VERSION = "1.0"
+
+
+def _check_schema_version(v: Any, where: str) -> None:
+    if v is None:
+        return
+    m = re.fullmatch(r"(\d+)\.(\d+)", v) if isinstance(v, str) else None
+    if not m:
+        raise ActshardError(f"metadata.json has a malformed schema_version ({v!r})", where,
+                            'it must be "MAJOR.MINOR"; restore metadata.json from a backup or GCS')
+    if int(m.group(1)) > int(SCHEMA_VERSION.split(".")[0]):
+        raise ActshardError(f"metadata.json has schema_version {v}, newer than this reader knows ({SCHEMA_VERSION})",
+                            where, "upgrade the actshard Python package")
+
+
 def _parse_metadata(raw: bytes, where: str) -> Dict[str, Any]:
     try:
         meta = json.loads(raw)
@@ -195,6 +212,7 @@ def _parse_metadata(raw: bytes, where: str) -> Dict[str, Any]:
         raise ActshardError("metadata.json is not valid JSON", where, "restore it from GCS or a backup") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("shards"), list):
         raise ActshardError("metadata.json has no shards list", where, "this is not an actshard/seed metadata file")
+    _check_schema_version(meta.get("schema_version"), where)
     for s in meta["shards"]:
         if not isinstance(s, dict) or not isinstance(s.get("filename"), str):
             raise ActshardError("metadata.json has a shard entry without a filename", where)

@@ -156,14 +156,14 @@ def test_in_progress_dataset_warns_and_reads_committed_shards(base_dataset, tmp_
 
 def test_unknown_metadata_fields_are_ignored(base_dataset, base_records, tmp_path):
     root, meta = _copy(base_dataset, tmp_path / "ds")
-    meta["schema_version"] = 99
+    meta["schema_version"] = "1.9"  # a newer minor version only adds fields
     meta["future_top_level"] = {"x": [1, 2]}
     for s in meta["shards"]:
         s["zstd_frame_checksum"] = True
         s["something_new"] = "yes"
     (root / "metadata.json").write_text(json.dumps(meta))
     ds = actshard.open_dataset(str(root))
-    assert ds.metadata["schema_version"] == 99
+    assert ds.metadata["schema_version"] == "1.9"
     assert by_key(ds).keys() == base_records.keys()
 
 
@@ -171,6 +171,8 @@ def test_unknown_metadata_fields_are_ignored(base_dataset, base_records, tmp_pat
     (b"{not json", "not valid JSON"),
     (b'{"total_shards": 1}', "no shards list"),
     (b'{"shards": [{"filename": "../x"}]}', "outside the dataset root"),
+    (b'{"schema_version": "2.0", "shards": []}', "schema_version 2.0, newer than this reader knows"),
+    (b'{"schema_version": 99, "shards": []}', "malformed schema_version"),
 ])
 def test_bad_metadata_is_one_line(tmp_path, bad, match):
     (tmp_path / "metadata.json").write_bytes(bad)
