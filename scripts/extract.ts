@@ -5,11 +5,7 @@
  */
 import { parseExtractFlags } from "../lib/cli/extract_flags.ts";
 import { runCli } from "../lib/cli/run.ts";
-import { ActshardError } from "../lib/errors.ts";
 import { dryRun, formatPlanCounts } from "../lib/pipeline/dry_run.ts";
-
-// Not a literal, so this script type-checks whether or not the pipeline module is present.
-const PIPELINE_MODULE = "../lib/pipeline/extract.ts";
 
 /** Run extract with `args`; returns the exit code. */
 export async function extractMain(args: string[]): Promise<number> {
@@ -26,17 +22,9 @@ export async function extractMain(args: string[]): Promise<number> {
     );
     return 0;
   }
-  let pipeline: { runExtract(c: typeof config): Promise<unknown> };
-  try {
-    pipeline = await import(PIPELINE_MODULE);
-  } catch (e) {
-    throw new ActshardError("the extract pipeline could not be loaded", {
-      kind: "internal",
-      cause: e,
-      hint: `${(e as Error).message.split("\n")[0]}; --dry_run works without it`,
-    });
-  }
-  await pipeline.runExtract(config);
+  // Loaded only for a real run (a dry run needs no onnxruntime); a literal specifier, so it is type-checked.
+  const { runExtract } = await import("../lib/pipeline/extract.ts");
+  await runExtract(config);
   return 0;
 }
 

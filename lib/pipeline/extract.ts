@@ -14,7 +14,6 @@
  */
 import { lockOutputDir } from "./lock.ts";
 import type { ExtractConfig } from "./config.ts";
-import { ActshardError } from "../errors.ts";
 import { type DatasetMetadata, type ShardEntry, writeMetadataAtomic } from "../shard/metadata.ts";
 import { ShardWriter } from "../shard/writer.ts";
 import type { Backend } from "../types.ts";
@@ -25,7 +24,7 @@ import { runBatches, type RunBatchesStats } from "./overlap.ts";
 import { type PreparedRun, prepareRun, runSummaryLines } from "./prepare.ts";
 import { formatSize, Progress, type ProgressOptions, shardLines } from "./progress.ts";
 import { clearOutputDir, decideResume, type ResumeDecision } from "./resume.ts";
-import type { UploadSession } from "./upload.ts";
+import type { UploadSession } from "./extract_upload.ts";
 
 /** What a run did. */
 export interface ExtractSummary {
@@ -174,7 +173,7 @@ async function extractLocked(
   if (config.upload_to_gcs) {
     // Before the model loads: credentials, a write probe, the prefix's lease and dataset (one line if refused).
     // Loaded only when uploading: a local run never loads the GCS code.
-    const { openUploader } = await import("./upload.ts");
+    const { openUploader } = await import("./extract_upload.ts");
     uploads = await openUploader(config, run, () => writer!, hooks.gcsEndpoint, log);
   }
   const progress = new Progress({
@@ -324,7 +323,7 @@ async function finishComplete(
       base: baseMetadata(run),
       existing: meta,
     });
-    const { openUploader } = await import("./upload.ts");
+    const { openUploader } = await import("./extract_upload.ts");
     let uploads: UploadSession | null = null;
     try {
       uploads = await openUploader(run.config, run, () => writer!, hooks.gcsEndpoint, log);
@@ -416,9 +415,4 @@ function onInterrupt(
     },
     exited: new Promise<never>(() => {}),
   };
-}
-
-/** Thrown for internal inconsistencies the user cannot fix. */
-export function internal(msg: string): ActshardError {
-  return new ActshardError(msg, { kind: "internal" });
 }

@@ -9,7 +9,7 @@
  *
  * @example
  * ```ts
- * import { openUploader } from "./upload.ts";
+ * import { openUploader } from "./extract_upload.ts";
  * import type { ExtractConfig } from "./config.ts";
  * import type { PreparedRun } from "./prepare.ts";
  * import type { ShardWriter } from "../shard/writer.ts";
