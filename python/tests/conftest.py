@@ -23,6 +23,15 @@ import pytest
 # retrying for a minute on every call when that fails; GCS emulators (ours, fake-gcs-server) serve the JSON API
 # only. This is gcsfs's documented switch for its experimental path; set before gcsfs is imported.
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+# extract caches converted BF16 weights under $ACTSHARD_CACHE_DIR (default ~/.cache/actshard): keep the suite's
+# generated checkpoints out of the user's cache.
+if "ACTSHARD_CACHE_DIR" not in os.environ:
+    import atexit
+    import tempfile
+
+    _cache = tempfile.mkdtemp(prefix="actshard-pytest-cache-")
+    os.environ["ACTSHARD_CACHE_DIR"] = _cache
+    atexit.register(shutil.rmtree, _cache, True)
 
 REPO = Path(__file__).resolve().parents[2]
 REQUIRE = os.environ.get("CI") == "true" or os.environ.get("ACTSHARD_REQUIRE_PYTHON") == "1"
