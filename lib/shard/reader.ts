@@ -18,7 +18,7 @@ import { ActshardError } from "../errors.ts";
 import { openShardStream } from "./read_stream.ts";
 import { decodeActivation } from "../util/dtype.ts";
 import { type DatasetMetadata, METADATA_NAME, readMetadata, shardLocation } from "./metadata.ts";
-import { NdArray, unpickleRecords } from "./pickle_reader.ts";
+import { type NdArray, unpickleRecords } from "./pickle_reader.ts";
 import { readHeaderRanged, readSafetensors, readTensorRanged, tensorFacts } from "./safetensors.ts";
 import { SHARD_FILE_RE } from "./writer.ts";
 

@@ -2,7 +2,7 @@
  * Response and query helpers shared by the GCS emulator's routes: JSON bodies, GCS-shaped error bodies, and the
  * generation/metageneration preconditions of a request's query.
  */
-import { GcsHttpError, Preconditions } from "./store.ts";
+import type { GcsHttpError, Preconditions } from "./store.ts";
 
 /** The preconditions (`ifGenerationMatch`, …) in a request's query. */
 export function preconditions(q: URLSearchParams): Preconditions {

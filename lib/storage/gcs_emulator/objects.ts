@@ -3,7 +3,7 @@
  * body halfway, `stall-body` sending half and then nothing) and listing (prefix, delimiter, start/end offsets, pages).
  */
 import type { FaultRule } from "./faults.ts";
-import { EmulatorStore, GcsHttpError, ObjectResource } from "./store.ts";
+import { type EmulatorStore, GcsHttpError, type ObjectResource } from "./store.ts";
 
 /** The media of object `o`, honouring a `Range` header; a `truncate` or `reset` fault cuts the body halfway. */
 export function download(

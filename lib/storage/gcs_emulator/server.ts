@@ -16,9 +16,9 @@
  * await emu.close();
  * ```
  */
-import { FaultRule, FaultScript, FaultTarget } from "./faults.ts";
+import { type FaultRule, FaultScript, type FaultTarget } from "./faults.ts";
 import { EmulatorStore, GcsHttpError, hashFile } from "./store.ts";
-import { Route, route } from "./routes.ts";
+import { type Route, route } from "./routes.ts";
 import { errorResponse, json, preconditions } from "./http.ts";
 import { download, listPage } from "./objects.ts";
 import { uploadChunk, uploadInsert } from "./uploads.ts";

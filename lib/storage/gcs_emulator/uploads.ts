@@ -4,7 +4,7 @@
  * chunk keeps about half of it and drops the connection, as an interrupted request may on GCS.
  */
 import type { FaultRule } from "./faults.ts";
-import { EmulatorStore, GcsHttpError, ObjectResource } from "./store.ts";
+import { type EmulatorStore, GcsHttpError, type ObjectResource } from "./store.ts";
 import { json, preconditions } from "./http.ts";
 
 /** `POST /upload/storage/v1/b/BUCKET/o?uploadType=media|multipart|resumable`. */
