@@ -13,6 +13,7 @@
  * ```
  */
 import { ActshardError } from "../errors.ts";
+import { writeAll } from "../util/write_all.ts";
 
 /** Download progress of one file. */
 export interface DownloadProgress {
@@ -166,8 +167,7 @@ async function attemptDownload(
     try {
       for await (const chunk of res.body!) {
         arm();
-        let p = 0;
-        while (p < chunk.length) p += await f.write(chunk.subarray(p));
+        await writeAll(f, chunk);
         received += chunk.length;
         policy.onProgress({ file, received, total });
       }

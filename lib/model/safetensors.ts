@@ -14,21 +14,19 @@
  */
 import { basename, join } from "node:path";
 import { ActshardError } from "../errors.ts";
+import { decodeActivation, f16BitsToF32, f32ToBf16Bits } from "../util/dtype.ts";
+import {
+  encodeSafetensorsHeader,
+  MAX_SAFETENSORS_HEADER,
+  parseSafetensorsJson,
+  readHeaderLength,
+  SAFETENSORS_DTYPE_BYTES,
+} from "../util/safetensors.ts";
+import { writeAll } from "../util/write_all.ts";
 
 /** Stored dtypes this reader converts to f32. */
 export type StoredDType = "F32" | "BF16" | "F16";
-const DTYPE_BYTES: Record<string, number> = {
-  F64: 8,
-  F32: 4,
-  BF16: 2,
-  F16: 2,
-  I64: 8,
-  I32: 4,
-  I16: 2,
-  I8: 1,
-  U8: 1,
-  BOOL: 1,
-};
+const DTYPE_BYTES = SAFETENSORS_DTYPE_BYTES;
 
 /** Where one tensor lives. `offset` is absolute within `file`. */
 export interface TensorInfo {
@@ -48,7 +46,10 @@ export interface SafetensorsHeader {
   dataStart: number;
 }
 
-/** Parse the header of a safetensors file from its first bytes (`head` must hold 8 + N bytes). */
+/**
+ * Parse the header of a safetensors file from its first bytes (`head` must hold 8 + N bytes), with the strict
+ * checks of lib/util/safetensors.ts (offsets against shapes and dtypes, no overlaps or gaps, bounded length).
+ */
 export function parseSafetensorsHeader(head: Uint8Array, fileSize: number, file: string): SafetensorsHeader {
   const corrupt = (why: string) =>
     new ActshardError(`corrupt safetensors header: ${why}`, {
@@ -56,51 +57,24 @@ export function parseSafetensorsHeader(head: Uint8Array, fileSize: number, file:
       kind: "data",
       hint: "re-download the checkpoint",
     });
-  if (head.length < 8 || fileSize < 8) throw corrupt("file shorter than 8 bytes");
-  const n = Number(new DataView(head.buffer, head.byteOffset, 8).getBigUint64(0, true));
-  if (n < 2 || 8 + n > fileSize || n > 100 * 1024 * 1024) {
-    throw corrupt(`header length ${n} does not fit the file`);
-  }
+  if (fileSize < 8) throw corrupt("file shorter than 8 bytes");
+  const n = readHeaderLength(head, corrupt);
+  if (8 + n > fileSize) throw corrupt(`header length ${n} does not fit the file`);
   if (head.length < 8 + n) throw corrupt("header truncated");
-  let json: Record<string, unknown>;
-  try {
-    json = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(head.subarray(8, 8 + n)));
-  } catch {
-    throw corrupt("header is not valid JSON");
-  }
-  if (typeof json !== "object" || json === null || Array.isArray(json)) {
-    throw corrupt("header is not an object");
-  }
   const dataStart = 8 + n;
+  const parsed = parseSafetensorsJson(head.subarray(8, 8 + n), corrupt, fileSize - dataStart);
   const tensors = new Map<string, TensorInfo>();
-  let metadata: Record<string, string> = {};
-  for (const [name, v] of Object.entries(json)) {
-    if (name === "__metadata__") {
-      metadata = (v ?? {}) as Record<string, string>;
-      continue;
-    }
-    const t = v as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
-    const size = DTYPE_BYTES[String(t?.dtype)];
-    const shape = t?.shape, offs = t?.data_offsets;
-    if (
-      !size || !Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0) ||
-      !Array.isArray(offs) || offs.length !== 2 || !offs.every((d) => Number.isInteger(d) && d >= 0)
-    ) throw corrupt(`bad entry for tensor ${name}`);
-    const [b, e] = offs as number[];
-    const count = (shape as number[]).reduce((a, d) => a * d, 1);
-    if (e - b !== count * size || dataStart + e > fileSize) {
-      throw corrupt(`tensor ${name} data [${b}, ${e}) does not match its shape or the file size`);
-    }
-    tensors.set(name, {
-      name,
-      dtype: String(t.dtype),
-      shape: shape as number[],
+  for (const t of parsed.tensors) {
+    tensors.set(t.name, {
+      name: t.name,
+      dtype: t.dtype,
+      shape: t.shape,
       file,
-      offset: dataStart + b,
-      byteLength: e - b,
+      offset: dataStart + t.begin,
+      byteLength: t.end - t.begin,
     });
   }
-  return { tensors, metadata, dataStart };
+  return { tensors, metadata: parsed.metadata, dataStart };
 }
 
 /** Read the header of one safetensors file. */
@@ -112,7 +86,7 @@ export async function readSafetensorsHeader(path: string): Promise<SafetensorsHe
     const got = await readFull(f, first, 0);
     if (got < 8) return parseSafetensorsHeader(first.subarray(0, got), size, path);
     const n = Number(new DataView(first.buffer).getBigUint64(0, true));
-    if (8 + n > size || n > 100 * 1024 * 1024) return parseSafetensorsHeader(first, size, path);
+    if (8 + n > size || n > MAX_SAFETENSORS_HEADER) return parseSafetensorsHeader(first, size, path);
     const head = new Uint8Array(8 + n);
     await readFull(f, head, 0);
     return parseSafetensorsHeader(head, size, path);
@@ -231,39 +205,17 @@ export class CheckpointWeights {
 
 /** Convert stored bytes (any view; an aligned F32 view is returned without copying) to f32. */
 export function toFloat32(bytes: Uint8Array, dtype: StoredDType): Float32Array {
-  const n = bytes.byteLength / (dtype === "F32" ? 4 : 2);
-  if (dtype === "F32") {
-    if (bytes.byteOffset % 4 === 0) return new Float32Array(bytes.buffer, bytes.byteOffset, n);
-    return new Float32Array(bytes.slice().buffer);
+  if (dtype === "F32" && bytes.byteOffset % 4 === 0) {
+    return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
   }
-  const src = bytes.byteOffset % 2 === 0
-    ? new Uint16Array(bytes.buffer, bytes.byteOffset, n)
-    : new Uint16Array(bytes.slice().buffer, 0, n);
-  const out = new Float32Array(n);
-  if (dtype === "BF16") {
-    const u = new Uint32Array(out.buffer);
-    for (let i = 0; i < n; i++) u[i] = src[i] << 16;
-  } else {
-    for (let i = 0; i < n; i++) out[i] = halfToFloat(src[i]);
-  }
-  return out;
+  return decodeActivation(bytes, dtype === "F32" ? "float32" : dtype === "BF16" ? "bfloat16" : "float16");
 }
 
-/** IEEE binary16 → number. */
-export function halfToFloat(h: number): number {
-  const s = h & 0x8000 ? -1 : 1, e = (h >> 10) & 0x1f, m = h & 0x3ff;
-  if (e === 0) return s * m * 2 ** -24;
-  if (e === 31) return m ? NaN : s * Infinity;
-  return s * (1 + m / 1024) * 2 ** (e - 15);
-}
+/** IEEE binary16 → number (lib/util/dtype.ts's `f16BitsToF32`, under the name checkpoint code uses). */
+export const halfToFloat: (h: number) => number = f16BitsToF32;
 
-/** f32 → bfloat16 bits, round to nearest even. */
-export function floatToBf16Bits(x: number): number {
-  const f = new Float32Array([x]);
-  const u = new Uint32Array(f.buffer)[0];
-  if ((u & 0x7f800000) === 0x7f800000 && (u & 0x7fffff)) return 0x7fc0;
-  return ((u + 0x7fff + ((u >> 16) & 1)) >>> 16) & 0xffff;
-}
+/** f32 → bfloat16 bits, round to nearest even (lib/util/dtype.ts's `f32ToBf16Bits`). */
+export const floatToBf16Bits: (x: number) => number = f32ToBf16Bits;
 
 /** One tensor to write. */
 export interface TensorToWrite {
@@ -275,20 +227,16 @@ export interface TensorToWrite {
 
 /** Encode tensors as one safetensors file (header padded to 8 bytes, as the reference writer does). */
 export function encodeSafetensors(tensors: TensorToWrite[], metadata?: Record<string, string>): Uint8Array {
-  const header: Record<string, unknown> = {};
-  if (metadata) header.__metadata__ = metadata;
   let off = 0;
-  for (const t of tensors) {
-    header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [off, off + t.data.byteLength] };
-    off += t.data.byteLength;
-  }
-  let json = JSON.stringify(header);
-  while ((8 + new TextEncoder().encode(json).length) % 8 !== 0) json += " ";
-  const hb = new TextEncoder().encode(json);
-  const out = new Uint8Array(8 + hb.length + off);
-  new DataView(out.buffer).setBigUint64(0, BigInt(hb.length), true);
-  out.set(hb, 8);
-  let p = 8 + hb.length;
+  const entries = tensors.map((t) => {
+    const e = { name: t.name, dtype: t.dtype, shape: t.shape, begin: off, end: off + t.data.byteLength };
+    off = e.end;
+    return e;
+  });
+  const head = encodeSafetensorsHeader(entries, metadata);
+  const out = new Uint8Array(head.length + off);
+  out.set(head);
+  let p = head.length;
   for (const t of tensors) {
     out.set(t.data, p);
     p += t.data.byteLength;
@@ -334,22 +282,16 @@ export async function writeSafetensorsFile(
   metadata?: Record<string, string>,
 ): Promise<void> {
   const size = (t: LazyTensor) => t.shape.reduce((a, d) => a * d, 1) * DTYPE_BYTES[t.dtype];
-  const header: Record<string, unknown> = {};
-  if (metadata) header.__metadata__ = metadata;
   let off = 0;
-  for (const t of tensors) {
-    header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [off, off + size(t)] };
-    off += size(t);
-  }
-  let json = JSON.stringify(header);
-  while ((8 + new TextEncoder().encode(json).length) % 8 !== 0) json += " ";
-  const hb = new TextEncoder().encode(json);
+  const entries = tensors.map((t) => {
+    const e = { name: t.name, dtype: t.dtype, shape: t.shape, begin: off, end: off + size(t) };
+    off = e.end;
+    return e;
+  });
+  const head = encodeSafetensorsHeader(entries, metadata);
   const tmp = `${path}.tmp-${Deno.pid}`;
   const f = await Deno.open(tmp, { write: true, create: true, truncate: true });
   try {
-    const head = new Uint8Array(8 + hb.length);
-    new DataView(head.buffer).setBigUint64(0, BigInt(hb.length), true);
-    head.set(hb, 8);
     await writeAll(f, head);
     for (const t of tensors) {
       const b = t.bytes();
@@ -362,9 +304,4 @@ export async function writeSafetensorsFile(
     f.close();
   }
   await Deno.rename(tmp, path);
-}
-
-async function writeAll(f: Deno.FsFile, b: Uint8Array): Promise<void> {
-  let p = 0;
-  while (p < b.length) p += await f.write(b.subarray(p));
 }

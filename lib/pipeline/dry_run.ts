@@ -14,6 +14,7 @@
  */
 import type { ExtractConfig } from "./config.ts";
 import { ActshardError } from "../errors.ts";
+import { writeAll } from "../util/write_all.ts";
 import { promptDumpLine, promptPlanItems } from "../prompts/plan.ts";
 import { loadPromptPlanOptions } from "./plan_inputs.ts";
 
@@ -102,8 +103,7 @@ export async function dryRun(config: ExtractConfig): Promise<DryRunSummary> {
   let pending: string[] = [];
   const flush = async () => {
     if (file && pending.length) {
-      const bytes = enc.encode(pending.join(""));
-      for (let off = 0; off < bytes.length;) off += await file.write(bytes.subarray(off));
+      await writeAll(file, enc.encode(pending.join("")));
     }
     pending = [];
   };

@@ -45,6 +45,14 @@ export function f32ToF16Bits(v: number): number {
   return sign | h; // a carry into the exponent (even to Inf) is the correct rounding
 }
 
+/** float32 → bfloat16 bits (round to nearest even; NaN stays a quiet NaN with its sign), as encodeActivation. */
+export function f32ToBf16Bits(v: number): number {
+  f32[0] = v;
+  const x = u32[0];
+  if ((x & 0x7f800000) === 0x7f800000 && (x & 0x7fffff)) return (x >>> 16) | 0x40;
+  return ((x + 0x7fff + ((x >>> 16) & 1)) >>> 16) & 0xffff;
+}
+
 /** IEEE half bits → number. */
 export function f16BitsToF32(h: number): number {
   const sign = h & 0x8000 ? -1 : 1;

@@ -15,6 +15,7 @@
  */
 import { basename, dirname, join } from "node:path";
 import { ActshardError } from "../../errors.ts";
+import { writeAll } from "../../util/write_all.ts";
 import type { Backend, TokenBatch } from "../../types.ts";
 import { loadModelConfig, type Qwen2Config } from "../../model/config.ts";
 import { graphWeights } from "../../model/ir.ts";
@@ -213,8 +214,7 @@ async function prepareWeights(
     for (const [i, t] of infos.entries()) {
       const f32 = await weights.read(nodes[i].name);
       const bytes = new Uint8Array(f32.buffer, f32.byteOffset, f32.byteLength);
-      let p = 0;
-      while (p < bytes.length) p += await out.write(bytes.subarray(p));
+      await writeAll(out, bytes);
       refs.set(t.name === nodes[i].name ? t.name : nodes[i].name, {
         location: "weights.f32.bin",
         offset: pos,

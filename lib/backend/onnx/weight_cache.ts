@@ -20,6 +20,7 @@
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { ActshardError } from "../../errors.ts";
+import { writeAll } from "../../util/write_all.ts";
 import type { CheckpointWeights } from "../../model/safetensors.ts";
 import type { ExternalRef } from "./emit.ts";
 
@@ -114,7 +115,7 @@ export async function cachedF32Weights(
       for (const i of infos.keys()) {
         const f32 = await weights.read(names[i]);
         const bytes = new Uint8Array(f32.buffer, f32.byteOffset, f32.byteLength);
-        for (let p = 0; p < bytes.length;) p += await out.write(bytes.subarray(p));
+        await writeAll(out, bytes);
         index.tensors[names[i]] = { offset: pos, length: bytes.length };
         pos += bytes.length;
       }
