@@ -1,5 +1,8 @@
 /**
- * Shard codecs: gzip, zstd, none. Compression is chunked so memory never depends on shard size:
+ * Shard codecs, in one table ({@link CODEC_TABLE}): each codec's name, file suffix, compressor factory (and the
+ * Workers a writer shares across shards) and decompressor. The {@link Codec} union, {@link CODECS} (the `--codec`
+ * choices), {@link codecSuffix} and file-name parsing ({@link codecFromName}) all derive from it. Compression is
+ * chunked so memory never depends on shard size:
  * - gzip: the payload is cut into fixed-size chunks, each compressed as an independent gzip member in a pool of
  *   Workers (so every core works); members are written in order. A multi-member file is plain gzip (RFC 1952):
  *   Python's `gzip.open`, `gunzip` and node:zlib read it as one stream. Headers carry mtime 0: deterministic.
@@ -19,17 +22,107 @@
 import type { Transform } from "node:stream";
 import { createGunzip, createZstdDecompress } from "node:zlib";
 import { ActshardError } from "../errors.ts";
-import { type CompressEngine, compressMember } from "./gzip_worker.ts";
+import { type CompressEngine, compressMember } from "./gzip_member.ts";
 import { crc32c } from "../util/crc32c.ts";
 import { ZSTD_DEFAULT_LEVEL, ZstdWorker } from "./zstd_stream.ts";
+import { zlibStream } from "./zlib_stream.ts";
 
-/** Shard codecs. */
-export type Codec = "gzip" | "zstd" | "none";
-export const CODECS: readonly Codec[] = ["gzip", "zstd", "none"];
+/** What the codec table holds for one codec. */
+export interface CodecSpec {
+  /** File-name suffix after the format's extension (`shard_0001.pkl.gz`); "" for none. */
+  readonly suffix: string;
+  /** True when stored bytes are the payload itself, so a reader may fetch byte ranges (no decompression). */
+  readonly randomAccess: boolean;
+  /** A compressor writing `codec` bytes into `sink`. */
+  compressor(sink: ByteSink, opts: CompressorOptions): Compressor;
+  /**
+   * What a writer creates once and shares across its shards (Worker pools: starting Workers costs tens of ms),
+   * as options for {@link CodecSpec.compressor}; `close` ends them.
+   */
+  shared(opts: SharedCodecOptions): SharedCodec;
+  /** A node:zlib decompressor (`chunkSize`: its output buffer), or null when the bytes pass through. */
+  decompressor(chunkSize?: number): Transform | null;
+  /**
+   * True when the decompressor can throw a corrupt-frame error from a callback instead of emitting "error"
+   * (Deno 2.9's zstd): the reading stream then traps it (zlib_stream.ts).
+   */
+  readonly throwsUncaught: boolean;
+}
+
+/** Settings a writer passes to {@link CodecSpec.shared}. */
+export interface SharedCodecOptions {
+  /** gzip Workers (default: cores). */
+  gzipWorkers?: number;
+  /** zstd level (default {@link ZSTD_DEFAULT_LEVEL}). */
+  zstdLevel?: number;
+}
+
+/** A codec's per-writer resources: options for each shard's compressor, and how to release them. */
+export interface SharedCodec {
+  /** Passed to every shard's {@link createCompressor}. */
+  options: CompressorOptions;
+  /** Terminate the shared Workers. */
+  close(): void;
+}
+
+const NOTHING_SHARED: SharedCodec = { options: {}, close() {} };
+
+/**
+ * The codecs. Adding one is one entry here (a name, suffix, compressor and decompressor): the {@link Codec}
+ * union, `--codec` choices, file names and readers follow from it.
+ */
+export const CODEC_TABLE = {
+  gzip: {
+    suffix: ".gz",
+    randomAccess: false,
+    compressor: gzipCompressor,
+    shared: (o: SharedCodecOptions): SharedCodec => {
+      const pool = new GzipWorkers(o.gzipWorkers ?? navigator.hardwareConcurrency ?? 1);
+      return { options: { pool }, close: () => pool.close() };
+    },
+    decompressor: (chunkSize?: number): Transform => createGunzip(chunkSize ? { chunkSize } : {}),
+    throwsUncaught: false,
+  },
+  zstd: {
+    suffix: ".zst",
+    randomAccess: false,
+    compressor: zstdCompressor,
+    // One Worker per writer: a shard is one zstd frame, compressed by one stream.
+    shared: (o: SharedCodecOptions): SharedCodec => {
+      const zstd = new ZstdWorker(o.zstdLevel);
+      return { options: { zstd }, close: () => zstd.close() };
+    },
+    decompressor: (chunkSize?: number): Transform => createZstdDecompress(chunkSize ? { chunkSize } : {}),
+    throwsUncaught: true,
+  },
+  none: {
+    suffix: "",
+    randomAccess: true,
+    compressor: noneCompressor,
+    shared: (): SharedCodec => NOTHING_SHARED,
+    decompressor: (): null => null,
+    throwsUncaught: false,
+  },
+} as const satisfies Record<string, CodecSpec>;
+
+/** Shard codecs: the names in {@link CODEC_TABLE}. */
+export type Codec = keyof typeof CODEC_TABLE;
+/** Every codec, in table order (the `--codec` choices). */
+export const CODECS: readonly Codec[] = Object.keys(CODEC_TABLE) as Codec[];
+
+/** True when `name` is a codec of {@link CODEC_TABLE} (e.g. a metadata.json `codec` value). */
+export function isCodec(name: unknown): name is Codec {
+  return typeof name === "string" && Object.hasOwn(CODEC_TABLE, name);
+}
+
+/** The table entry of `codec`. */
+export function codecSpec(codec: Codec): CodecSpec {
+  return CODEC_TABLE[codec];
+}
 
 /** File suffix for a codec ("" for none). */
 export function codecSuffix(codec: Codec): string {
-  return codec === "gzip" ? ".gz" : codec === "zstd" ? ".zst" : "";
+  return CODEC_TABLE[codec].suffix;
 }
 
 /** Streaming compressor: `write` payload bytes in order, then `finish`. Output goes to the sink in order. */
@@ -75,29 +168,37 @@ export interface Compressed {
 
 /** A compressor for `codec` writing into `sink`. */
 export function createCompressor(codec: Codec, sink: ByteSink, opts: CompressorOptions = {}): Compressor {
-  const chunkBytes = opts.chunkBytes ?? 256 << 10;
-  if (codec === "none") {
-    // Uncompressed bytes are only cut, in 256 KiB writes: measured cheaper in the kernel than 1 MiB or 4 MiB
-    // writes here (≈ 0.3 vs ≈ 1.0 s/GB of write-syscall CPU at 1 MiB).
-    return new Chunker(
-      chunkBytes,
-      sink,
-      () => {},
-      false,
-      undefined,
-      opts.buffers ?? ((n) => new Uint8Array(n)),
-    );
-  }
-  if (codec === "zstd") {
-    if (opts.zstd) return opts.zstd.compressor(sink, chunkBytes);
-    const w = new ZstdWorker(opts.level ?? ZSTD_DEFAULT_LEVEL);
-    const c = w.compressor(sink, chunkBytes);
-    return {
-      write: (b) => c.write(b),
-      finish: () => c.finish().finally(() => w.close()),
-      abort: () => (c.abort(), w.close()),
-    };
-  }
+  return codecSpec(codec).compressor(sink, opts);
+}
+
+const CHUNK_BYTES = 256 << 10;
+
+function noneCompressor(sink: ByteSink, opts: CompressorOptions): Compressor {
+  // Uncompressed bytes are only cut, in 256 KiB writes: measured cheaper in the kernel than 1 MiB or 4 MiB
+  // writes here (≈ 0.3 vs ≈ 1.0 s/GB of write-syscall CPU at 1 MiB).
+  return new Chunker(
+    opts.chunkBytes ?? CHUNK_BYTES,
+    sink,
+    () => {},
+    false,
+    undefined,
+    opts.buffers ?? ((n) => new Uint8Array(n)),
+  );
+}
+
+function zstdCompressor(sink: ByteSink, opts: CompressorOptions): Compressor {
+  const chunkBytes = opts.chunkBytes ?? CHUNK_BYTES;
+  if (opts.zstd) return opts.zstd.compressor(sink, chunkBytes);
+  const w = new ZstdWorker(opts.level ?? ZSTD_DEFAULT_LEVEL);
+  const c = w.compressor(sink, chunkBytes);
+  return {
+    write: (b) => c.write(b),
+    finish: () => c.finish().finally(() => w.close()),
+    abort: () => (c.abort(), w.close()),
+  };
+}
+
+function gzipCompressor(sink: ByteSink, opts: CompressorOptions): Compressor {
   const own = !opts.pool;
   const pool = opts.pool ?? new GzipWorkers(
     opts.workers ?? navigator.hardwareConcurrency ?? 1,
@@ -109,7 +210,7 @@ export function createCompressor(codec: Codec, sink: ByteSink, opts: CompressorO
   }
   const ordered = new OrderedGzip(pool, sink);
   return new Chunker(
-    chunkBytes,
+    opts.chunkBytes ?? CHUNK_BYTES,
     (b) => ordered.submit(b),
     () => own && pool.close(),
     true,
@@ -268,105 +369,20 @@ export function decompressStream(
   codec: Codec,
   input: ReadableStream<Uint8Array>,
 ): ReadableStream<Uint8Array> {
-  if (codec === "none") return input;
-  return zlibStream(codec === "gzip" ? createGunzip() : createZstdDecompress(), input, codec === "zstd");
+  const spec = codecSpec(codec);
+  const z = spec.decompressor();
+  return z ? zlibStream(z, input, spec.throwsUncaught) : input;
 }
 
 /**
- * Deno 2.9's zstd decompressor throws a failed frame check ("Zstd decompress error: Restored data doesn't match
- * checksum") from a nextTick callback instead of emitting "error", which would end the process with a stack
- * trace. While zstd streams are open, such uncaught errors are routed to them (each fails as corrupt data).
+ * Codec from a shard file name by its suffix (`shard_0001.pkl.gz` → gzip); a name with no codec suffix is
+ * uncompressed. For seed-written data: a metadata.json entry's `codec` field, when present, decides.
  */
-const zstdOpen = new Set<(e: unknown) => void>();
-function onUncaughtZstd(ev: ErrorEvent): void {
-  const e = ev.error;
-  if (!(e instanceof Error) || !/^Zstd decompress/.test(e.message) || zstdOpen.size === 0) return;
-  ev.preventDefault();
-  for (const fail of [...zstdOpen]) fail(e);
-}
-function trackZstd(fail: (e: unknown) => void): () => void {
-  if (zstdOpen.size === 0) globalThis.addEventListener("error", onUncaughtZstd);
-  zstdOpen.add(fail);
-  return () => {
-    if (zstdOpen.delete(fail) && zstdOpen.size === 0) {
-      globalThis.removeEventListener("error", onUncaughtZstd);
-    }
-  };
-}
-
-/**
- * `input` through a node:zlib transform, pulled: input is read only as output is wanted (bounded memory).
- * Not `Duplex.toWeb`: its adapter keeps enqueueing output after the stream was cancelled or errored (a decoder
- * that stopped at a corrupt record), and the TypeError it then throws is uncaught — it took the whole process
- * down with a stack trace.
- */
-function zlibStream(
-  z: Transform,
-  input: ReadableStream<Uint8Array>,
-  zstd: boolean,
-): ReadableStream<Uint8Array> {
-  const reader = input.getReader();
-  const ready: Uint8Array[] = [];
-  let failed: unknown = null;
-  let ended = false;
-  let inputDone = false;
-  const waiting = new Set<() => void>();
-  const poke = () => {
-    for (const w of [...waiting]) w();
-    waiting.clear();
-  };
-  /** Until `start` calls back, or output, an error or the end arrives (zlib drops write callbacks on error). */
-  const until = (start: (done: () => void) => void) =>
-    new Promise<void>((ok) => {
-      waiting.add(ok);
-      start(ok);
-    });
-  z.on("data", (b: Uint8Array) => {
-    ready.push(new Uint8Array(b.buffer, b.byteOffset, b.byteLength));
-    poke();
-  });
-  const fail = (e: unknown) => {
-    failed ??= e;
-    untrack();
-    poke();
-  };
-  const untrack = zstd ? trackZstd(fail) : () => {};
-  z.on("error", fail);
-  z.on("end", () => {
-    ended = true;
-    untrack();
-    poke();
-  });
-  return new ReadableStream<Uint8Array>({
-    async pull(ctl) {
-      for (;;) {
-        if (ready.length) return ctl.enqueue(ready.shift()!);
-        if (failed) throw failed;
-        if (ended) return ctl.close();
-        if (inputDone) {
-          await until(() => {});
-          continue;
-        }
-        const r = await reader.read();
-        if (r.done) {
-          inputDone = true;
-          z.end();
-          continue;
-        }
-        await until((done) => z.write(r.value, () => done()));
-      }
-    },
-    cancel(reason) {
-      untrack();
-      z.destroy();
-      return reader.cancel(reason).catch(() => {});
-    },
-  }, { highWaterMark: 0 });
-}
-
-/** Codec from a shard file name (`shard_0001.pkl.gz` → gzip). */
 export function codecFromName(name: string): Codec {
-  if (name.endsWith(".gz")) return "gzip";
-  if (name.endsWith(".zst")) return "zstd";
-  return "none";
+  let best: Codec | undefined;
+  for (const c of CODECS) {
+    const suffix = CODEC_TABLE[c].suffix;
+    if (name.endsWith(suffix) && (!best || suffix.length > CODEC_TABLE[best].suffix.length)) best = c;
+  }
+  return best ?? "none";
 }

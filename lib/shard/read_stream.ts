@@ -14,14 +14,20 @@
 import { join } from "node:path";
 import type { BlobStore } from "../storage/types.ts";
 import { LocalStore } from "../storage/local.ts";
-import { codecFromName, decompressStream } from "./codecs.ts";
+import { type Codec, codecFromName, decompressStream } from "./codecs.ts";
 
 /** Decoded chunks the Worker may have ready ahead of the reader (memory: ≈ this × 4 MiB). */
 const AHEAD = 3;
 
-/** The decompressed bytes of shard `name` of `store` (codec from its name). */
-export async function openShardStream(store: BlobStore, name: string): Promise<ReadableStream<Uint8Array>> {
-  const codec = codecFromName(name.split("/").pop()!);
+/**
+ * The decompressed bytes of shard `name` of `store`, with `codec` (the reader takes it from the shard's
+ * metadata.json entry; default: from the name's suffix).
+ */
+export async function openShardStream(
+  store: BlobStore,
+  name: string,
+  codec: Codec = codecFromName(name.split("/").pop()!),
+): Promise<ReadableStream<Uint8Array>> {
   if (!(store instanceof LocalStore)) return decompressStream(codec, await store.openRead(name));
   const path = join(store.dir, ...name.split("/"));
   // Fail as the store does for a missing file (one clear error), before any Worker starts.

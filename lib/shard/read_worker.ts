@@ -6,7 +6,7 @@
  * `{error}`.
  */
 import { createReadStream } from "node:fs";
-import { createGunzip, createZstdDecompress } from "node:zlib";
+import { type Codec, codecSpec } from "./codecs.ts";
 
 const CHUNK = 4 << 20;
 
@@ -15,11 +15,10 @@ const ctx = self as any;
 let source: AsyncIterator<Uint8Array> | null = null;
 let queue: Promise<void> = Promise.resolve();
 
-async function* decoded(path: string, codec: string): AsyncGenerator<Uint8Array> {
+async function* decoded(path: string, codec: Codec): AsyncGenerator<Uint8Array> {
   const file = createReadStream(path, { highWaterMark: CHUNK });
-  const stream = codec === "none" ? file : file.pipe(
-    codec === "gzip" ? createGunzip({ chunkSize: 1 << 20 }) : createZstdDecompress({ chunkSize: 1 << 20 }),
-  );
+  const z = codecSpec(codec).decompressor(1 << 20);
+  const stream = z ? file.pipe(z) : file;
   // A file read error does not reach a piped decompressor: forward it.
   if (stream !== file) file.on("error", (e) => stream.destroy(e));
   let parts: Uint8Array[] = [];
@@ -58,7 +57,7 @@ async function pull(): Promise<void> {
   }
 }
 
-ctx.onmessage = (ev: MessageEvent<{ op: "open"; path: string; codec: string } | { op: "pull" }>) => {
+ctx.onmessage = (ev: MessageEvent<{ op: "open"; path: string; codec: Codec } | { op: "pull" }>) => {
   const m = ev.data;
   if (m.op === "open") source = decoded(m.path, m.codec);
   else queue = queue.then(pull);
