@@ -12,7 +12,8 @@ import { resolveUserPath } from "../lib/cli/paths.ts";
 import { ActshardError, usageError } from "../lib/errors.ts";
 import { resolve } from "node:path";
 import { Dataset, type ReadRecord } from "../lib/shard/reader.ts";
-import { FORMATS, type ShardFormat, ShardWriter } from "../lib/shard/writer.ts";
+import { type ShardFormat, ShardWriter } from "../lib/shard/writer.ts";
+import { checkFormatDtype, FORMATS } from "../lib/shard/formats/mod.ts";
 import { type Codec, CODECS } from "../lib/shard/codecs.ts";
 import type { ActivationDType, ActivationRecord } from "../lib/types.ts";
 import { mergeDatasets } from "../lib/pipeline/merge.ts";
@@ -41,10 +42,10 @@ export async function main(args: string[]): Promise<number> {
       default: "1.0",
       metavar: "G",
     },
-    format: { type: "string", help: "pickle | safetensors", default: "pickle", metavar: "F" },
+    format: { type: "string", help: FORMATS.join(" | "), default: FORMATS[0], metavar: "F" },
     codec: {
       type: "string",
-      help: "gzip | zstd | none (default: gzip, none with --no_compress_shards)",
+      help: `${CODECS.join(" | ")} (default: gzip, none with --no_compress_shards)`,
       metavar: "C",
     },
     compress_shards: { type: "boolean", help: "gzip shards (seed flag)", default: true, negatable: true },
@@ -94,13 +95,7 @@ export async function main(args: string[]): Promise<number> {
     ? "gzip"
     : "none";
   const dtype = choiceFlag("dtype", f.values.dtype, DTYPES);
-  if (format === "pickle" && dtype === "bfloat16") {
-    throw usageError(
-      "pickle shards cannot hold bfloat16 (numpy has no bfloat16)",
-      "use --format safetensors",
-      "--dtype",
-    );
-  }
+  checkFormatDtype(format, dtype); // e.g. pickle cannot hold bfloat16 (the format registry's rule)
   const src = await Dataset.open(input);
   // The output carries the input's completeness: a conversion of an interrupted run is not a finished dataset.
   const unfinished = incompleteBecause(src);

@@ -12,12 +12,17 @@
  * ```
  */
 import { usageError } from "../errors.ts";
+import type { ActivationDType } from "../types.ts";
 import type { ExtractConfig } from "../pipeline/config.ts";
+import { CODECS } from "../shard/codecs.ts";
+import { checkFormatDtype, dtypeRulesNote, FORMATS } from "../shard/formats/mod.ts";
 import { resolveWorker } from "../pipeline/work_split.ts";
 import { choiceFlag, type FlagSpec, GCS_HELP, numberFlag, parseFlags } from "./flags.ts";
 import { applyGcsNetworkFlags, GCS_NETWORK_FLAGS } from "./gcs_flags.ts";
 
 export type { ExtractConfig } from "../pipeline/config.ts";
+
+const DTYPES: readonly ActivationDType[] = ["float32", "float16", "bfloat16"];
 
 /** Default layers: 10..23 (the seed's, for Qwen2.5-0.5B's 24 blocks). */
 export const DEFAULT_LAYERS = "10-23";
@@ -103,17 +108,17 @@ export const EXTRACT_FLAGS: Record<string, FlagSpec> = {
     metavar: "float32|bfloat16",
     help: "compute precision",
   },
-  format: { type: "string", default: "pickle", metavar: "pickle|safetensors", help: "shard format" },
+  format: { type: "string", default: FORMATS[0], metavar: FORMATS.join("|"), help: "shard format" },
   codec: {
     type: "string",
-    metavar: "gzip|zstd|none",
+    metavar: CODECS.join("|"),
     help: "shard compression (default: gzip, or none with --no_compress_shards)",
   },
   dtype: {
     type: "string",
     default: "float32",
-    metavar: "float32|float16|bfloat16",
-    help: "stored activation dtype (bfloat16: safetensors only)",
+    metavar: DTYPES.join("|"),
+    help: `stored activation dtype${dtypeRulesNote(DTYPES)}`,
   },
   keep_padding: { type: "boolean", help: "store padded batch length like the seed (default: real tokens)" },
   prompt_format: {
@@ -193,18 +198,10 @@ export function parseExtractFlags(args: string[]): ExtractConfig | { help: strin
     numberFlag(name, raw, { integer: true, min });
   const nTasks = int("n_tasks", 0) ?? 0;
   const compress = v.compress_shards as boolean;
-  const format = choiceFlag("format", v.format, ["pickle", "safetensors"] as const);
-  const dtype = choiceFlag("dtype", v.dtype, ["float32", "float16", "bfloat16"] as const);
-  if (dtype === "bfloat16" && format !== "safetensors") {
-    throw usageError(
-      "--dtype bfloat16 needs --format safetensors",
-      "numpy has no bfloat16 for pickles",
-      "--dtype",
-    );
-  }
-  const codec = v.codec === undefined
-    ? (compress ? "gzip" : "none")
-    : choiceFlag("codec", v.codec, ["gzip", "zstd", "none"] as const);
+  const format = choiceFlag("format", v.format, FORMATS);
+  const dtype = choiceFlag("dtype", v.dtype, DTYPES);
+  checkFormatDtype(format, dtype); // e.g. pickle cannot hold bfloat16 (the format registry's rule)
+  const codec = v.codec === undefined ? (compress ? "gzip" : "none") : choiceFlag("codec", v.codec, CODECS);
   const shardGb = numberFlag("shard_size_gb", v.shard_size_gb, { above: 0 }) as number;
   if (v.dump_prompts !== undefined && !v.dry_run) {
     // A real run writes no prompt dump: say so instead of ignoring the flag.

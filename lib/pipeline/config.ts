@@ -11,6 +11,8 @@
  *
  * @module
  */
+import type { Codec } from "../shard/codecs.ts";
+import type { ShardFormat } from "../shard/formats/mod.ts";
 
 /** A checked extract configuration (snake_case: these are also the run's recorded config). */
 export interface ExtractConfig {
@@ -38,8 +40,10 @@ export interface ExtractConfig {
   /** `--pjrt_option NAME=VALUE ...` joined with commas (parsed by lib/backend/pjrt `parsePjrtOptions`). */
   pjrt_option: string | null;
   compute_dtype: "float32" | "bfloat16";
-  format: "pickle" | "safetensors";
-  codec: "gzip" | "zstd" | "none";
+  /** A format of the registry (lib/shard/formats/mod.ts). */
+  format: ShardFormat;
+  /** A codec of the codec table (lib/shard/codecs.ts). */
+  codec: Codec;
   dtype: "float32" | "float16" | "bfloat16";
   keep_padding: boolean;
   /** null = the built-in default format. */

@@ -15,7 +15,10 @@ import { join } from "node:path";
 import type { ActivationDType } from "../types.ts";
 import type { BlobStore } from "../storage/types.ts";
 import { ActshardError } from "../errors.ts";
+import { writeAll } from "../util/write_all.ts";
 import { checkMetadataEntries } from "./metadata_check.ts";
+import type { Codec } from "./codecs.ts";
+import type { ShardFormat } from "./formats/mod.ts";
 
 /** The tool string written into metadata. */
 export const TOOL_VERSION = "actshard 0.1.0";
@@ -46,8 +49,10 @@ export interface ShardEntry {
   sample_idx_min: number;
   sample_idx_max: number;
   n_records: number;
-  format: "pickle" | "safetensors";
-  codec: "gzip" | "zstd" | "none";
+  /** The shard's format (the registry's name; readers dispatch on it). Absent in the seed's entries. */
+  format: ShardFormat;
+  /** The shard's codec (the codec table's name; readers dispatch on it). Absent in the seed's entries. */
+  codec: Codec;
   dtype: ActivationDType;
   /** Location relative to the dataset root when not `filename` (merged roots). */
   path?: string;
@@ -149,9 +154,7 @@ export async function writeMetadataAtomic(dir: string, meta: DatasetMetadata): P
   const tmp = join(dir, `.${METADATA_NAME}.tmp`);
   const f = await Deno.open(tmp, { write: true, create: true, truncate: true });
   try {
-    const bytes = new TextEncoder().encode(JSON.stringify(meta, null, 2) + "\n");
-    let o = 0;
-    while (o < bytes.length) o += await f.write(bytes.subarray(o));
+    await writeAll(f, new TextEncoder().encode(JSON.stringify(meta, null, 2) + "\n"));
     await f.sync();
   } catch (e) {
     // e.g. disk full: no half-written temp file left behind; the previous metadata.json stays as it was

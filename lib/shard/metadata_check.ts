@@ -3,7 +3,8 @@
  * name a stage takes from it — a shard's `filename`, `path` (merged roots), `local_path`, `gcs_path`, a merged
  * root's worker directories — is checked here, once, when the file is parsed ({@link readMetadata} calls
  * {@link checkMetadataEntries}), so no stage ever reads, uploads or deletes a file outside the dataset because a
- * metadata.json said so. A shard location is `shard_NNNN.<pkl|safetensors>[.gz|.zst]`, optionally under
+ * metadata.json said so. A shard location is `shard_NNNN.<format ext>[codec suffix]` (`shard_0001.pkl.gz`; the
+ * extensions and suffixes are the format and codec registries', lib/shard/formats/mod.ts), optionally under
  * `worker-IIIII-of-NNNNN/`: no `..`, no absolute path, no other directory. `gcs_path` must name the same shard in
  * the dataset's own bucket; `local_path` (informational: never opened) must end in the same file name. The
  * checksum fields, when present, must have their types (a string `crc32c` would otherwise skip the comparison).
@@ -16,9 +17,13 @@
  * ```
  */
 import { ActshardError } from "../errors.ts";
+import { isShardFileName } from "./formats/mod.ts";
 
-/** Matches shard files this project (or the seed) writes. */
-export const SHARD_FILE_RE = /^shard_(\d{4,})\.(pkl|safetensors)(\.gz|\.zst)?$/;
+/**
+ * Matches shard files this project (or the seed) writes: `shard_NNNN.<format ext>[codec suffix]`, for every
+ * format and codec the registries know (`test` only: formats registered at run time count too).
+ */
+export const SHARD_FILE_RE: { test(name: string): boolean } = { test: isShardFileName };
 
 /** Matches a worker directory of an N-worker run (`worker-IIIII-of-NNNNN`). */
 export const WORKER_DIR_RE = /^worker-\d{5}-of-\d{5}$/;
@@ -26,8 +31,8 @@ export const WORKER_DIR_RE = /^worker-\d{5}-of-\d{5}$/;
 /** True for `shard_NNNN.<ext>` or `worker-IIIII-of-NNNNN/shard_NNNN.<ext>`: a location inside a dataset root. */
 export function isShardLocation(loc: string): boolean {
   const parts = loc.split("/");
-  if (parts.length === 1) return SHARD_FILE_RE.test(parts[0]);
-  return parts.length === 2 && WORKER_DIR_RE.test(parts[0]) && SHARD_FILE_RE.test(parts[1]);
+  if (parts.length === 1) return isShardFileName(parts[0]);
+  return parts.length === 2 && WORKER_DIR_RE.test(parts[0]) && isShardFileName(parts[1]);
 }
 
 /** The fields of one shard entry this check reads (a metadata.json as parsed, before it is trusted). */
@@ -70,7 +75,7 @@ export function checkMetadataEntries(
     const e = raw as RawEntry;
     const who = `shard entry ${i + 1}${typeof e.shard_id === "number" ? ` (shard_id ${e.shard_id})` : ""}`;
     const f = e.filename;
-    if (typeof f !== "string" || !SHARD_FILE_RE.test(f)) {
+    if (typeof f !== "string" || !isShardFileName(f)) {
       refuse(`an unsafe shard filename ${JSON.stringify(f)} in ${who}`);
     }
     const filename = f as string;

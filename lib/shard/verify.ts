@@ -273,7 +273,7 @@ export async function verifyDataset(store: BlobStore, opts: VerifyOptions = {}):
     let hashed: HashedObject | null = null;
     try {
       hashed = hashObject(await store.openRead(name));
-      for await (const r of readShard(tappedStore(store, name, hashed), name)) {
+      for await (const r of readShard(tappedStore(store, name, hashed), name, undefined, e)) {
         check.records++;
         perLayer.set(r.layer, (perLayer.get(r.layer) ?? 0) + 1);
         dtypes.add(r.dtype);

@@ -18,27 +18,35 @@
 import { join } from "node:path";
 import type { ActivationDType, ActivationRecord } from "../types.ts";
 import { ActshardError, isDiskFull } from "../errors.ts";
-import { type Codec, codecSuffix, type Compressor, createCompressor, GzipWorkers } from "./codecs.ts";
+import { type Codec, codecSpec, type Compressor, createCompressor, type SharedCodec } from "./codecs.ts";
 import { FileSink, type SinkFile, type SunkFile } from "./file_sink.ts";
-import { dtypeSize, encodeActivation } from "../util/dtype.ts";
+import { dtypeSize } from "../util/dtype.ts";
 import { type DatasetMetadata, newMetadata, type ShardEntry, writeMetadataAtomic } from "./metadata.ts";
-import { SHARD_FILE_RE } from "./metadata_check.ts";
-import { PickleShardEncoder } from "./pickle_writer.ts";
-import { ZstdWorker } from "./zstd_stream.ts";
-import { safetensorsHeader, type TensorEntry, tensorName } from "./safetensors.ts";
+import {
+  checkFormatDtype,
+  isShardFileName,
+  type ShardEncoder,
+  shardFileName,
+  type ShardFormat,
+  shardFormat,
+} from "./formats/mod.ts";
 
-/** Shard payload formats. */
-export type ShardFormat = "pickle" | "safetensors";
-export const FORMATS: readonly ShardFormat[] = ["pickle", "safetensors"];
+/** Shard payload formats and their names (the format registry's, lib/shard/formats/mod.ts). */
+export { FORMATS, shardFileName, type ShardFormat } from "./formats/mod.ts";
 
 /** Options for {@link ShardWriter.open}. */
 export interface ShardWriterOptions {
+  /** Output directory (created if needed). */
   dir: string;
+  /** A format of the registry (lib/shard/formats/mod.ts). */
   format: ShardFormat;
+  /** A codec of the codec table (lib/shard/codecs.ts). */
   codec: Codec;
+  /** Stored dtype; the format must hold it. */
   dtype: ActivationDType;
   /** Bound on the uncompressed payload (stored-dtype activation bytes) per shard. */
   shardSizeBytes: number;
+  /** metadata.json fields of a fresh dataset. */
   base: Partial<DatasetMetadata>;
   /** Resume: keep these committed shards, continue numbering after them. */
   existing?: DatasetMetadata;
@@ -50,36 +58,19 @@ export interface ShardWriterOptions {
   zstdLevel?: number;
 }
 
-/** `shard_0001.pkl.gz`-style name. */
-export function shardFileName(id: number, format: ShardFormat, codec: Codec): string {
-  return `shard_${String(id).padStart(4, "0")}.${format === "pickle" ? "pkl" : "safetensors"}${
-    codecSuffix(codec)
-  }`;
-}
-
 /** Matches shard files this project (or the seed) writes (defined with the metadata checks). */
 export { SHARD_FILE_RE } from "./metadata_check.ts";
 
-async function writeAll(f: Deno.FsFile, b: Uint8Array): Promise<void> {
-  let o = 0;
-  while (o < b.length) o += await f.write(b.subarray(o));
-}
-
-/** The shard being written. */
+/** The shard being written: its file, codec and the format's encoder, plus what metadata.json will say. */
 class OpenShard {
   out!: SinkFile;
   comp!: Compressor;
+  enc!: ShardEncoder;
   payload = 0;
   records = 0;
   perLayer = new Map<number, number>();
   minIdx = Infinity;
   maxIdx = -Infinity;
-  pickle?: PickleShardEncoder;
-  body?: Deno.FsFile;
-  bodyPath?: string;
-  tensors: TensorEntry[] = [];
-  facts: Record<string, string> = {};
-  names = new Set<string>();
   constructor(readonly id: number, readonly name: string, readonly tmpPath: string) {}
 }
 
@@ -88,8 +79,8 @@ export class ShardWriter {
   #meta: DatasetMetadata;
   #cur: OpenShard | null = null;
   #nextId: number;
-  #pool: GzipWorkers | undefined;
-  #zstd: ZstdWorker | undefined;
+  /** The codec's Workers, shared by every shard of this writer. */
+  #codec: SharedCodec | undefined;
   #sink = new FileSink();
   #metaChain: Promise<void> = Promise.resolve();
   /** The shard commit in flight (fsync → rename → metadata → callback), if any. */
@@ -104,7 +95,7 @@ export class ShardWriter {
     this.#meta = opts.existing ? structuredClone(opts.existing) : newMetadata(opts.base);
     this.#meta.status = "in_progress";
     this.#nextId = Math.max(0, ...this.#meta.shards.map((s) => s.shard_id)) + 1;
-    if (opts.format === "pickle") new PickleShardEncoder(opts.dtype); // validates dtype early
+    checkFormatDtype(opts.format, opts.dtype); // e.g. pickle cannot hold bfloat16: refused before any file
     if (!(opts.shardSizeBytes > 0)) {
       throw new ActshardError("shard size must be positive", { kind: "usage", where: "--shard_size_gb" });
     }
@@ -118,13 +109,10 @@ export class ShardWriter {
     for await (const e of Deno.readDir(opts.dir)) {
       if (!e.isFile) continue;
       const stale = e.name.endsWith(".tmp") && e.name.startsWith(".shard_") ||
-        (SHARD_FILE_RE.test(e.name) && !listed.has(e.name));
+        (isShardFileName(e.name) && !listed.has(e.name));
       if (stale) await Deno.remove(join(opts.dir, e.name));
     }
-    if (opts.codec === "gzip") {
-      w.#pool = new GzipWorkers(opts.gzipWorkers ?? navigator.hardwareConcurrency ?? 1);
-    }
-    if (opts.codec === "zstd") w.#zstd = new ZstdWorker(opts.zstdLevel);
+    w.#codec = codecSpec(opts.codec).shared({ gzipWorkers: opts.gzipWorkers, zstdLevel: opts.zstdLevel });
     return w;
   }
 
@@ -175,18 +163,17 @@ export class ShardWriter {
     // Hashing and write syscalls happen in the sink's Workers; this thread only encodes.
     s.out = this.#sink.open(s.tmpPath);
     s.comp = createCompressor(this.opts.codec, (b, crc) => s.out.write(b, crc), {
-      pool: this.#pool,
-      zstd: this.#zstd,
+      ...this.#codec!.options,
       buffers: (n) => this.#sink.buffer(n),
     });
-    if (this.opts.format === "pickle") {
-      s.pickle = new PickleShardEncoder(this.opts.dtype);
-      await s.comp.write(s.pickle.begin());
-    } else {
-      s.bodyPath = join(this.opts.dir, `.${name}.body.tmp`);
-      s.body = await Deno.open(s.bodyPath, { read: true, write: true, create: true, truncate: true });
-    }
-    this.#cur = s;
+    s.enc = shardFormat(this.opts.format).encoder({
+      dtype: this.opts.dtype,
+      out: (b) => s.comp.write(b),
+      scratchPath: join(this.opts.dir, `.${name}.body.tmp`),
+      shard: name,
+    });
+    this.#cur = s; // before begin: a failed begin is then dropped (compressor, sink, scratch) like any write
+    await s.enc.begin();
     return s;
   }
 
@@ -207,37 +194,8 @@ export class ShardWriter {
       }
     }
     const s = this.#cur!;
-    if (s.pickle) {
-      for (const part of s.pickle.record(r)) await s.comp.write(part);
-      s.payload += r.activation.length * dtypeSize(this.opts.dtype);
-    } else {
-      const name = tensorName(r.layer, r.sample_idx);
-      if (s.names.has(name)) {
-        throw new ActshardError(`duplicate record layer ${r.layer} sample ${r.sample_idx} in one shard`, {
-          where: s.name,
-          kind: "data",
-          hint: "each (layer, sample_idx) may appear once per safetensors shard",
-        });
-      }
-      s.names.add(name);
-      const data = encodeActivation(r.activation, this.opts.dtype);
-      s.tensors.push({
-        name,
-        dtype: this.opts.dtype,
-        shape: [...r.shape],
-        begin: s.payload,
-        end: s.payload + data.length,
-      });
-      s.facts[name] = JSON.stringify({
-        task_id: r.task_id,
-        sample_idx: r.sample_idx,
-        layer: r.layer,
-        prompt: r.prompt,
-        ...(r.extra && Object.keys(r.extra).length ? { extra: r.extra } : {}),
-      });
-      await writeAll(s.body!, data);
-      s.payload += data.length;
-    }
+    await s.enc.record(r);
+    s.payload += r.activation.length * dtypeSize(this.opts.dtype);
     s.records++;
     s.perLayer.set(r.layer, (s.perLayer.get(r.layer) ?? 0) + 1);
     s.minIdx = Math.min(s.minIdx, r.sample_idx);
@@ -252,7 +210,7 @@ export class ShardWriter {
     await this.#drop().catch(() => {});
     if (!isDiskFull(e)) return e;
     const mb = (b: number) => `${Math.ceil(b / 2 ** 20)} MiB`;
-    const oneShard = this.opts.shardSizeBytes * (this.opts.format === "safetensors" ? 2 : 1);
+    const oneShard = this.opts.shardSizeBytes * (1 + shardFormat(this.opts.format).scratchShards);
     return new ActshardError("disk full while writing shards", {
       where: this.opts.dir,
       kind: "io",
@@ -289,19 +247,7 @@ export class ShardWriter {
 
   /** Encode a shard's tail and flush its compressor; `durable` resolves once the sink has fsynced it. */
   async #flushShard(s: OpenShard): Promise<{ durable: Promise<SunkFile> }> {
-    if (s.pickle) await s.comp.write(s.pickle.end());
-    else {
-      await s.comp.write(safetensorsHeader(s.tensors, { format: "actshard", ...s.facts }));
-      await s.body!.seek(0, Deno.SeekMode.Start);
-      const buf = new Uint8Array(4 << 20);
-      for (;;) {
-        const n = await s.body!.read(buf);
-        if (n === null) break;
-        await s.comp.write(buf.subarray(0, n));
-      }
-      s.body!.close();
-      await Deno.remove(s.bodyPath!);
-    }
+    await s.enc.finish();
     await s.comp.finish();
     const durable = s.out.finish();
     durable.catch(() => {});
@@ -394,8 +340,7 @@ export class ShardWriter {
   }
 
   #release(): void {
-    this.#pool?.close();
-    this.#zstd?.close();
+    this.#codec?.close();
     this.#sink.close();
   }
 
@@ -422,9 +367,7 @@ export class ShardWriter {
   async #discard(s: OpenShard): Promise<void> {
     s.comp.abort();
     await s.out.abort();
-    try {
-      s.body?.close();
-    } catch { /* already closed */ }
-    for (const p of [s.tmpPath, s.bodyPath]) if (p) await Deno.remove(p).catch(() => {});
+    await s.enc?.abort();
+    await Deno.remove(s.tmpPath).catch(() => {});
   }
 }
