@@ -14,9 +14,7 @@ import { statfs } from "node:fs/promises";
 import { dirname, resolve } from "node:path";
 import { ActshardError } from "../errors.ts";
 import type { ActivationDType } from "../types.ts";
-
-/** Bytes per stored element of each activation dtype. */
-export const DTYPE_BYTES: Record<ActivationDType, number> = { float32: 4, float16: 2, bfloat16: 2 };
+import { dtypeSize } from "../util/dtype.ts";
 
 /** Per-record overhead guess (pickle/safetensors headers, task id, prompt preview). */
 const RECORD_OVERHEAD = 512;
@@ -31,7 +29,7 @@ export function estimateOutputBytes(o: {
   /** Prompts (for per-record overhead). */
   prompts?: number;
 }): number {
-  return o.tokens * o.hidden * o.layers * DTYPE_BYTES[o.dtype] +
+  return o.tokens * o.hidden * o.layers * dtypeSize(o.dtype) +
     (o.prompts ?? 0) * o.layers * RECORD_OVERHEAD;
 }
 

@@ -16,6 +16,7 @@ import { lockOutputDir } from "./lock.ts";
 import type { ExtractConfig } from "./config.ts";
 import { type DatasetMetadata, type ShardEntry, writeMetadataAtomic } from "../shard/metadata.ts";
 import { ShardWriter } from "../shard/writer.ts";
+import { shardFormat } from "../shard/formats/mod.ts";
 import type { Backend } from "../types.ts";
 import { createBackend } from "./backend.ts";
 import { killPoint } from "./kill_point.ts";
@@ -133,8 +134,8 @@ async function extractLocked(
   await checkFreeDisk(run.outDir, {
     needBytes: diskNeed,
     freeBytes: free,
-    // a safetensors shard is written twice over at its commit (body temp file, then the shard)
-    inFlightBytes: config.format === "safetensors" ? config.shard_size_gb * GB : 0,
+    // a format that stages a shard (safetensors: body temp file, then the shard) holds it twice at its commit
+    inFlightBytes: shardFormat(config.format).scratchShards * config.shard_size_gb * GB,
   });
   if (run.partners.batches > 0) {
     // The whole run's batching (records bit-identical to a single host's) costs the boundary batches' partners.
