@@ -11,6 +11,7 @@ import { ActshardError, usageError } from "../lib/errors.ts";
 import { Dataset, type RecordFilter } from "../lib/shard/reader.ts";
 import { encodeNpy } from "../lib/shard/npy.ts";
 import { shardLocation } from "../lib/shard/metadata.ts";
+import { kindFromFileName } from "../lib/shard/formats/mod.ts";
 
 /** Run read; returns the exit code. */
 export async function main(args: string[]): Promise<number> {
@@ -181,13 +182,15 @@ async function summary(ds: Dataset): Promise<void> {
   let bytes = 0;
   for (const e of m.shards) {
     const b = e.bytes ?? e.file_size_mb * 2 ** 20;
+    // seed entries name no format/codec: show what the reader takes from the file name
+    const named = kindFromFileName(e.filename);
     bytes += b;
     const layers = e.layers?.length ? `${Math.min(...e.layers)}-${Math.max(...e.layers)}` : "-";
     const samples = typeof e.sample_idx_min === "number" ? `${e.sample_idx_min}..${e.sample_idx_max}` : "-";
     rows.push([
       shardLocation(e),
-      e.format ?? "pickle",
-      e.codec ?? "-",
+      e.format ?? named?.format ?? "-",
+      e.codec ?? named?.codec ?? "-",
       e.dtype ?? first?.dtype ?? "-",
       layers,
       String(e.total_samples_in_shard),

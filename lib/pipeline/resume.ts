@@ -20,6 +20,7 @@
 import { join } from "node:path";
 import { ActshardError } from "../errors.ts";
 import { type DatasetMetadata, METADATA_NAME, readMetadata } from "../shard/metadata.ts";
+import { isShardFileName } from "../shard/formats/mod.ts";
 import { LocalStore } from "../storage/local.ts";
 import { describeDiffs, diffFingerprints, type RunFingerprint } from "./fingerprint.ts";
 
@@ -37,9 +38,15 @@ export interface ResumeDecision {
   durableRecordsOfNext: number;
 }
 
-/** Files an extract run writes into its output dir (the only ones `--overwrite` removes). */
-export const OUTPUT_FILE =
-  /^(\.?metadata\.json(\.tmp)?|\.?shard_\d{4,}\.(pkl|safetensors)(\.gz|\.zst)?(\.body)?(\.tmp)?)$/;
+/**
+ * Files an extract run writes into its output dir (the only ones `--overwrite` removes): metadata.json and shard
+ * files (names from the format and codec registries), and their dot-temp files.
+ */
+export const OUTPUT_FILE: { test(name: string): boolean } = {
+  test: (name) =>
+    /^\.?metadata\.json(\.tmp)?$/.test(name) ||
+    isShardFileName(name.replace(/^\./, "").replace(/(\.body)?(\.tmp)?$/, "")),
+};
 
 async function listDir(dir: string): Promise<string[] | null> {
   try {
