@@ -127,7 +127,9 @@ export function codecSuffix(codec: Codec): string {
 
 /** Streaming compressor: `write` payload bytes in order, then `finish`. Output goes to the sink in order. */
 export interface Compressor {
+  /** Take the next payload bytes (copied or handed on before it resolves: the caller may reuse `chunk`). */
   write(chunk: Uint8Array): Promise<void>;
+  /** Flush the tail to the sink and release what this compressor owns. */
   finish(): Promise<void>;
   /** Stop without flushing (releases workers). */
   abort(): void;
@@ -162,7 +164,9 @@ export type ByteSink = (bytes: Uint8Array, crc32c?: number) => Promise<void>;
 
 /** A compressed chunk and its CRC-32C (computed in the Worker, so the writer only combines). */
 export interface Compressed {
+  /** The compressed bytes. */
   out: Uint8Array;
+  /** CRC-32C of `out`. */
   crc: number;
 }
 
@@ -277,6 +281,7 @@ export class GzipWorkers {
   #free: Uint8Array[] = [];
   #resolvers = new Map<number, { ok: (b: Compressed) => void; err: (e: unknown) => void }>();
 
+  /** Start `size` Workers (0: compress on the calling thread) at gzip `level` with `engine`. */
   constructor(
     readonly size: number,
     readonly level = 6,
@@ -322,6 +327,7 @@ export class GzipWorkers {
     return p;
   }
 
+  /** Terminate the Workers. */
   close(): void {
     for (const w of this.#workers) w.terminate();
     this.#workers = [];

@@ -153,13 +153,17 @@ export function dtypeRulesNote(dtypes: readonly ActivationDType[]): string {
 
 /** A shard's format and codec, as the reader and verify dispatch on them. */
 export interface ShardKind {
+  /** The format's registry entry (its decoder). */
   format: ShardFormatSpec;
+  /** The codec to decompress with. */
   codec: Codec;
 }
 
 /** The fields of a metadata.json shard entry that name its format and codec (absent in the seed's entries). */
 export interface ShardKindFields {
+  /** metadata.json's `format` (untrusted: any JSON value). */
   format?: unknown;
+  /** metadata.json's `codec` (untrusted: any JSON value). */
   codec?: unknown;
 }
 
