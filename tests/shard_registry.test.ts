@@ -22,6 +22,7 @@ import {
   FORMATS,
   parseShardFileName,
   registerShardFormat,
+  SHARD_FORMATS,
   shardFileName,
   type ShardFormat,
   type ShardFormatSpec,
@@ -225,6 +226,7 @@ Deno.test("pickle + bfloat16: one rule, the same line from the writer, extract's
 Deno.test("flag choices, file names and name parsing derive from the registries", () => {
   assertEquals([...CODECS], Object.keys(CODEC_TABLE));
   assertEquals([...FORMATS], ["pickle", "safetensors"]);
+  for (const [key, spec] of Object.entries(SHARD_FORMATS)) assertEquals(spec.name, key);
   const extract = parseExtractFlags(["--help"]);
   assert("help" in extract);
   assert(

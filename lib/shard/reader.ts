@@ -12,7 +12,7 @@
  * for await (const r of ds.records({ layer: 12 })) console.log(r.task_id, r.sample_idx, r.shape);
  * ```
  */
-import type { ActivationDType } from "../types.ts";
+import type { ActivationDType, ActivationRecord } from "../types.ts";
 import type { BlobStore } from "../storage/types.ts";
 import { openStore } from "../storage/open.ts";
 import { ActshardError } from "../errors.ts";
@@ -28,7 +28,7 @@ import {
 } from "./formats/mod.ts";
 
 /** A record as read back: float32 values plus the dtype it was stored in and its shard. */
-export interface ReadRecord extends DecodedRecord {
+export interface ReadRecord extends ActivationRecord {
   /** The stored dtype (values are float32 either way). */
   dtype: ActivationDType;
   /** The shard it came from (its location in the dataset). */

@@ -1,10 +1,10 @@
 /**
- * The shard format registry: the one table of formats ({@link SHARD_FORMATS}), from which the {@link ShardFormat}
- * union, the `--format` choices ({@link FORMATS}), shard file names ({@link shardFileName},
+ * The shard format registry: the one table of formats ({@link SHARD_FORMATS}, keyed by the {@link ShardFormat}
+ * union), from which the `--format` choices ({@link FORMATS}), shard file names ({@link shardFileName},
  * {@link parseShardFileName}), the dtype rules ({@link checkFormatDtype}) and the reader's dispatch
  * ({@link shardKind}: metadata.json's `format`/`codec` first, the file name only for seed-written entries) all
- * derive. Adding a format is one new file in this folder (a {@link ShardFormatSpec}) plus one line in
- * {@link SHARD_FORMATS} (see docs/architecture.md, "Adding a shard format").
+ * derive. Adding a format is one new file in this folder (a {@link ShardFormatSpec}) plus its line in
+ * {@link SHARD_FORMATS} and its name in {@link ShardFormat} (see docs/architecture.md, "Adding a shard format").
  *
  * @example
  * ```ts
@@ -25,18 +25,22 @@ import type { ShardFormatSpec } from "./spec.ts";
 
 export type { DecodedRecord, EncoderContext, ShardEncoder, ShardFormatSpec, ShardItem } from "./spec.ts";
 
+/**
+ * Shard payload formats: the names of {@link SHARD_FORMATS} (spelled out so the public type stands alone; the
+ * compiler holds the two to the same names: a name without its entry, or an entry without its name, fails).
+ */
+export type ShardFormat = "pickle" | "safetensors";
+
 /** The formats, by name (one line each). The first is the default. */
-export const SHARD_FORMATS = {
+export const SHARD_FORMATS: { readonly [F in ShardFormat]: ShardFormatSpec } = {
   pickle: PICKLE_FORMAT,
   safetensors: SAFETENSORS_FORMAT,
-} as const satisfies Record<string, ShardFormatSpec>;
+};
 
-/** Shard payload formats: the names in {@link SHARD_FORMATS}. */
-export type ShardFormat = keyof typeof SHARD_FORMATS;
 /** Every built-in format, in table order (the `--format` choices). */
 export const FORMATS: readonly ShardFormat[] = Object.keys(SHARD_FORMATS) as ShardFormat[];
 
-const registry = new Map<string, ShardFormatSpec>(Object.entries(SHARD_FORMATS));
+const registry = new Map<string, ShardFormatSpec>(Object.values(SHARD_FORMATS).map((f) => [f.name, f]));
 let fileRe: RegExp | null = null;
 
 /**
