@@ -7,9 +7,13 @@
  * @example
  * ```ts
  * import { CheckpointWeights } from "./safetensors.ts";
- * const w = await CheckpointWeights.open("/models/qwen-2.5-0.5b");
- * const norm = await w.read("model.norm.weight", [896]); // Float32Array(896)
+ * import { writeTinyModel } from "./tiny.ts";
+ * const dir = await Deno.makeTempDir(); // a generated checkpoint (or a Hugging Face model directory)
+ * await writeTinyModel(dir, { hidden: 32, layers: 1, heads: 2, kvHeads: 1, vocab: 50 });
+ * const w = await CheckpointWeights.open(dir);
+ * const norm = await w.read("model.norm.weight", [32]); // Float32Array(32)
  * w.close();
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 import { basename, join } from "node:path";

@@ -5,10 +5,13 @@
  *
  * @example
  * ```ts
- * import { readMetadata } from "./metadata.ts";
+ * import { newMetadata, readMetadata, writeMetadataAtomic } from "./metadata.ts";
  * import { LocalStore } from "../storage/local.ts";
- * const meta = await readMetadata(new LocalStore("activations_arc"));
- * console.log(meta.total_shards, meta.status);
+ * const dir = await Deno.makeTempDir();
+ * await writeMetadataAtomic(dir, newMetadata({ shard_size_gb: 1 }));
+ * const meta = await readMetadata(new LocalStore(dir));
+ * console.log(meta.total_shards, meta.status, meta.schema_version); // 0 "in_progress" "1.0"
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 import { join } from "node:path";

@@ -12,9 +12,13 @@
  * @example
  * ```ts
  * import { unpickleRecords } from "./pickle_reader.ts";
- * declare const stream: ReadableStream<Uint8Array>;
+ * import { PickleShardEncoder } from "./pickle_writer.ts";
+ * const enc = new PickleShardEncoder("float32");
+ * const bytes = [enc.begin(), ...enc.record({ task_id: "t", sample_idx: 5, layer: 3, prompt: "p",
+ *   activation: new Float32Array(4), shape: [2, 2] }), enc.end()];
+ * const stream = new Blob(bytes as Uint8Array<ArrayBuffer>[]).stream();
  * for await (const { layer, record } of unpickleRecords(stream, "shard_0001.pkl")) {
- *   console.log(layer, record.sample_idx);
+ *   console.log(layer, record.sample_idx); // 3 5
  * }
  * ```
  */

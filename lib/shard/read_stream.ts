@@ -7,8 +7,12 @@
  * ```ts
  * import { openShardStream } from "./read_stream.ts";
  * import { LocalStore } from "../storage/local.ts";
- * const s = await openShardStream(new LocalStore("out"), "shard_0001.pkl.gz");
- * for await (const chunk of s) console.log(chunk.length);
+ * import { gzipSync } from "node:zlib";
+ * const dir = await Deno.makeTempDir();
+ * await Deno.writeFile(`${dir}/shard_0001.pkl.gz`, gzipSync(new Uint8Array(1000)));
+ * const s = await openShardStream(new LocalStore(dir), "shard_0001.pkl.gz"); // codec: gzip, from the name
+ * for await (const chunk of s) console.log(chunk.length); // 1000
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 import { join } from "node:path";

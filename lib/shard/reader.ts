@@ -8,8 +8,16 @@
  * @example
  * ```ts
  * import { Dataset } from "./reader.ts";
- * const ds = await Dataset.open("activations_arc");
- * for await (const r of ds.records({ layer: 12 })) console.log(r.task_id, r.sample_idx, r.shape);
+ * import { ShardWriter } from "./writer.ts";
+ * const dir = await Deno.makeTempDir();
+ * const w = await ShardWriter.open({ dir, format: "safetensors", codec: "none", dtype: "float16",
+ *   shardSizeBytes: 1 << 20, base: {} });
+ * await w.write([{ task_id: "t", sample_idx: 3, layer: 12, prompt: "p", activation: new Float32Array(8),
+ *   shape: [2, 4] }]);
+ * await w.close();
+ * const ds = await Dataset.open(dir); // the decoder comes from each shard's metadata.json entry
+ * for await (const r of ds.records({ layer: 12 })) console.log(r.task_id, r.sample_idx, r.shape); // t 3 [2, 4]
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 import type { ActivationDType, ActivationRecord } from "../types.ts";
@@ -111,7 +119,26 @@ export async function* readShardRanged(
   yield* records(format.readRanged(store, name, where), filter, name);
 }
 
-/** A dataset root: metadata.json plus shards (or a bare directory of seed shards). */
+/**
+ * A dataset root: metadata.json plus shards (or a bare directory of seed shards).
+ *
+ * @example
+ * ```ts
+ * import { Dataset } from "./reader.ts";
+ * import { ShardWriter } from "./writer.ts";
+ * const dir = await Deno.makeTempDir(); // a dataset of two records, written here
+ * const w = await ShardWriter.open({ dir, format: "pickle", codec: "gzip", dtype: "float32",
+ *   shardSizeBytes: 1 << 20, base: {} });
+ * for (const layer of [10, 11]) {
+ *   await w.write([{ task_id: "t", sample_idx: 0, layer, prompt: "p", activation: new Float32Array(8),
+ *     shape: [2, 4] }]);
+ * }
+ * await w.close();
+ * const ds = await Dataset.open(dir);
+ * for await (const r of ds.records({ layer: 11 })) console.log(r.task_id, r.shape, r.dtype); // t [2, 4] float32
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ */
 export class Dataset {
   private constructor(
     readonly store: BlobStore,

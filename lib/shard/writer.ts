@@ -8,11 +8,13 @@
  * @example
  * ```ts
  * import { ShardWriter } from "./writer.ts";
- * const w = await ShardWriter.open({ dir: "out", format: "pickle", codec: "gzip", dtype: "float32",
+ * const dir = await Deno.makeTempDir();
+ * const w = await ShardWriter.open({ dir, format: "pickle", codec: "gzip", dtype: "float32",
  *   shardSizeBytes: 1 << 30, base: { shard_size_gb: 1 } });
  * await w.write([{ task_id: "t", sample_idx: 0, layer: 10, prompt: "p",
  *   activation: new Float32Array(8), shape: [2, 4] }]);
  * const meta = await w.close(); // status "complete"
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 import { join } from "node:path";
@@ -74,7 +76,22 @@ class OpenShard {
   constructor(readonly id: number, readonly name: string, readonly tmpPath: string) {}
 }
 
-/** Streams records into size-bounded shards; see the module doc. */
+/**
+ * Streams records into size-bounded shards; see the module doc.
+ *
+ * @example
+ * ```ts
+ * import { ShardWriter } from "./writer.ts";
+ * const dir = await Deno.makeTempDir();
+ * const w = await ShardWriter.open({ dir, format: "safetensors", codec: "zstd", dtype: "bfloat16",
+ *   shardSizeBytes: 1 << 20, base: {} });
+ * await w.write([{ task_id: "t", sample_idx: 0, layer: 10, prompt: "p", activation: new Float32Array(8),
+ *   shape: [2, 4] }]);
+ * const meta = await w.close();
+ * console.log(meta.status, meta.shards[0].filename); // "complete" "shard_0001.safetensors.zst"
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ */
 export class ShardWriter {
   #meta: DatasetMetadata;
   #cur: OpenShard | null = null;
