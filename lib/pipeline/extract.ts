@@ -17,7 +17,7 @@ import type { ExtractConfig } from "./config.ts";
 import { type DatasetMetadata, type ShardEntry, writeMetadataAtomic } from "../shard/metadata.ts";
 import { ShardWriter } from "../shard/writer.ts";
 import type { Backend } from "../types.ts";
-import { createBackend } from "./backend.ts";
+import { createBackend } from "./backend_select.ts";
 import { killPoint } from "./kill_point.ts";
 import { checkFreeDisk, freeBytes } from "./disk.ts";
 import { runBatches, type RunBatchesStats } from "./overlap.ts";
