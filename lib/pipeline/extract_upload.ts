@@ -4,7 +4,7 @@
  * (`gcs_path`, `gcs_generation`, `gcs_verified`); at the end, metadata.json itself is published, after the shards
  * it lists. On resume, committed shards not verified under *this* prefix are enqueued again (a rerun with another
  * --gcs_prefix or bucket uploads them there first; one whose local file is gone is refused, naming where it is).
- * The prefix must hold no other dataset (gcs_prefix.ts) and no other live writer (the uploader's lease); the
+ * The prefix must hold no other dataset (gcs_prefix_guard.ts) and no other live writer (the uploader's lease); the
  * first upload that fails for good stops the run ({@link UploadSession.check}).
  *
  * @example
@@ -28,7 +28,7 @@ import { shardLocation } from "../shard/metadata.ts";
 import { ShardUploader } from "./shard_uploader.ts";
 import { retryLine } from "../storage/gcs.ts";
 import type { ObjectInfo } from "../storage/types.ts";
-import { prefixGuard } from "./gcs_prefix.ts";
+import { prefixGuard } from "./gcs_prefix_guard.ts";
 import type { PreparedRun } from "./prepare.ts";
 
 /** An open upload session. */

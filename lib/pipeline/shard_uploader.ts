@@ -359,7 +359,7 @@ export interface UploadDatasetOptions {
   chunkSize?: number;
   stallTimeoutMs?: number;
   onProgress?: (msg: string) => void;
-  /** Given the local dataset: refuse (or clear) another dataset at the prefix (lib/pipeline/gcs_prefix.ts). */
+  /** Given the local dataset: refuse (or clear) another dataset at the prefix (lib/pipeline/gcs_prefix_guard.ts). */
   guard?: (local: DatasetMetadata) => ShardUploaderOptions["checkRemote"];
 }
 
