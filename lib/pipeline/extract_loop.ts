@@ -124,9 +124,9 @@ export async function extractRemaining(r: OpenRun): Promise<RunBatchesStats> {
     backend = r.hooks.backend ??
       await createBackend(r.config, r.run.modelDir, r.run.layers, r.log, (text) => r.progress.phase(text));
     if (r.config.verbose) r.log(`extract: backend ${backend.name}`);
-    r.writer = await openShardWriter(r);
-    const loop = await runBatchLoop(r, backend, r.writer);
-    await r.writer.close();
+    const writer = await openShardWriter(r);
+    const loop = await runBatchLoop(r, backend, writer);
+    await writer.close();
     if (r.uploads) await r.uploads.finish();
     r.progress.finish();
     return loop;
@@ -155,12 +155,13 @@ async function cleanUpInterrupted(r: OpenRun, sig: string): Promise<void> {
 }
 
 /**
- * The shard writer, continuing after the durable shards; the fingerprint goes on disk before the first shard,
- * and committed shards not yet verified on GCS are queued for upload again.
+ * Open the shard writer (`r.writer`, at once: a failure below must abort it, and uploads record through it),
+ * continuing after the durable shards; the fingerprint goes on disk before the first shard, and committed
+ * shards not yet verified on GCS are queued for upload again.
  */
 async function openShardWriter(r: OpenRun): Promise<ShardWriter> {
   const { decision } = r;
-  const writer = await ShardWriter.open({
+  const writer = r.writer = await ShardWriter.open({
     ...writerOptions(r.run, decision.existing ?? undefined),
     onShardCommitted: (entry) => shardCommitted(r, entry),
   });
