@@ -16,11 +16,10 @@
  * @example
  * ```ts
  * import { killPointHooks } from "./kill_point.ts";
- * import { runExtract } from "./extract.ts";
- * import type { ExtractConfig } from "./config.ts";
- * declare const config: ExtractConfig;
- * // ACTSHARD_TEST_KILL_AT=committed:3 → SIGKILL once shard 3 is durable
- * await runExtract(config, killPointHooks());
+ * // ACTSHARD_TEST_KILL_AT unset: no observers at all. Set to "committed:3", `runExtract(config, hooks)` gets an
+ * // onShardCommitted that SIGKILLs the process once shard 3 is durable (scripts/extract.ts does exactly this).
+ * const hooks = killPointHooks(undefined);
+ * console.log(Object.keys(hooks).length); // 0
  * ```
  */
 import type { ExtractHooks } from "./extract.ts";

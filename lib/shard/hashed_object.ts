@@ -4,15 +4,14 @@
  *
  * @example
  * ```ts
- * import { hashObject, tappedStore } from "./hashed_object.ts";
- * import { readShard } from "./reader.ts";
- * import type { BlobStore } from "../storage/types.ts";
- * declare const store: BlobStore;
- * const hashed = hashObject(await store.openRead("shard_0001.pkl.gz"));
- * for await (const r of readShard(tappedStore(store, "shard_0001.pkl.gz", hashed), "shard_0001.pkl.gz")) {
- *   console.log(r.layer, r.sample_idx);
- * }
- * console.log(await hashed.finish()); // { size, crc32c, sha256 } of the whole object
+ * import { hashObject } from "./hashed_object.ts";
+ * const bytes = new TextEncoder().encode("a shard's bytes, and some after the decoder's last read");
+ * const hashed = hashObject(new Blob([bytes]).stream());
+ * const decoder = hashed.stream.getReader();
+ * await decoder.read(); // a decoder may stop early, or fail half-way …
+ * await decoder.cancel();
+ * const h = await hashed.finish(); // … the hashes still cover every byte
+ * console.log(h.size === bytes.length, h.crc32c, h.sha256);
  * ```
  *
  * @module

@@ -8,15 +8,30 @@
  * @example
  * ```ts
  * import { reshardDataset } from "./reshard.ts";
+ * import { ShardWriter } from "./writer.ts";
+ * const input = await Deno.makeTempDir(), output = await Deno.makeTempDir();
+ * const w = await ShardWriter.open({
+ *   dir: input,
+ *   format: "pickle",
+ *   codec: "gzip",
+ *   dtype: "float32",
+ *   shardSizeBytes: 1 << 20,
+ *   base: { shard_size_gb: 1 / 1024 },
+ * });
+ * const activation = new Float32Array(2 * 4);
+ * await w.write([{ task_id: "t0", sample_idx: 0, layer: 3, activation, shape: [2, 4], prompt: "p" }]);
+ * await w.close();
  * const r = await reshardDataset({
- *   input: "activations_arc",
- *   output: "activations_st",
+ *   input,
+ *   output,
  *   format: "safetensors",
  *   codec: "none",
  *   dtype: "float16",
  *   shardSizeGb: 1,
  * });
- * console.log(`${r.records} records → ${r.shards} shards in ${r.output}`);
+ * console.log(`${r.records} records → ${r.shards} shards in ${r.output}`); // 1 records → 1 shards in …
+ * await Deno.remove(input, { recursive: true });
+ * await Deno.remove(output, { recursive: true });
  * ```
  *
  * @module
