@@ -108,7 +108,7 @@ class Verification {
   /** Where shards deleted after their verified upload went (gs://bucket/prefix), for the closing note. */
   uploadedAway: string | null = null;
 
-  constructor(readonly root: string, readonly meta: DatasetMetadata | null) {
+  constructor(readonly root: string, meta: DatasetMetadata | null) {
     this.ours = typeof meta?.tool === "string" && meta.tool.startsWith("actshard");
     this.report = {
       ok: true,
