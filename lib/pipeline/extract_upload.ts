@@ -4,13 +4,13 @@
  * (`gcs_path`, `gcs_generation`, `gcs_verified`); at the end, metadata.json itself is published, after the shards
  * it lists. On resume, committed shards not verified under *this* prefix are enqueued again (a rerun with another
  * --gcs_prefix or bucket uploads them there first; one whose local file is gone is refused, naming where it is).
- * The prefix must hold no other dataset (gcs_prefix_guard.ts) and no other live writer (the uploader's lease); the
- * first upload that fails for good stops the run ({@link UploadSession.check}).
+ * The prefix must hold no other dataset (gcs_prefix_guard.ts) and no other live writer (the uploader's lease);
+ * the first upload that fails for good stops the run ({@link UploadSession.check}).
  *
  * @example
  * ```ts
  * import { openUploader } from "./extract_upload.ts";
- * import { type ExtractConfig, gcsPrefixFor, gcsUrlFor } from "./config.ts";
+ * import type { ExtractConfig } from "./config.ts";
  * import type { PreparedRun } from "./prepare.ts";
  * import type { ShardWriter } from "../shard/writer.ts";
  * import type { ShardEntry } from "../shard/metadata.ts";
