@@ -7,7 +7,7 @@
  *
  * @example
  * ```ts
- * import { createBackend } from "./backend.ts";
+ * import { createBackend } from "./backend_select.ts";
  * import type { ExtractConfig } from "./config.ts";
  * declare const config: ExtractConfig;
  * const backend = await createBackend(config, "/models/qwen", [10, 11], console.error);

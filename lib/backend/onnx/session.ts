@@ -5,7 +5,7 @@
  *
  * @example
  * ```ts
- * import { WorkerSession } from "./worker_session.ts";
+ * import { WorkerSession } from "./session.ts";
  * const ids = Int32Array.from([9707, 11, 1879]), lengths = Int32Array.from([3]);
  * const s = await WorkerSession.create("/cache/model.onnx", { intraOpNumThreads: 2 });
  * const [layer3] = await s.run(ids, lengths, [1, ids.length], ["layer_3"]);
