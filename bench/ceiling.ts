@@ -25,6 +25,7 @@ import { writeTinyModel } from "../lib/model/tiny.ts";
 import { runExtract } from "../lib/pipeline/extract.ts";
 import type { Backend, TokenBatch } from "../lib/types.ts";
 import { activation } from "../tests/_shard_fixtures.ts";
+import { crcPoolSize } from "../lib/shard/file_sink.ts";
 
 const HIDDEN = 896;
 const BATCH = 4;
@@ -78,9 +79,11 @@ interface CaseResult {
 /**
  * Per-thread CPU time of this process from /proc/self/task (Linux), sampled: Worker threads exit when the
  * writer closes, so the last sample before that is what they used. Threads alive at construction count from
- * then on. The profile's "where the time goes": `deno` is the main thread, `worker-N` the Workers in creation
- * order (a ShardWriter creates its file sink's two Workers first, then its codec Workers), `tokio-*` Deno's
- * blocking-I/O pool.
+ * then on. The profile's "where the time goes": `deno` is the main thread (the thread whose id is the pid),
+ * `worker-N` the Workers in creation order (a ShardWriter creates its file sink's Worker first, then the sink's
+ * CRC pool — `crcPoolSize()` Workers —, then its codec Workers), other `deno` threads libzstd's compression
+ * threads (created from the main thread, whose name they inherit), `tokio-*` Deno's blocking pool (write
+ * syscalls, fsync, and the nonblocking libzstd calls that feed those threads).
  */
 export class ThreadCpu {
   #base = new Map<string, number>();
@@ -93,7 +96,8 @@ export class ThreadCpu {
       for (const e of Deno.readDirSync("/proc/self/task")) {
         try {
           const stat = Deno.readTextFileSync(`/proc/self/task/${e.name}/stat`);
-          const name = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+          let name = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+          if (name === "deno" && e.name !== String(Deno.pid)) name = "zstd-mt";
           const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
           f(e.name, name, (Number(fields[11]) + Number(fields[12])) / 100);
         } catch { /* the thread just exited */ }
@@ -116,19 +120,21 @@ export class ThreadCpu {
     return Math.max(io, max);
   }
   /**
-   * CPU seconds per role: main, sink (worker-1), crc (worker-2), codec (other Workers), io (blocking pool),
-   * v8 (GC/JIT).
+   * CPU seconds per role: main, sink (worker-1), crc (the sink's CRC pool), codec (other Workers, libzstd's
+   * threads), io (blocking pool), v8 (GC/JIT).
    */
   byName(): Record<string, number> {
     const out: Record<string, number> = {};
+    const crcWorkers = crcPoolSize();
     for (const { name, cpu } of this.#last.values()) {
+      const worker = name.startsWith("worker-") ? Number(name.slice(7)) : 0;
       const key = name === "deno"
         ? "main"
-        : name === "worker-1"
+        : worker === 1
         ? "sink"
-        : name === "worker-2"
+        : worker >= 2 && worker <= 1 + crcWorkers
         ? "crc"
-        : name.startsWith("worker-")
+        : worker > 0 || name === "zstd-mt"
         ? "codec"
         : name.startsWith("tokio")
         ? "io"
