@@ -221,3 +221,39 @@ Deno.test({
     assert(/zstd compression failed: Allocation error.*ACTSHARD_ZSTD_ENGINE=node/.test(line), line);
   },
 });
+
+Deno.test("without FFI permission the zstd engine is node:zlib, silently (same bytes as ACTSHARD_ZSTD_ENGINE=node)", async () => {
+  await using d = await tempDir();
+  const script = `${d.path}/engine.ts`;
+  const zstdStream = new URL("../lib/shard/zstd_stream.ts", import.meta.url).href;
+  await Deno.writeTextFile(
+    script,
+    `import { openZstdEngine } from ${JSON.stringify(zstdStream)};\n` +
+      "const e = openZstdEngine();\nconst parts = [];\n" +
+      "const c = e.compressor((b) => (parts.push(b.slice()), Promise.resolve()), 1 << 18);\n" +
+      "await c.write(new Uint8Array(await Deno.readFile(Deno.args[0])));\nawait c.finish();\ne.close();\n" +
+      "await Deno.writeFile(Deno.args[1], new Uint8Array(parts.flatMap((p) => [...p])));\nconsole.log(e.name);\n",
+  );
+  const input = PAYLOAD.subarray(0, 3 << 20);
+  await Deno.writeFile(`${d.path}/in`, input);
+  const o = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      `--allow-read`,
+      `--allow-write=${d.path}`,
+      "--config",
+      new URL("../deno.json", import.meta.url).pathname,
+      script,
+      `${d.path}/in`,
+      `${d.path}/out.zst`,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const err = new TextDecoder().decode(o.stderr);
+  assert(o.success, err);
+  assertEquals(new TextDecoder().decode(o.stdout).trim(), "node:zlib (single thread)");
+  assert(!/warn|libzstd/i.test(err), `no warning: ${err}`);
+  const want = await withEngine({ engine: "node" }, (e) => compress(e, input, 1 << 18, input.length));
+  assertEquals(await Deno.readFile(`${d.path}/out.zst`), want);
+});
