@@ -257,3 +257,20 @@ Deno.test("without FFI permission the zstd engine is node:zlib, silently (same b
   const want = await withEngine({ engine: "node" }, (e) => compress(e, input, 1 << 18, input.length));
   assertEquals(await Deno.readFile(`${d.path}/out.zst`), want);
 });
+
+Deno.test({
+  name: "libzstd engine: a frame aborted mid-way (a call in flight) leaves the next frame's bytes unchanged",
+  ignore: noLibzstd,
+  fn: async () => {
+    await withEngine({ engine: "libzstd", threads: 2 }, async (e) => {
+      const ref = await compress(e, PAYLOAD);
+      for (const cut of [3 << 20, 5_000_001]) {
+        const c = e.compressor(() => Promise.resolve(), 1 << 18);
+        const pending = c.write(PAYLOAD.subarray(0, cut));
+        c.abort();
+        await pending.catch(() => {});
+        assertEquals(await compress(e, PAYLOAD), ref, `after an abort at ${cut} bytes`);
+      }
+    });
+  },
+});

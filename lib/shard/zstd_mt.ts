@@ -212,8 +212,6 @@ class StreamBuffer {
 
 class LibzstdEngine implements ZstdEngine {
   readonly name: string;
-  #in = new StreamBuffer();
-  #out = new StreamBuffer();
   /** The call in flight (or the last one), so close and the next frame wait for it. */
   #calls: Promise<unknown> = Promise.resolve();
   #inFlight = 0;
@@ -243,6 +241,8 @@ class LibzstdEngine implements ZstdEngine {
     }
     this.#busy = true;
     const outBuffer = buffers ?? ((n: number) => new Uint8Array(n));
+    // This frame's own ZSTD_inBuffer/ZSTD_outBuffer: a call of an aborted frame may still be running on them.
+    const inBuf = new StreamBuffer(), outBuf = new StreamBuffer();
     let started = false;
     let aborted = false;
     // Input goes to libzstd in chunks of 4 × chunkBytes (1 MiB by default): a nonblocking call costs ≈ 50–80 µs
@@ -251,7 +251,7 @@ class LibzstdEngine implements ZstdEngine {
     let stage = this.#chunk(stageBytes);
     let n = 0;
     let out = outBuffer(chunkBytes);
-    this.#out.set(out);
+    outBuf.set(out);
     /** The previous chunk's feed: one call sequence at a time, in order. */
     let feeding: Promise<void> = this.#calls.then(() => {});
 
@@ -259,35 +259,37 @@ class LibzstdEngine implements ZstdEngine {
       // A new frame: drop any state an aborted one left, then one empty ZSTD_e_continue on this thread (starts
       // the frame with its source size unknown, and creates libzstd's threads on first use).
       this.#check(this.lib.symbols.ZSTD_CCtx_reset(this.cctx, ZSTD_reset_session_only), "ZSTD_CCtx_reset");
-      this.#in.set(stage, 0);
+      inBuf.set(stage, 0);
       this.#check(
-        this.lib.symbols.compressStream2Now(this.cctx, this.#out.ptr, this.#in.ptr, ZSTD_e_continue),
+        this.lib.symbols.compressStream2Now(this.cctx, outBuf.ptr, inBuf.ptr, ZSTD_e_continue),
         "ZSTD_compressStream2",
       );
       started = true;
     };
     /** Hand over the output buffer when full (`all`: whatever it holds) and take a fresh one. */
     const deliver = async (all: boolean) => {
-      const pos = this.#out.pos;
+      if (aborted) return;
+      const pos = outBuf.pos;
       if (pos === 0 || (!all && pos < out.length)) return;
       const full = out;
       out = outBuffer(chunkBytes);
-      this.#out.set(out);
+      outBuf.set(out);
       await sink(pos === full.length ? full : full.subarray(0, pos));
     };
     /** Run one ZSTD_compressStream2 call off this thread; its result, checked. */
     const call = async (op: number): Promise<number> => {
       this.#inFlight++;
-      const p = this.lib.symbols.compressStream2(this.cctx, this.#out.ptr, this.#in.ptr, op)
+      const p = this.lib.symbols.compressStream2(this.cctx, outBuf.ptr, inBuf.ptr, op)
         .finally(() => this.#inFlight--);
       this.#calls = p.catch(() => {});
       return this.#check(await p, "ZSTD_compressStream2");
     };
     /** Feed `data` (ZSTD_e_continue) until libzstd has taken all of it; then recycle the chunk. */
     const feed = async (data: Uint8Array, len: number) => {
+      if (aborted) return; // an aborted frame makes no further call (the next frame may own the context)
       if (!started) start();
-      this.#in.set(data, len);
-      while (this.#in.pos < len) {
+      inBuf.set(data, len);
+      while (inBuf.pos < len) {
         if (aborted) return;
         await call(ZSTD_e_continue);
         await deliver(false);
@@ -320,7 +322,7 @@ class LibzstdEngine implements ZstdEngine {
           if (n > 0) await flush();
           await feeding;
           if (!started) start();
-          this.#in.set(stage, 0);
+          inBuf.set(stage, 0);
           while (await call(ZSTD_e_end) !== 0 && !aborted) await deliver(false);
           await deliver(true);
         } finally {
