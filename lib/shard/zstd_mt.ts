@@ -205,9 +205,6 @@ class StreamBuffer {
   get pos(): number {
     return Number(this.words[2]);
   }
-  get size(): number {
-    return Number(this.words[1]);
-  }
 }
 
 class LibzstdEngine implements ZstdEngine {
