@@ -24,10 +24,10 @@
 
 // Contracts between stages.
 export type { ActivationDType, ActivationRecord, Backend, TokenBatch } from "./lib/types.ts";
-export { ActshardError, errorLine } from "./lib/errors.ts";
+export { ActshardError, type ErrorContext, errorLine, type ErrorKind } from "./lib/errors.ts";
 
 // Datasets, prompts, tokens.
-export { type ArcTask, type Grid, loadArcDataset } from "./lib/arc/dataset.ts";
+export { type ArcLoadOptions, type ArcTask, type Grid, loadArcDataset } from "./lib/arc/dataset.ts";
 export { Tokenizer } from "./lib/tokenizer/mod.ts";
 export {
   buildPromptPlan,
@@ -36,30 +36,50 @@ export {
   type PromptItem,
   type PromptPlanOptions,
 } from "./lib/prompts/plan.ts";
+export type { PromptFormatData } from "./lib/prompts/format.ts";
+export type { GridEncoder } from "./lib/prompts/encoders.ts";
+export type { CompiledTemplate } from "./lib/prompts/jinja.ts";
 
 // Models and backends.
 export { loadModelConfig, type Qwen2Config } from "./lib/model/config.ts";
-export { resolveModelDir } from "./lib/model/hub.ts";
+export { type DownloadProgress, resolveModelDir, type ResolveModelOptions } from "./lib/model/hub.ts";
 export { type TinyModelOptions, writeTinyModel } from "./lib/model/tiny.ts";
 export { createOnnxBackend, type OnnxBackendOptions } from "./lib/backend/onnx/index.ts";
-export { createPjrtBackend, findPjrtPlugin, type PjrtBackendOptions } from "./lib/backend/pjrt/index.ts";
+export {
+  type ComputeDtype,
+  createPjrtBackend,
+  findPjrtPlugin,
+  type PjrtBackendOptions,
+} from "./lib/backend/pjrt/index.ts";
+export type { FindPluginOptions, PluginKind } from "./lib/backend/pjrt/discover.ts";
 
 // Datasets on disk or GCS: write, read, verify, merge, upload.
-export { ShardWriter, type ShardWriterOptions } from "./lib/shard/writer.ts";
+export { type ShardFormat, ShardWriter, type ShardWriterOptions } from "./lib/shard/writer.ts";
+export type { Codec } from "./lib/shard/codecs.ts";
 export { Dataset, type ReadRecord, type RecordFilter } from "./lib/shard/reader.ts";
 export { type DatasetMetadata, readMetadata, type ShardEntry } from "./lib/shard/metadata.ts";
-export { verifyDataset, type VerifyOptions, type VerifyReport } from "./lib/shard/verify.ts";
+export {
+  type ShardCheck,
+  verifyDataset,
+  type VerifyIssue,
+  type VerifyOptions,
+  type VerifyReport,
+} from "./lib/shard/verify.ts";
 export { mergeDatasets, type MergedWorker } from "./lib/pipeline/merge.ts";
 export type { BlobStore, ObjectInfo } from "./lib/storage/types.ts";
 export { openStore } from "./lib/storage/open.ts";
-export { GcsStore, type GcsStoreOptions, parseGsUrl } from "./lib/storage/gcs.ts";
-export { uploadDataset } from "./lib/pipeline/shard_uploader.ts";
+export type { RetryPolicy } from "./lib/storage/gcs_transport.ts";
+export {
+  uploadDataset,
+  type UploadDatasetOptions,
+  type UploadReport,
+} from "./lib/pipeline/shard_uploader.ts";
 
-// The extract job and scale-out.
+// The extract job (scale-out is its num_workers/worker_index config; the work split itself is internal).
 export { type ExtractConfig, parseExtractFlags } from "./lib/cli/extract_flags.ts";
 export { type ExtractHooks, type ExtractSummary, runExtract } from "./lib/pipeline/extract.ts";
-export { resolveWorker, splitWork } from "./lib/pipeline/work_split.ts";
+export type { ProgressOptions } from "./lib/pipeline/progress.ts";
 
 // Internals with entry points of their own (deno.json "exports"): the PJRT C API binding is
 // `actshard/pjrt` (native/pjrt/mod.ts); the GCS emulator for tests is `actshard/gcs-emulator`
-// (lib/storage/gcs_emulator/server.ts).
+// (lib/storage/gcs_emulator/server.ts). GcsStore, the work split and the rest of lib/ are internal.

@@ -30,6 +30,7 @@ export interface RetryPolicy {
   totalTimeoutMs?: number;
   /** First backoff (default 1 s), doubled per attempt up to `maxDelayMs` (default 64 s), with jitter. */
   initialDelayMs?: number;
+  /** The longest backoff between attempts (default 64 s). */
   maxDelayMs?: number;
   /** Attempts in all (default: unbounded, the deadline decides). */
   maxAttempts?: number;
