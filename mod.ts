@@ -24,7 +24,7 @@
 
 // Contracts between stages.
 export type { ActivationDType, ActivationRecord, Backend, TokenBatch } from "./lib/types.ts";
-export { ActshardError, type ErrorContext, errorLine, type ErrorKind } from "./lib/errors.ts";
+export { ActshardError, type ErrorContext, type ErrorKind, errorLine } from "./lib/errors.ts";
 
 // Datasets, prompts, tokens.
 export { type ArcLoadOptions, type ArcTask, type Grid, loadArcDataset } from "./lib/arc/dataset.ts";

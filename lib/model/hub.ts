@@ -76,11 +76,18 @@ export async function resolveModelDir(pathOrRepoId: string, opts: ResolveModelOp
 }
 
 /** Like {@link resolveModelDir}, but only needs (and downloads) config.json and the tokenizer files. */
-export async function resolveTokenizerDir(pathOrRepoId: string, opts: ResolveModelOptions = {}): Promise<string> {
+export async function resolveTokenizerDir(
+  pathOrRepoId: string,
+  opts: ResolveModelOptions = {},
+): Promise<string> {
   return await resolve(pathOrRepoId, opts, "tokenizer");
 }
 
-async function resolve(spec: string, opts: ResolveModelOptions, need: "model" | "tokenizer"): Promise<string> {
+async function resolve(
+  spec: string,
+  opts: ResolveModelOptions,
+  need: "model" | "tokenizer",
+): Promise<string> {
   if (await isDir(spec)) return spec;
   const repo = /^[\w.-]+\/[\w.-]+$/.test(spec) && !spec.startsWith(".") ? spec : null;
   if (!repo) {

@@ -9,20 +9,28 @@
  * @example
  * ```ts
  * import { ShardUploader } from "./shard_uploader.ts";
- * import type { ShardWriter } from "../shard/writer.ts";
- * import type { ShardEntry } from "../shard/metadata.ts";
- * declare const writer: ShardWriter, entry: ShardEntry;
+ * import { ShardWriter } from "../shard/writer.ts";
+ * import { startGcsEmulator } from "../storage/gcs_emulator/server.ts";
+ * const emu = await startGcsEmulator({ autoCreateBuckets: true }); // stands in for GCS here
+ * const dir = await Deno.makeTempDir();
+ * const writer = await ShardWriter.open({
+ *   dir, format: "pickle", codec: "gzip", dtype: "float32", shardSizeBytes: 1 << 20, base: {},
+ *   onShardCommitted: (entry) => up.enqueue(entry), // as each shard is closed
+ * });
  * const up: ShardUploader = await ShardUploader.create({
- *   bucket: "b", prefix: "activations", localDir: "out",
+ *   bucket: "my-bucket", prefix: "activations", localDir: dir, apiEndpoint: emu.url,
  *   onVerified: async (e, remote) => {
  *     await writer.updateShard(e.shard_id, { gcs_path: up.gcsPath(e), gcs_generation: remote.generation, gcs_verified: true });
  *   },
  *   getMetadata: () => writer.metadata,
  * });
- * up.enqueue(entry);        // as each shard is closed
+ * await writer.write([{ task_id: "t", sample_idx: 0, layer: 0, prompt: "p", activation: new Float32Array(4), shape: [1, 4] }]);
+ * await writer.close();
  * await up.drain();         // at the end: throws if any upload failed
  * await up.publishMetadata();
  * await up.release();       // the prefix's writer lease
+ * await emu.close();
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 import { join } from "node:path";

@@ -61,7 +61,7 @@ export interface OnnxBackendOptions {
  * const dir = await Deno.makeTempDir();
  * await writeTinyModel(dir, { hidden: 32, layers: 2, vocab: 1000, tokenizer: false });
  * const backend = await createOnnxBackend(dir, { layers: [1], weightCacheDir: null });
- * const batch = { ids: Int32Array.from([5, 6, 7, 0]), lengths: Int32Array.from([3, 1]), batch: 2, seqLen: 2 };
+ * const batch = { ids: Int32Array.from([5, 6, 7, 0]), lengths: Int32Array.from([2, 1]), batch: 2, seqLen: 2 };
  * const acts = await backend.forward(batch, [1]); // Map(layer -> Float32Array [batch, seq, hidden])
  * assert(acts.get(1)!.length === 2 * 2 * backend.hiddenSize);
  * await backend.close();

@@ -207,7 +207,7 @@ function loadProblem(e: PjrtLoadError): ActshardError {
  * await writeTinyModel(dir, { hidden: 32, layers: 2, vocab: 1000, tokenizer: false });
  * const pluginPath = findPjrtPlugin(null, Deno.env, { kinds: ["cpu"] }); // the XLA CPU plugin CI installs
  * const backend = await createPjrtBackend(dir, { layers: [1], pluginPath, dataParallel: false });
- * const batch = { ids: Int32Array.from([5, 6, 7, 0]), lengths: Int32Array.from([3, 1]), batch: 2, seqLen: 2 };
+ * const batch = { ids: Int32Array.from([5, 6, 7, 0]), lengths: Int32Array.from([2, 1]), batch: 2, seqLen: 2 };
  * const acts = await backend.forward(batch, [1]);
  * assert(acts.get(1)!.length === 2 * 2 * backend.hiddenSize);
  * await backend.close();
