@@ -1,22 +1,37 @@
 /**
  * actshard — the public TypeScript API: readers, writers and the extract job.
  *
- * Read a dataset (local directory, `gs://bucket/prefix`, or a merged multi-worker root):
+ * Run the extract job from code (the same config `deno task extract` builds from its flags), here on a tiny
+ * generated checkpoint and generated ARC-format tasks:
  *
  * ```ts
- * import { Dataset } from "./mod.ts";
- * const ds = await Dataset.open("./activations_arc");
+ * import { parseExtractFlags, runExtract, writeTinyModel } from "./mod.ts";
+ * import { syntheticArcTasks } from "./lib/arc/synthetic.ts";
+ * const dir = await Deno.makeTempDir();
+ * await writeTinyModel(`${dir}/model`, { hidden: 32, layers: 2 }); // the real vocab: prompts use all of it
+ * await Deno.writeTextFile(`${dir}/tasks.json`, JSON.stringify(syntheticArcTasks({ nTasks: 2 })));
+ * const config = parseExtractFlags([
+ *   "--model_path", `${dir}/model`, "--dataset_path", `${dir}/tasks.json`, "--output_dir", `${dir}/acts`,
+ *   "--layers_to_extract", "0", "1", "--predictions_per_task", "2",
+ * ]);
+ * if (!("help" in config)) console.log(await runExtract(config, { log: () => {}, progress: { write: () => {} } }));
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ *
+ * Read a dataset (local directory, `gs://bucket/prefix`, or a merged multi-worker root) and verify it:
+ *
+ * ```ts
+ * import { Dataset, ShardWriter, verifyDataset, openStore } from "./mod.ts";
+ * const dir = await Deno.makeTempDir(); // a dataset of one record, written here
+ * const w = await ShardWriter.open({ dir, format: "safetensors", codec: "zstd", dtype: "bfloat16", shardSizeBytes: 1 << 20, base: {} });
+ * await w.write([{ task_id: "t", sample_idx: 0, layer: 20, prompt: "p", activation: new Float32Array(8), shape: [2, 4] }]);
+ * await w.close();
+ * const ds = await Dataset.open(dir);
  * for await (const r of ds.records({ layer: 20 })) {
  *   console.log(r.task_id, r.sample_idx, r.shape); // r.activation: Float32Array [n_tokens * hidden]
  * }
- * ```
- *
- * Run the extract job from code (the same config `deno task extract` builds from its flags):
- *
- * ```ts
- * import { parseExtractFlags, runExtract } from "./mod.ts";
- * const config = parseExtractFlags(["--model_path", "./tiny", "--dataset_path", "tasks.json"]);
- * if (!("help" in config)) console.log(await runExtract(config));
+ * console.log((await verifyDataset(await openStore(dir))).ok); // true
+ * await Deno.remove(dir, { recursive: true });
  * ```
  *
  * @module

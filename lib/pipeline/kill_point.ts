@@ -14,8 +14,7 @@
  * @example
  * ```ts
  * import { killPoint } from "./kill_point.ts";
- * import type { ShardEntry } from "../shard/metadata.ts";
- * declare const entry: ShardEntry;
+ * const entry = { shard_id: 3 }; // a committed shard's metadata entry
  * killPoint("committed", entry.shard_id); // ACTSHARD_TEST_KILL_AT=committed:3 → SIGKILL here for shard 3
  * ```
  */

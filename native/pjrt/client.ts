@@ -151,7 +151,7 @@ export function encodeNamedValues(
  * ```ts
  * import assert from "node:assert";
  * import { parseCreateOption } from "./mod.ts";
- * assert.deepStrictEqual(parseCreateOption("cpu_device_count=4"), ["cpu_device_count", { int64: 4 }]);
+ * assert.deepStrictEqual(parseCreateOption("cpu_device_count=4"), ["cpu_device_count", { int64: 4n }]);
  * assert.deepStrictEqual(parseCreateOption("preallocate:bool=false"), ["preallocate", false]);
  * ```
  */

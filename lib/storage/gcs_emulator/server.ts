@@ -11,7 +11,8 @@
  * import { startGcsEmulator } from "./server.ts";
  * const emu = await startGcsEmulator({ port: 0 });
  * const storage = new Storage({ apiEndpoint: emu.url, projectId: "test" });
- * await storage.bucket("b").file("x.txt").save("hello");
+ * await storage.createBucket("my-bucket"); // unknown buckets are 404, as on GCS (or: autoCreateBuckets)
+ * await storage.bucket("my-bucket").file("x.txt").save("hello", { resumable: false });
  * emu.faults.add({ op: "download", kind: "status", status: 503 }); // next download answers 503 once
  * await emu.close();
  * ```
