@@ -27,7 +27,7 @@ const ROOT = fileURLToPath(new URL("..", import.meta.url));
 
 /**
  * Modules whose examples are rewritten by a branch in flight (they still write into the working directory or
- * declare free names): listed in the apidocs report with the text to paste; drop an entry once it has landed.
+ * declare free names): the text to paste is in docs/api-jsdoc-pending.md; drop an entry once it has landed.
  */
 export const PENDING_DOC_TESTS: readonly string[] = [
   "lib/pipeline/extract.ts",

@@ -16,8 +16,8 @@ const ENTRY_POINTS: string[] = Object.values(
 
 /**
  * Symbols (or `Symbol.member`) whose JSDoc lives in a file another branch is rewriting right now
- * (lib/shard/writer.ts, reader.ts, verify.ts; lib/pipeline/extract.ts): the text to paste is in the apidocs
- * report. Remove an entry once its JSDoc has landed — the test fails on entries that are no longer needed.
+ * (lib/shard/writer.ts, reader.ts, verify.ts; lib/pipeline/extract.ts): the text to paste is in
+ * docs/api-jsdoc-pending.md. Remove an entry once its JSDoc has landed — the test fails on entries that are no longer needed.
  */
 const PENDING = new Set<string>([
   "ShardWriter@example",
