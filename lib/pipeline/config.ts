@@ -80,3 +80,17 @@ export interface ExtractConfig {
   /** `--worker_index`: this host's part, 0-based. */
   worker_index: number;
 }
+
+/** Where a worker's objects go under `--gcs_prefix`: `PREFIX`, or `PREFIX/worker-IIIII-of-NNNNN` of a split run. */
+export function gcsPrefixFor(c: Pick<ExtractConfig, "gcs_prefix">, run: { workerDir: string }): string {
+  const p = c.gcs_prefix.replace(/^\/+|\/+$/g, "");
+  return run.workerDir ? (p ? `${p}/${run.workerDir}` : run.workerDir) : p;
+}
+
+/** `gs://BUCKET/` + {@link gcsPrefixFor}. */
+export function gcsUrlFor(
+  c: Pick<ExtractConfig, "gcs_bucket" | "gcs_prefix">,
+  run: { workerDir: string },
+): string {
+  return `gs://${c.gcs_bucket}/${gcsPrefixFor(c, run)}`;
+}

@@ -381,7 +381,7 @@ export interface UploadDatasetOptions {
   /** Hears one line per step ("3 shard(s) already in …"). */
   onProgress?: (msg: string) => void;
   /**
-   * Given the local dataset: refuse (or clear) another dataset at the prefix (lib/pipeline/gcs_prefix.ts).
+   * Given the local dataset: refuse (or clear) another dataset at the prefix (lib/pipeline/gcs_prefix_guard.ts).
    *
    * @ignore
    */
@@ -424,16 +424,13 @@ async function isFile(p: string): Promise<boolean> {
  */
 export async function uploadDataset(opts: UploadDatasetOptions): Promise<UploadReport> {
   const meta = await readMetadata(new LocalStore(opts.outputDir));
-  let uploaded = 0;
   const up = await ShardUploader.create({
     ...opts,
     // Local copies go only after metadata.json (published once, last) lists them: see below.
     deleteLocalAfterUpload: false,
     localDir: opts.outputDir,
     onVerified: (e, remote) => {
-      e.gcs_path = up.gcsPath(e);
-      e.gcs_generation = remote.generation;
-      e.gcs_verified = true;
+      markVerified(e, up.gcsPath(e), remote);
       return Promise.resolve();
     },
     getMetadata: () => meta,
@@ -446,44 +443,8 @@ export async function uploadDataset(opts: UploadDatasetOptions): Promise<UploadR
       const r = remote.get(shardLocation(e));
       return r && r.size === e.bytes && r.crc32c === (e.crc32c >>> 0) ? r : undefined;
     };
-    const missing: ShardEntry[] = [];
-    for (const e of meta.shards) {
-      if (!there(e) && !(await isFile(join(opts.outputDir, shardLocation(e))))) {
-        missing.push(e);
-      }
-    }
-    if (missing.length > 0) {
-      const e = missing[0];
-      const elsewhere = e.gcs_verified && e.gcs_path ? ` (uploaded to ${e.gcs_path})` : "";
-      throw new ActshardError(
-        `shard file to upload is missing: ${missing.length} shard(s) are neither on disk nor in ${up.store.url}: ${
-          shardLocation(e)
-        }${elsewhere}` +
-          (missing.length > 1 ? ` and ${missing.length - 1} more` : ""),
-        {
-          where: join(opts.outputDir, shardLocation(e)),
-          kind: "input",
-          hint: elsewhere
-            ? `nothing was uploaded; upload to where they are (--gcs_bucket/--gcs_prefix of ${e.gcs_path}), ` +
-              `or copy those objects into ${up.store.url} first`
-            : "nothing was uploaded; restore the files or rerun the extraction",
-        },
-      );
-    }
-    let already = 0;
-    for (const e of meta.shards) {
-      const r = there(e);
-      if (r) {
-        e.gcs_path = up.gcsPath(e);
-        e.gcs_generation = r.generation;
-        e.gcs_verified = true;
-        already++;
-        continue;
-      }
-      e.gcs_verified = false;
-      up.enqueue(e);
-      uploaded++;
-    }
+    await refuseMissingShards(meta, there, opts.outputDir, up.store.url);
+    const { uploaded, already } = enqueueAbsent(meta, there, up);
     opts.onProgress?.(`${already} shard(s) already in ${up.store.url}, uploading ${uploaded}`);
     try {
       await up.drain();
@@ -503,4 +464,64 @@ export async function uploadDataset(opts: UploadDatasetOptions): Promise<UploadR
   } finally {
     await up.release();
   }
+}
+
+/** Record in a shard entry that its object at `gcsPath` is confirmed (generation `remote.generation`). */
+function markVerified(e: ShardEntry, gcsPath: string, remote: ObjectInfo): void {
+  e.gcs_path = gcsPath;
+  e.gcs_generation = remote.generation;
+  e.gcs_verified = true;
+}
+
+/** Refuse, before anything is sent, shards neither on disk nor (same size and CRC-32C) under the prefix. */
+async function refuseMissingShards(
+  meta: DatasetMetadata,
+  there: (e: ShardEntry) => ObjectInfo | undefined,
+  outputDir: string,
+  url: string,
+): Promise<void> {
+  const missing: ShardEntry[] = [];
+  for (const e of meta.shards) {
+    if (!there(e) && !(await isFile(join(outputDir, shardLocation(e))))) {
+      missing.push(e);
+    }
+  }
+  if (missing.length === 0) return;
+  const e = missing[0];
+  const elsewhere = e.gcs_verified && e.gcs_path ? ` (uploaded to ${e.gcs_path})` : "";
+  throw new ActshardError(
+    `shard file to upload is missing: ${missing.length} shard(s) are neither on disk nor in ${url}: ${
+      shardLocation(e)
+    }${elsewhere}` +
+      (missing.length > 1 ? ` and ${missing.length - 1} more` : ""),
+    {
+      where: join(outputDir, shardLocation(e)),
+      kind: "input",
+      hint: elsewhere
+        ? `nothing was uploaded; upload to where they are (--gcs_bucket/--gcs_prefix of ${e.gcs_path}), ` +
+          `or copy those objects into ${url} first`
+        : "nothing was uploaded; restore the files or rerun the extraction",
+    },
+  );
+}
+
+/** Shards already under the prefix count as verified there; the rest are queued for upload. */
+function enqueueAbsent(
+  meta: DatasetMetadata,
+  there: (e: ShardEntry) => ObjectInfo | undefined,
+  up: ShardUploader,
+): { uploaded: number; already: number } {
+  let uploaded = 0, already = 0;
+  for (const e of meta.shards) {
+    const r = there(e);
+    if (r) {
+      markVerified(e, up.gcsPath(e), r);
+      already++;
+      continue;
+    }
+    e.gcs_verified = false;
+    up.enqueue(e);
+    uploaded++;
+  }
+  return { uploaded, already };
 }

@@ -29,7 +29,7 @@ import { buildQwen2Graph, layerOutputName, validateLayers } from "../../model/qw
 import { CheckpointWeights } from "../../model/safetensors.ts";
 import { emitOnnx, type ExternalRef } from "./emit.ts";
 import { cachedF32Weights, defaultWeightCacheDir } from "./weight_cache.ts";
-import { WorkerSession } from "./worker_session.ts";
+import { WorkerSession } from "./session.ts";
 
 /** Options for {@link createOnnxBackend}. */
 export interface OnnxBackendOptions {

@@ -5,7 +5,7 @@
  *
  * @example
  * ```ts
- * import { WorkerSession } from "./worker_session.ts";
+ * import { WorkerSession } from "./session.ts";
  * import { emitOnnx } from "./emit.ts";
  * import { buildQwen2Graph } from "../../model/qwen2.ts";
  * import { loadModelConfig } from "../../model/config.ts";

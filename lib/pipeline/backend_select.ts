@@ -7,9 +7,9 @@
  *
  * @example
  * ```ts
- * import { createBackend } from "./backend.ts";
+ * import { createBackend } from "./backend_select.ts";
  * import { parseExtractFlags } from "../cli/extract_flags.ts";
- * import type { ExtractConfig } from "../pipeline/config.ts";
+ * import type { ExtractConfig } from "./config.ts";
  * import { syntheticArcTasks } from "../arc/synthetic.ts";
  * import { writeTinyModel } from "../model/tiny.ts";
  * const dir = await Deno.makeTempDir();
