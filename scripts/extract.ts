@@ -6,6 +6,7 @@
 import { parseExtractFlags } from "../lib/cli/extract_flags.ts";
 import { runCli } from "../lib/cli/run.ts";
 import { dryRun, formatPlanCounts } from "../lib/pipeline/dry_run.ts";
+import { killPointHooks } from "../lib/pipeline/kill_point.ts";
 
 /** Run extract with `args`; returns the exit code. */
 export async function extractMain(args: string[]): Promise<number> {
@@ -24,7 +25,8 @@ export async function extractMain(args: string[]): Promise<number> {
   }
   // Loaded only for a real run (a dry run needs no onnxruntime); a literal specifier, so it is type-checked.
   const { runExtract } = await import("../lib/pipeline/extract.ts");
-  await runExtract(config);
+  // Crash tests' kill points (ACTSHARD_TEST_KILL_AT) are observers wired here, at the edge; unset, none.
+  await runExtract(config, killPointHooks());
   return 0;
 }
 

@@ -9,14 +9,14 @@
 import { runCli } from "../lib/cli/run.ts";
 import { choiceFlag, GCS_HELP, numberFlag, parseFlags } from "../lib/cli/flags.ts";
 import { resolveUserPath } from "../lib/cli/paths.ts";
-import { ActshardError, usageError } from "../lib/errors.ts";
+import { usageError } from "../lib/errors.ts";
 import { resolve } from "node:path";
-import { Dataset, type ReadRecord } from "../lib/shard/reader.ts";
-import { FORMATS, type ShardFormat, ShardWriter } from "../lib/shard/writer.ts";
+import { FORMATS } from "../lib/shard/writer.ts";
 import { type Codec, CODECS } from "../lib/shard/codecs.ts";
-import type { ActivationDType, ActivationRecord } from "../lib/types.ts";
+import type { ActivationDType } from "../lib/types.ts";
 import { mergeDatasets } from "../lib/pipeline/merge.ts";
 import { lockOutputDir } from "../lib/pipeline/lock.ts";
+import { reshardDataset } from "../lib/shard/reshard.ts";
 
 const DTYPES: readonly ActivationDType[] = ["float32", "float16", "bfloat16"];
 
@@ -101,115 +101,26 @@ export async function main(args: string[]): Promise<number> {
       "--dtype",
     );
   }
-  const src = await Dataset.open(input);
-  // The output carries the input's completeness: a conversion of an interrupted run is not a finished dataset.
-  const unfinished = incompleteBecause(src);
-  if (unfinished && !f.values.allow_incomplete) {
-    throw new ActshardError(`--input is not a finished run (${unfinished})`, {
-      where: input,
-      kind: "input",
-      hint:
-        "finish it first (rerun the same extract), or pass --allow_incomplete (the output then says in_progress)",
-    });
-  }
-  const lock = await lockOutputDir(output);
-  try {
-    return await convert(src, output, {
-      format,
-      codec,
-      dtype,
-      sizeGb,
-      overwrite: f.values.overwrite === true,
-    }, {
-      incomplete: unfinished !== null,
-    });
-  } finally {
-    lock.release();
-  }
-}
-
-/** Why `src` is not a finished run, or null when it is (its metadata says complete, or it is the seed's). */
-function incompleteBecause(src: Dataset): string | null {
-  const m = src.metadata;
-  if (!m) return "no metadata.json";
-  if (m.status !== undefined && m.status !== "complete") return `status ${m.status}`;
-  return null;
-}
-
-/** The conversion proper, under the output's lock. */
-async function convert(
-  src: Dataset,
-  output: string,
-  o: { format: ShardFormat; codec: Codec; dtype: ActivationDType; sizeGb: number; overwrite: boolean },
-  carry: { incomplete: boolean },
-): Promise<number> {
-  const { format, codec, dtype, sizeGb } = o;
-  try {
-    await Deno.stat(`${output}/metadata.json`);
-    if (!o.overwrite) {
-      throw new ActshardError("output already holds a dataset", {
-        where: output,
-        kind: "input",
-        hint: "choose another --output or add --overwrite",
-      });
-    }
-    await Deno.remove(`${output}/metadata.json`);
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
-  }
-  const w = await ShardWriter.open({
-    dir: output,
+  const r = await reshardDataset({
+    input,
+    output,
     format,
     codec,
     dtype,
-    shardSizeBytes: Math.floor(sizeGb * 2 ** 30),
-    base: {
-      shard_size_gb: sizeGb,
-      upload_to_gcs: false,
-      gcs_bucket: null,
-      gcs_prefix: null,
-      config: {
-        ...(src.metadata?.config ?? {}),
-        resharded_from: src.store.url,
-        ...(carry.incomplete ? { resharded_from_status: src.metadata?.status ?? "unknown" } : {}),
-        format,
-        codec,
-        dtype,
-      },
-    },
+    shardSizeGb: sizeGb,
+    overwrite: f.values.overwrite === true,
+    allowIncomplete: f.values.allow_incomplete === true,
+    lockOutput: (dir) => lockOutputDir(dir),
   });
-  let group: ActivationRecord[] = [];
-  let n = 0;
-  try {
-    // Consecutive records of the same prompt stay together (one shard unless a prompt alone is too big).
-    for await (const r of src.records()) {
-      if (group.length && (group[0].sample_idx !== r.sample_idx || group[0].task_id !== r.task_id)) {
-        await w.write(group);
-        group = [];
-      }
-      group.push(strip(r));
-      n++;
-    }
-    if (group.length) await w.write(group);
-  } catch (e) {
-    await w.abort();
-    throw e;
-  }
-  const meta = await w.close({ incomplete: carry.incomplete });
   console.log(
-    `shard: ${n} records → ${meta.total_shards} shards in ${output} (${format}, ${codec}, ${dtype})${
-      carry.incomplete ? "; status in_progress, as its input" : ""
+    `shard: ${r.records} records → ${r.shards} shards in ${output} (${format}, ${codec}, ${dtype})${
+      r.incomplete ? "; status in_progress, as its input" : ""
     }`,
   );
   return 0;
 }
 
-function strip(r: ReadRecord): ActivationRecord {
-  const { dtype: _d, shard: _s, ...rec } = r;
-  return rec;
-}
-
-// --- scale-out: --merge (lib/shard/merge.ts) ---
+// --- scale-out: --merge (lib/pipeline/merge.ts) ---
 
 async function merge(sources: string[], output: string | boolean | undefined): Promise<number> {
   if (typeof output !== "string" || !output) {

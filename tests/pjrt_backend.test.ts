@@ -18,7 +18,7 @@ import {
   prepareCudaPlugin,
   tpuHardwarePresent,
 } from "../lib/backend/pjrt/discover.ts";
-import { chooseBackend } from "../lib/pipeline/backend.ts";
+import { chooseBackend } from "../lib/pipeline/backend_select.ts";
 import { parseExtractFlags } from "../lib/cli/extract_flags.ts";
 import { parsePjrtOptions } from "../lib/backend/pjrt/index.ts";
 import { PjrtApi, PjrtClient, PjrtError } from "../native/pjrt/mod.ts";

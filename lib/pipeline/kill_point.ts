@@ -9,29 +9,47 @@
  * - `verified:N` — shard N's object is on GCS with its size and CRC-32C confirmed and recorded in the local
  *   metadata.json, but the GCS metadata.json does not list it yet.
  *
- * Unset (always, outside tests) it costs one string comparison per shard.
+ * The pipeline carries no test hook: these are {@link ExtractHooks} observers (`onShardCommitted`,
+ * `onShardVerified`) that the CLI edge (scripts/extract.ts) passes to `runExtract`; unset (always, outside
+ * tests) there are none.
  *
  * @example
  * ```ts
- * import { killPoint } from "./kill_point.ts";
- * import type { ShardEntry } from "../shard/metadata.ts";
- * declare const entry: ShardEntry;
- * killPoint("committed", entry.shard_id); // ACTSHARD_TEST_KILL_AT=committed:3 → SIGKILL here for shard 3
+ * import { killPointHooks } from "./kill_point.ts";
+ * // ACTSHARD_TEST_KILL_AT unset: no observers at all. Set to "committed:3", `runExtract(config, hooks)` gets an
+ * // onShardCommitted that SIGKILLs the process once shard 3 is durable (scripts/extract.ts does exactly this).
+ * const hooks = killPointHooks(undefined);
+ * console.log(Object.keys(hooks).length); // 0
  * ```
  */
+import type { ExtractHooks } from "./extract.ts";
+import type { ShardEntry } from "../shard/metadata.ts";
 
 /** The environment variable naming the kill point. */
 export const KILL_AT_ENV = "ACTSHARD_TEST_KILL_AT";
 
-const wanted: string | undefined = (() => {
+/** The points a crash test can name. */
+export type KillPointName = "committed" | "verified";
+
+/** `NAME:N` from {@link KILL_AT_ENV}, or undefined (unset, or no env permission: no kill points). */
+export function killPointFromEnv(): string | undefined {
   try {
     return Deno.env.get(KILL_AT_ENV) || undefined;
   } catch {
-    return undefined; // no env permission: no kill points
+    return undefined;
   }
-})();
+}
 
-/** Kill this process with SIGKILL when `${name}:${n}` is the configured kill point. */
-export function killPoint(name: "committed" | "verified", n: number): void {
-  if (wanted !== undefined && wanted === `${name}:${n}`) Deno.kill(Deno.pid, "SIGKILL");
+/**
+ * The extract observers that SIGKILL this process at kill point `at` (`NAME:N`, default from the environment);
+ * none when it is unset.
+ */
+export function killPointHooks(
+  at: string | undefined = killPointFromEnv(),
+): Pick<ExtractHooks, "onShardCommitted" | "onShardVerified"> {
+  if (at === undefined) return {};
+  const killAt = (name: KillPointName) => (entry: ShardEntry) => {
+    if (at === `${name}:${entry.shard_id}`) Deno.kill(Deno.pid, "SIGKILL");
+  };
+  return { onShardCommitted: killAt("committed"), onShardVerified: killAt("verified") };
 }

@@ -15,14 +15,29 @@
  * @example
  * ```ts
  * import { runBatches } from "./overlap.ts";
- * import type { ShardWriter } from "../shard/writer.ts";
- * type Opts = Parameters<typeof runBatches>[0];
- * declare const items: Opts["items"], plan: Opts["plan"], backend: Opts["backend"], writer: ShardWriter;
+ * import { prepareRun } from "./prepare.ts";
+ * import { createOnnxBackend } from "../backend/onnx/index.ts";
+ * import { parseExtractFlags } from "../cli/extract_flags.ts";
+ * import type { ExtractConfig } from "../pipeline/config.ts";
+ * import { syntheticArcTasks } from "../arc/synthetic.ts";
+ * import { writeTinyModel } from "../model/tiny.ts";
+ * const dir = await Deno.makeTempDir();
+ * await writeTinyModel(`${dir}/model`, { hidden: 32, layers: 2 }); // the real vocab: prompts use all of it
+ * await Deno.writeTextFile(`${dir}/tasks.json`, JSON.stringify(syntheticArcTasks({ nTasks: 2 })));
+ * const config = parseExtractFlags([
+ *   "--model_path", `${dir}/model`, "--dataset_path", `${dir}/tasks.json`, "--output_dir", `${dir}/out`,
+ *   "--layers_to_extract", "0", "1", "--predictions_per_task", "1",
+ * ]) as ExtractConfig;
+ * const { items, plan, padId, modelDir } = await prepareRun(config); // prompts, tokens and the batch plan
+ * const backend = await createOnnxBackend(modelDir, { layers: [0, 1], weightCacheDir: null });
+ * let records = 0;
  * const stats = await runBatches({
- *   items, plan, start: 0, backend, layers: [10, 11], padId: 151643, keepPadding: false,
- *   write: async (group) => await writer.write(group),
+ *   items, plan, start: 0, backend, layers: [0, 1], padId, keepPadding: false,
+ *   write: async (group) => void (records += group.length), // a ShardWriter's write() in the extract job
  * });
- * console.log(stats.forwardSeconds);
+ * console.log(records, stats.forwardSeconds); // 2 records (layers) per prompt
+ * await backend.close();
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 import type { ActivationRecord, Backend, TokenBatch } from "../types.ts";
@@ -123,74 +138,99 @@ export function recordsForRow(
 /** Run every batch of `plan` that has positions in `[start, end)`, overlapping forwards with writes. */
 export async function runBatches(o: RunBatchesOptions): Promise<RunBatchesStats> {
   const end = o.end ?? o.items.length;
-  const written = (p: number) => p >= o.start && p < end;
-  const layers = [...o.layers].sort((a, b) => a - b);
-  const queue = new BoundedQueue<ForwardResult>(o.queueDepth ?? 1);
-  const stats: RunBatchesStats = { batches: 0, prompts: 0, tokens: 0, forwardSeconds: 0, maxReorder: 0 };
+  const loop: Loop = {
+    o,
+    end,
+    written: (p: number) => p >= o.start && p < end,
+    layers: [...o.layers].sort((a, b) => a - b),
+    queue: new BoundedQueue<ForwardResult>(o.queueDepth ?? 1),
+    stats: { batches: 0, prompts: 0, tokens: 0, forwardSeconds: 0, maxReorder: 0 },
+  };
+  const results = await Promise.allSettled([forwardStage(loop), writeStage(loop)]);
+  const failed = results.find((r) => r.status === "rejected") as PromiseRejectedResult | undefined;
+  if (failed) throw failed.reason;
+  return loop.stats;
+}
 
+/** What the two stages of one {@link runBatches} share. */
+interface Loop {
+  o: RunBatchesOptions;
+  end: number;
+  /** Whether position `p` is written (in `[start, end)`). */
+  written: (p: number) => boolean;
+  /** Ascending. */
+  layers: number[];
+  queue: BoundedQueue<ForwardResult>;
+  stats: RunBatchesStats;
+}
+
+/**
+ * Forward the batches holding written positions, in plan order, keeping up to the backend's
+ * `concurrentForwards` in flight, and push their outputs into the queue in plan order.
+ */
+async function forwardStage(loop: Loop): Promise<void> {
+  const { o, queue } = loop;
   // Forwards in flight at once (PJRT: 2, so batch n's device→host copies overlap batch n+1's execute); results
   // are pushed in plan order, so at most `inFlight + queueDepth + 1` batches of outputs exist at once.
   const inFlight = Math.max(1, Math.min(o.backend.concurrentForwards ?? 1, 4));
-  const forwardStage = async () => {
-    const running: Promise<ForwardResult>[] = [];
-    const forward = async (positions: readonly number[]): Promise<ForwardResult> => {
-      const tb = makeTokenBatch(positions.map((p) => o.items[p].input_ids), o.padId);
-      const t = performance.now();
-      const out = await o.backend.forward(tb, layers);
-      const seconds = (performance.now() - t) / 1000;
-      const tokens = tb.lengths.reduce((s, x) => s + x, 0);
-      stats.forwardSeconds += seconds;
-      stats.tokens += tokens;
-      stats.batches++;
-      o.onForward?.({ batch: tb.batch, seqLen: tb.seqLen, tokens, seconds });
-      return { positions, tb, out };
-    };
-    try {
-      for (const positions of o.plan) {
-        // A partly durable batch, or one shared with a neighbouring worker, is still run whole: the same
-        // partners and padded shapes as the uninterrupted, single-host run.
-        if (!positions.some(written)) continue;
-        const next = forward(positions);
-        next.catch(() => {}); // handled below (awaited in order); not an unhandled rejection meanwhile
-        running.push(next);
-        if (running.length >= inFlight) await queue.push(await running.shift()!);
-      }
-      while (running.length) await queue.push(await running.shift()!);
-      queue.close();
-    } catch (e) {
-      await Promise.allSettled(running); // let the other forward in flight finish before failing
-      queue.fail(e);
-      throw e;
+  const running: Promise<ForwardResult>[] = [];
+  try {
+    for (const positions of o.plan) {
+      // A partly durable batch, or one shared with a neighbouring worker, is still run whole: the same
+      // partners and padded shapes as the uninterrupted, single-host run.
+      if (!positions.some(loop.written)) continue;
+      const next = forwardBatch(loop, positions);
+      next.catch(() => {}); // handled below (awaited in order); not an unhandled rejection meanwhile
+      running.push(next);
+      if (running.length >= inFlight) await queue.push(await running.shift()!);
     }
-  };
+    while (running.length) await queue.push(await running.shift()!);
+    queue.close();
+  } catch (e) {
+    await Promise.allSettled(running); // let the other forward in flight finish before failing
+    queue.fail(e);
+    throw e;
+  }
+}
 
-  const writeStage = async () => {
-    const reorder = new ReorderBuffer<{ position: number; group: ActivationRecord[] }>(o.start);
-    try {
-      for await (const r of queue) {
-        r.positions.forEach((p, row) => {
-          if (written(p)) {
-            const group = recordsForRow(o.items[p], row, r.tb, r.out, layers, o.keepPadding);
-            reorder.put(p, { position: p, group });
-          }
-        });
-        stats.maxReorder = Math.max(stats.maxReorder, reorder.size);
-        for (const { position, group } of reorder.take()) {
-          await o.write(position === o.start && o.skipRecords ? group.slice(o.skipRecords) : group);
-          stats.prompts++;
-          o.onWritten?.(position);
+/** One forward pass over the prompts at `positions`, counted in the stats and reported to `onForward`. */
+async function forwardBatch(loop: Loop, positions: readonly number[]): Promise<ForwardResult> {
+  const { o, stats } = loop;
+  const tb = makeTokenBatch(positions.map((p) => o.items[p].input_ids), o.padId);
+  const t = performance.now();
+  const out = await o.backend.forward(tb, loop.layers);
+  const seconds = (performance.now() - t) / 1000;
+  const tokens = tb.lengths.reduce((s, x) => s + x, 0);
+  stats.forwardSeconds += seconds;
+  stats.tokens += tokens;
+  stats.batches++;
+  o.onForward?.({ batch: tb.batch, seqLen: tb.seqLen, tokens, seconds });
+  return { positions, tb, out };
+}
+
+/** Cut each batch's written rows into records and hand them to `write` one prompt at a time, in list order. */
+async function writeStage(loop: Loop): Promise<void> {
+  const { o, queue, stats } = loop;
+  const reorder = new ReorderBuffer<{ position: number; group: ActivationRecord[] }>(o.start);
+  try {
+    for await (const r of queue) {
+      r.positions.forEach((p, row) => {
+        if (loop.written(p)) {
+          const group = recordsForRow(o.items[p], row, r.tb, r.out, loop.layers, o.keepPadding);
+          reorder.put(p, { position: p, group });
         }
+      });
+      stats.maxReorder = Math.max(stats.maxReorder, reorder.size);
+      for (const { position, group } of reorder.take()) {
+        await o.write(position === o.start && o.skipRecords ? group.slice(o.skipRecords) : group);
+        stats.prompts++;
+        o.onWritten?.(position);
       }
-      if (reorder.size > 0) throw new Error(`reorder buffer: ${reorder.size} prompts never became writable`);
-      if (reorder.next < end) throw new Error(`batch plan: position ${reorder.next} is in no batch`);
-    } catch (e) {
-      queue.fail(e);
-      throw e;
     }
-  };
-
-  const results = await Promise.allSettled([forwardStage(), writeStage()]);
-  const failed = results.find((r) => r.status === "rejected") as PromiseRejectedResult | undefined;
-  if (failed) throw failed.reason;
-  return stats;
+    if (reorder.size > 0) throw new Error(`reorder buffer: ${reorder.size} prompts never became writable`);
+    if (reorder.next < loop.end) throw new Error(`batch plan: position ${reorder.next} is in no batch`);
+  } catch (e) {
+    queue.fail(e);
+    throw e;
+  }
 }

@@ -7,17 +7,27 @@
  * @example
  * ```ts
  * import { prepareRun } from "./prepare.ts";
- * import type { ExtractConfig } from "./config.ts";
- * declare const config: ExtractConfig;
+ * import { parseExtractFlags } from "../cli/extract_flags.ts";
+ * import type { ExtractConfig } from "../pipeline/config.ts";
+ * import { syntheticArcTasks } from "../arc/synthetic.ts";
+ * import { writeTinyModel } from "../model/tiny.ts";
+ * const dir = await Deno.makeTempDir();
+ * await writeTinyModel(`${dir}/model`, { hidden: 32, layers: 2 }); // the real vocab: prompts use all of it
+ * await Deno.writeTextFile(`${dir}/tasks.json`, JSON.stringify(syntheticArcTasks({ nTasks: 2 })));
+ * const config = parseExtractFlags([
+ *   "--model_path", `${dir}/model`, "--dataset_path", `${dir}/tasks.json`, "--output_dir", `${dir}/out`,
+ *   "--layers_to_extract", "0", "1", "--predictions_per_task", "1",
+ * ]) as ExtractConfig;
  * const run = await prepareRun(config);
  * console.log(run.items.length, run.outDir, run.estimateBytes);
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 import { join } from "node:path";
 import type { ExtractConfig } from "./config.ts";
 import { loadModelConfig, type Qwen2Config } from "../model/config.ts";
 import { validateLayers } from "../model/qwen2.ts";
-import { buildPromptPlan } from "../prompts/plan.ts";
+import { buildPromptPlan, type PromptItem } from "../prompts/plan.ts";
 import { countPrompt, emptyPlanCounts, formatPlanCounts, type PlanCounts } from "./dry_run.ts";
 import { loadPromptPlanOptions } from "./plan_inputs.ts";
 import { batchesTouching, type PartnerCost, partnerCost, planBatches } from "./batching.ts";
@@ -82,66 +92,11 @@ export async function prepareRun(config: ExtractConfig): Promise<PreparedRun> {
 
   // The whole run's list in sample_idx order; the batch plan is computed over it, by every worker alike.
   const allItems = [...all].sort((a, b) => a.sample_idx - b.sample_idx);
-  let first = 0;
-  let end = allItems.length;
-  let workerDir = "";
-  if (config.num_workers > 1) {
-    const mine = splitWork(
-      allItems.map((p) => ({ sample_idx: p.sample_idx, n_tokens: p.input_ids.length })),
-      config.num_workers,
-      config.worker_index,
-    );
-    // The split is contiguous in sample_idx order: this worker's prompts are one range of the list.
-    first = mine.length ? allItems.findIndex((p) => p.sample_idx === mine[0]) : 0;
-    end = first + mine.length;
-    if (mine.some((idx, i) => allItems[first + i]?.sample_idx !== idx)) {
-      throw new ActshardError("work split: a worker's prompts are not one contiguous range", {
-        kind: "internal",
-      });
-    }
-    workerDir = workerDirName(config.worker_index, config.num_workers);
-  }
+  const { first, end, workerDir } = workerRange(config, allItems);
   const items = allItems.slice(first, end);
-
   const lengths = allItems.map((p) => p.input_ids.length);
-  const batchWindow = config.keep_padding ? 1 : SORT_WINDOW;
-  const plan = batchesTouching(
-    planBatches(lengths, { batchSize: config.batch_size, window: batchWindow }),
-    first,
-    end,
-  );
-  let storedTokens = 0;
-  for (const b of plan) {
-    const own = b.filter((p) => p >= first && p < end);
-    storedTokens += config.keep_padding
-      ? own.length * Math.max(...b.map((p) => lengths[p]))
-      : own.reduce((s, p) => s + lengths[p], 0);
-  }
-
-  const fingerprint: RunFingerprint = {
-    model_path: config.model_path,
-    model_sha256: await modelSha256(modelDir),
-    dataset_path: config.dataset_path,
-    dataset_sha256: await datasetSha256(config.dataset_path),
-    n_tasks: config.n_tasks,
-    layers_to_extract: layers,
-    prompt_format: config.prompt_format ? await sha256File(config.prompt_format) : "default",
-    random_seed: config.random_seed,
-    predictions_per_task: config.predictions_per_task,
-    max_seq_length: config.max_seq_length,
-    augment: config.augment,
-    dtype: config.dtype,
-    format: config.format,
-    codec: config.codec,
-    shard_size_gb: config.shard_size_gb,
-    keep_padding: config.keep_padding,
-    batch_size: config.batch_size,
-    batch_window: batchWindow,
-    num_workers: config.num_workers,
-    worker_index: config.worker_index,
-    n_prompts: items.length,
-    prompts_sha256: promptsSha256(all),
-  };
+  const { plan, batchWindow, storedTokens } = workerBatchPlan(config, lengths, first, end);
+  const fingerprint = await runFingerprint(config, modelDir, layers, batchWindow, items.length, all);
 
   return {
     config,
@@ -167,6 +122,92 @@ export async function prepareRun(config: ExtractConfig): Promise<PreparedRun> {
       dtype: config.dtype,
       prompts: items.length,
     }),
+  };
+}
+
+/** This worker's prompts, `allItems[first, end)` (all of them for a single host), and its sub-directory. */
+function workerRange(
+  config: ExtractConfig,
+  allItems: PromptTokens[],
+): { first: number; end: number; workerDir: string } {
+  if (config.num_workers <= 1) return { first: 0, end: allItems.length, workerDir: "" };
+  const mine = splitWork(
+    allItems.map((p) => ({ sample_idx: p.sample_idx, n_tokens: p.input_ids.length })),
+    config.num_workers,
+    config.worker_index,
+  );
+  // The split is contiguous in sample_idx order: this worker's prompts are one range of the list.
+  const first = mine.length ? allItems.findIndex((p) => p.sample_idx === mine[0]) : 0;
+  if (mine.some((idx, i) => allItems[first + i]?.sample_idx !== idx)) {
+    throw new ActshardError("work split: a worker's prompts are not one contiguous range", {
+      kind: "internal",
+    });
+  }
+  return {
+    first,
+    end: first + mine.length,
+    workerDir: workerDirName(config.worker_index, config.num_workers),
+  };
+}
+
+/**
+ * The whole run's batch plan cut to the batches holding this worker's prompts `[first, end)`, its sort window,
+ * and the tokens this worker stores (padded lengths under --keep_padding).
+ */
+function workerBatchPlan(
+  config: ExtractConfig,
+  lengths: number[],
+  first: number,
+  end: number,
+): { plan: number[][]; batchWindow: number; storedTokens: number } {
+  const batchWindow = config.keep_padding ? 1 : SORT_WINDOW;
+  const plan = batchesTouching(
+    planBatches(lengths, { batchSize: config.batch_size, window: batchWindow }),
+    first,
+    end,
+  );
+  let storedTokens = 0;
+  for (const b of plan) {
+    const own = b.filter((p) => p >= first && p < end);
+    storedTokens += config.keep_padding
+      ? own.length * Math.max(...b.map((p) => lengths[p]))
+      : own.reduce((s, p) => s + lengths[p], 0);
+  }
+  return { plan, batchWindow, storedTokens };
+}
+
+/** What makes a run this run (settings, model, data, prompts): a resume or a shared GCS prefix must match it. */
+async function runFingerprint(
+  config: ExtractConfig,
+  modelDir: string,
+  layers: number[],
+  batchWindow: number,
+  nPrompts: number,
+  all: PromptItem[],
+): Promise<RunFingerprint> {
+  return {
+    model_path: config.model_path,
+    model_sha256: await modelSha256(modelDir),
+    dataset_path: config.dataset_path,
+    dataset_sha256: await datasetSha256(config.dataset_path),
+    n_tasks: config.n_tasks,
+    layers_to_extract: layers,
+    prompt_format: config.prompt_format ? await sha256File(config.prompt_format) : "default",
+    random_seed: config.random_seed,
+    predictions_per_task: config.predictions_per_task,
+    max_seq_length: config.max_seq_length,
+    augment: config.augment,
+    dtype: config.dtype,
+    format: config.format,
+    codec: config.codec,
+    shard_size_gb: config.shard_size_gb,
+    keep_padding: config.keep_padding,
+    batch_size: config.batch_size,
+    batch_window: batchWindow,
+    num_workers: config.num_workers,
+    worker_index: config.worker_index,
+    n_prompts: nPrompts,
+    prompts_sha256: promptsSha256(all),
   };
 }
 

@@ -16,10 +16,9 @@
  * console.log(report.ok, report.issues.length);
  * ```
  */
-import { createHash } from "node:crypto";
 import type { BlobStore, ObjectInfo } from "../storage/types.ts";
 import { ActshardError, errorLine } from "../errors.ts";
-import { Crc32c } from "../util/crc32c.ts";
+import { type HashedObject, type Hashes, hashObject, tappedStore } from "./hashed_object.ts";
 import {
   type DatasetMetadata,
   METADATA_NAME,
@@ -27,7 +26,7 @@ import {
   type ShardEntry,
   shardLocation,
 } from "./metadata.ts";
-import { readShard } from "./reader.ts";
+import { type ReadRecord, readShard } from "./reader.ts";
 import { SHARD_FILE_RE } from "./writer.ts";
 
 /** One finding. Errors make the dataset fail verification. */
@@ -78,104 +77,81 @@ export interface VerifyOptions {
   allowExtra?: boolean;
 }
 
-interface Hashes {
-  size: number;
-  crc32c: number;
-  sha256: string;
-}
-
-/**
- * The raw bytes of one object, hashed as they pass to the decoder, whatever the decoder does: it may stop at the
- * pickle's STOP opcode or fail half-way, and {@link HashedObject.finish} still reads and hashes the rest, so size,
- * crc32c and sha256 always cover every byte of the object (one read, no second download).
- */
-interface HashedObject {
-  /** The bytes for the decoder; cancelling it does not stop the hashing. */
-  stream: ReadableStream<Uint8Array>;
-  /** Read whatever the decoder left, then the hashes of the whole object. */
-  finish(): Promise<Hashes>;
-}
-
-function hashObject(raw: ReadableStream<Uint8Array>): HashedObject {
-  const reader = raw.getReader();
-  const crc = new Crc32c();
-  const sha = createHash("sha256");
-  let size = 0;
-  let ended = false;
-  let inflight: Promise<unknown> = Promise.resolve();
-  const next = async (): Promise<Uint8Array | null> => {
-    const r = await reader.read();
-    if (r.done) {
-      ended = true;
-      return null;
-    }
-    crc.update(r.value);
-    sha.update(r.value);
-    size += r.value.length;
-    return r.value;
-  };
-  const stream = new ReadableStream<Uint8Array>({
-    async pull(ctl) {
-      const p = next();
-      inflight = p.catch(() => {});
-      const chunk = await p;
-      try {
-        if (chunk) ctl.enqueue(chunk);
-        else ctl.close();
-      } catch { /* the decoder cancelled meanwhile: the chunk is hashed all the same */ }
-    },
-    cancel() {/* keep the object open: finish() hashes the rest */},
-  }, { highWaterMark: 0 });
-  return {
-    stream,
-    async finish() {
-      await inflight;
-      while (!ended) await next();
-      return { size, crc32c: crc.value(), sha256: sha.digest("hex") };
-    },
-  };
-}
-
-/** A store view whose `openRead` of `name` is the hashed object's stream. */
-function tappedStore(store: BlobStore, name: string, obj: HashedObject): BlobStore {
-  return {
-    url: store.url,
-    list: () => store.list(),
-    stat: (n) => store.stat(n),
-    read: (n) => store.read(n),
-    readRange: (n, a, b) => store.readRange(n, a, b),
-    openRead: (n) => n === name ? Promise.resolve(obj.stream) : store.openRead(n),
-  };
-}
-
 /** Verify the dataset at `store`. Never throws for data problems (they become issues); throws for bad input. */
 export async function verifyDataset(store: BlobStore, opts: VerifyOptions = {}): Promise<VerifyReport> {
   const objects = await store.list();
   const byName = new Map<string, ObjectInfo>(objects.map((o) => [o.name, o]));
-  let meta: DatasetMetadata | null = null;
-  if (byName.has(METADATA_NAME)) meta = await readMetadata(store);
-  const report: VerifyReport = {
-    ok: true,
-    root: store.url,
-    hasMetadata: !!meta,
-    hasChecksums: !!meta && meta.shards.length > 0 && meta.shards.every((s) => typeof s.sha256 === "string"),
-    shards: [],
-    records: 0,
-    bytes: 0,
-    layers: {},
-    dtypes: [],
-    hidden: [],
-    nonFinite: 0,
-    complete: true,
-    incomplete: [],
-    issues: [],
-  };
-  const issue = (level: VerifyIssue["level"], message: string, shard?: string) => {
-    report.issues.push({ level, message, ...(shard ? { shard } : {}) });
-    if (level === "error") report.ok = false;
-  };
+  const meta = byName.has(METADATA_NAME) ? await readMetadata(store) : null;
+  const v = new Verification(store.url, meta);
+  const entries = listedShards(v, meta, objects);
+  checkUnlisted(v, objects, entries, opts.allowExtra === true);
+  for (const e of entries) await checkShard(v, store, e, byName.get(shardLocation(e)), opts.deep === true);
+  if (meta) checkTotals(v, meta);
+  checkCompleteness(v, meta);
+  checkAcrossShards(v);
+  return v.result();
+}
 
-  let entries: (Partial<ShardEntry> & { filename: string })[];
+/** A shard entry: metadata.json's, or (a dataset without one) just a listed file's name. */
+type ListedShard = Partial<ShardEntry> & { filename: string };
+
+/** A verification in progress: the report being built, and what is tallied across shards. */
+class Verification {
+  readonly report: VerifyReport;
+  /** An actshard metadata.json always carries checksums: one without them was edited (nothing would be hashed). */
+  readonly ours: boolean;
+  /** The sample_idx values seen per layer (duplicates, coverage across layers). */
+  readonly seen = new Map<number, Set<number>>();
+  readonly dtypes = new Set<string>();
+  readonly hidden = new Set<number>();
+  duplicates = 0;
+  /** Where shards deleted after their verified upload went (gs://bucket/prefix), for the closing note. */
+  uploadedAway: string | null = null;
+
+  constructor(readonly root: string, meta: DatasetMetadata | null) {
+    this.ours = typeof meta?.tool === "string" && meta.tool.startsWith("actshard");
+    this.report = {
+      ok: true,
+      root,
+      hasMetadata: !!meta,
+      hasChecksums: !!meta && meta.shards.length > 0 &&
+        meta.shards.every((s) => typeof s.sha256 === "string"),
+      shards: [],
+      records: 0,
+      bytes: 0,
+      layers: {},
+      dtypes: [],
+      hidden: [],
+      nonFinite: 0,
+      complete: true,
+      incomplete: [],
+      issues: [],
+    };
+  }
+
+  /** Record a finding; an error fails the dataset. */
+  issue(level: VerifyIssue["level"], message: string, shard?: string): void {
+    this.report.issues.push({ level, message, ...(shard ? { shard } : {}) });
+    if (level === "error") this.report.ok = false;
+  }
+
+  /** Record why the dataset is not a finished run (clean but incomplete: exit 3 in the CLI). */
+  incomplete(why: string): void {
+    this.report.complete = false;
+    this.report.incomplete.push(why);
+  }
+
+  /** The finished report. */
+  result(): VerifyReport {
+    this.report.dtypes = [...this.dtypes];
+    this.report.hidden = [...this.hidden];
+    return this.report;
+  }
+}
+
+/** The shards to check: metadata.json's list, or (no metadata.json) the shard files found, with a warning. */
+function listedShards(v: Verification, meta: DatasetMetadata | null, objects: ObjectInfo[]): ListedShard[] {
+  let entries: ListedShard[];
   if (meta) entries = meta.shards;
   else {
     entries = objects.filter((o) => SHARD_FILE_RE.test(o.name.split("/").pop()!)).map((o) => ({
@@ -183,212 +159,266 @@ export async function verifyDataset(store: BlobStore, opts: VerifyOptions = {}):
     }));
     if (entries.length === 0) {
       throw new ActshardError("not a dataset: no metadata.json and no shard_NNNN files", {
-        where: store.url,
+        where: v.root,
         kind: "input",
         hint: "give the directory a run wrote",
       });
     }
-    issue("warning", "no metadata.json: shards decoded and counted only");
+    v.issue("warning", "no metadata.json: shards decoded and counted only");
   }
-  if (meta && !report.hasChecksums && meta.shards.length) {
-    issue(
+  if (meta && !v.report.hasChecksums && meta.shards.length) {
+    v.issue(
       "note",
       "metadata has no checksums (seed-written?): size/crc32c/sha256 not checked; shards decoded and counted",
     );
   }
-  // Clean but incomplete is its own outcome (exit 3 in the CLI): CI must not read a partial run as a pass.
-  const incomplete = (why: string) => {
-    report.complete = false;
-    report.incomplete.push(why);
-  };
-  if (!meta) incomplete("no metadata.json: nothing says the run finished");
-  else if (meta.status !== undefined && meta.status !== "complete") {
-    incomplete(
-      store.url.startsWith("gs://")
-        ? `status is ${meta.status}: not every upload finished (or the run is still going)`
-        : `status is ${meta.status}: the run was interrupted (or is still running)`,
-    );
-  }
-  if (meta && meta.shards.length === 0) incomplete("metadata.json lists no shards");
-  // An actshard metadata.json always carries checksums: one without them was edited, so nothing would be hashed.
-  const ours = typeof meta?.tool === "string" && meta.tool.startsWith("actshard");
+  return entries;
+}
 
+/** Shard files in the listing that metadata.json does not list: errors, or warnings with `allowExtra`. */
+function checkUnlisted(
+  v: Verification,
+  objects: ObjectInfo[],
+  entries: ListedShard[],
+  allowExtra: boolean,
+): void {
   const listed = new Set(entries.map((e) => shardLocation(e)));
   for (const o of objects) {
     if (SHARD_FILE_RE.test(o.name.split("/").pop()!) && !listed.has(o.name)) {
       // A glob-based reader (the seed's scripts) would read its records as well: an error unless allowed.
-      issue(
-        opts.allowExtra ? "warning" : "error",
+      v.issue(
+        allowExtra ? "warning" : "error",
         `shard file not listed in metadata.json (partial or stray)${
-          opts.allowExtra ? "" : ": remove it, or pass --allow_extra"
+          allowExtra ? "" : ": remove it, or pass --allow_extra"
         }`,
         o.name,
       );
     }
   }
+}
 
-  const seen = new Map<number, Set<number>>();
-  const dtypes = new Set<string>();
-  const hidden = new Set<number>();
-  let dup = 0;
-  let uploadedAway: string | null = null;
-  for (const e of entries) {
-    const name = shardLocation(e);
-    const info = byName.get(name);
-    const check: ShardCheck = { name, method: "missing", bytes: info?.size ?? 0, records: 0, ok: false };
-    report.shards.push(check);
-    if (!info) {
-      // --delete_local_after_upload removes a shard once its GCS copy is confirmed: say so, and where to look
-      if (e.gcs_verified && e.gcs_path && !store.url.startsWith("gs://")) {
-        issue("error", `not on local disk: deleted after its verified upload to ${e.gcs_path}`, name);
-        uploadedAway = e.gcs_path.slice(0, e.gcs_path.lastIndexOf("/"));
-      } else issue("error", "shard listed in metadata.json is missing", name);
-      continue;
-    }
-    report.bytes += info.size;
-    let bad = false;
-    const err = (m: string) => {
-      bad = true;
-      issue("error", m, name);
-    };
-    if (
-      ours && (typeof e.bytes !== "number" || typeof e.crc32c !== "number" || typeof e.sha256 !== "string")
-    ) {
-      err("metadata.json has no bytes/crc32c/sha256 for this shard (actshard always writes them): edited?");
-    }
-    if (typeof e.bytes === "number" && info.size !== e.bytes) {
-      err(`size ${info.size} ≠ ${e.bytes} in metadata (truncated?)`);
-    }
-    if (!opts.deep && info.crc32c !== undefined && typeof e.crc32c === "number") {
-      check.method = "object-info";
-      if (info.crc32c !== e.crc32c >>> 0) err(`crc32c ${info.crc32c} ≠ ${e.crc32c} in metadata`);
-      check.records = e.n_records ?? e.total_samples_in_shard ?? 0;
-      report.records += check.records;
-      check.ok = !bad;
-      continue;
-    }
+/** One shard's errors: each is an issue naming the shard, and any fails its check. */
+class ShardErrors {
+  count = 0;
+  constructor(readonly v: Verification, readonly name: string) {}
+  add(message: string): void {
+    this.count++;
+    this.v.issue("error", message, this.name);
+  }
+}
+
+/**
+ * Check one listed shard: present, its size and listed facts, then either size + crc32c from the store's
+ * object info (no download), or every byte hashed as its records are decoded and counted.
+ */
+async function checkShard(
+  v: Verification,
+  store: BlobStore,
+  e: ListedShard,
+  info: ObjectInfo | undefined,
+  deep: boolean,
+): Promise<void> {
+  const name = shardLocation(e);
+  const check: ShardCheck = { name, method: "missing", bytes: info?.size ?? 0, records: 0, ok: false };
+  v.report.shards.push(check);
+  if (!info) return missingShard(v, e, name);
+  v.report.bytes += info.size;
+  const err = new ShardErrors(v, name);
+  if (
+    v.ours && (typeof e.bytes !== "number" || typeof e.crc32c !== "number" || typeof e.sha256 !== "string")
+  ) {
+    err.add("metadata.json has no bytes/crc32c/sha256 for this shard (actshard always writes them): edited?");
+  }
+  if (typeof e.bytes === "number" && info.size !== e.bytes) {
+    err.add(`size ${info.size} ≠ ${e.bytes} in metadata (truncated?)`);
+  }
+  if (!deep && info.crc32c !== undefined && typeof e.crc32c === "number") {
+    check.method = "object-info";
+    if (info.crc32c !== e.crc32c >>> 0) err.add(`crc32c ${info.crc32c} ≠ ${e.crc32c} in metadata`);
+    check.records = e.n_records ?? e.total_samples_in_shard ?? 0;
+  } else {
     check.method = "streamed";
-    const perLayer = new Map<number, number>();
-    let decodeError: string | null = null;
-    let hashed: HashedObject | null = null;
-    try {
-      hashed = hashObject(await store.openRead(name));
-      for await (const r of readShard(tappedStore(store, name, hashed), name)) {
-        check.records++;
-        perLayer.set(r.layer, (perLayer.get(r.layer) ?? 0) + 1);
-        dtypes.add(r.dtype);
-        hidden.add(r.shape[1]);
-        if (e.dtype && r.dtype !== e.dtype) err(`record dtype ${r.dtype} ≠ ${e.dtype} in metadata`);
-        let nf = 0;
-        for (let i = 0; i < r.activation.length; i++) if (!Number.isFinite(r.activation[i])) nf++;
-        if (nf) {
-          report.nonFinite += nf;
-          err(`layer ${r.layer} sample ${r.sample_idx}: ${nf} NaN/Inf values`);
-        }
-        if (
-          typeof e.sample_idx_min === "number" && typeof e.sample_idx_max === "number" &&
-          (r.sample_idx < e.sample_idx_min || r.sample_idx > e.sample_idx_max)
-        ) err(`sample_idx ${r.sample_idx} outside ${e.sample_idx_min}..${e.sample_idx_max} in metadata`);
-        const s = seen.get(r.layer) ?? new Set<number>();
-        seen.set(r.layer, s);
-        if (s.has(r.sample_idx)) dup++;
-        s.add(r.sample_idx);
-        const L = (report.layers[r.layer] ??= {
-          records: 0,
-          samples: 0,
-          sample_idx_min: Infinity,
-          sample_idx_max: -Infinity,
-        });
-        L.records++;
-        L.sample_idx_min = Math.min(L.sample_idx_min, r.sample_idx);
-        L.sample_idx_max = Math.max(L.sample_idx_max, r.sample_idx);
-      }
-    } catch (x) {
-      decodeError = decodeLine(x, name);
-    }
-    // Every byte is hashed, however far the decoder read: a flipped byte after the last record the decoder
-    // needed (or inside a zstd frame that still decodes) is caught here.
-    let h: Hashes | null = null;
-    try {
-      h = hashed ? await hashed.finish() : null;
-    } catch (x) {
-      if (decodeError === null) err(`cannot read: ${decodeLine(x, name)}`);
-    }
-    if (h && h.size !== info.size) {
-      err(`read ${h.size} bytes, the store lists ${info.size} (changed while reading, or a short download)`);
-    }
-    if (h && typeof e.crc32c === "number" && h.crc32c !== e.crc32c >>> 0) {
-      err(`crc32c mismatch (file changed or corrupt)`);
-    }
-    if (h && typeof e.sha256 === "string" && h.sha256 !== e.sha256) {
-      err(`sha256 mismatch (file changed or corrupt)`);
-    }
+    const { perLayer, decodeError, hashes } = await streamShard(v, store, name, e, check, err);
+    if (hashes) checkHashes(hashes, info, e, err);
     if (decodeError !== null) {
-      err(/^cannot decode\b/.test(decodeError) ? decodeError : `cannot decode: ${decodeError}`);
-    } else {
-      if (e.samples_per_layer) {
-        for (const [l, n] of Object.entries(e.samples_per_layer)) {
-          const got = perLayer.get(Number(l)) ?? 0;
-          if (got !== n) err(`layer ${l}: ${got} records, metadata says ${n}`);
-        }
-        for (const l of perLayer.keys()) {
-          if (!(String(l) in e.samples_per_layer)) err(`layer ${l} present but not in metadata`);
-        }
-      }
-      const expect = e.n_records ?? e.total_samples_in_shard;
-      if (typeof expect === "number" && expect !== check.records) {
-        err(`${check.records} records, metadata says ${expect}`);
-      }
-    }
-    report.records += check.records;
-    check.ok = !bad;
+      err.add(/^cannot decode\b/.test(decodeError) ? decodeError : `cannot decode: ${decodeError}`);
+    } else checkCounts(e, perLayer, check.records, err);
   }
+  v.report.records += check.records;
+  check.ok = err.count === 0;
+}
 
-  if (meta) {
-    if (meta.total_shards !== meta.shards.length) {
-      issue("error", `total_shards ${meta.total_shards} ≠ ${meta.shards.length} shards listed`);
+/** A listed shard the store does not have (deleted after its verified upload: say so, and where to look). */
+function missingShard(v: Verification, e: ListedShard, name: string): void {
+  if (e.gcs_verified && e.gcs_path && !v.root.startsWith("gs://")) {
+    v.issue("error", `not on local disk: deleted after its verified upload to ${e.gcs_path}`, name);
+    v.uploadedAway = e.gcs_path.slice(0, e.gcs_path.lastIndexOf("/"));
+  } else v.issue("error", "shard listed in metadata.json is missing", name);
+}
+
+/**
+ * Read shard `name` once: decode and tally every record while hashing every byte, however far the decoder
+ * read (a flipped byte after the last record it needed, or inside a zstd frame that still decodes, is caught).
+ */
+async function streamShard(
+  v: Verification,
+  store: BlobStore,
+  name: string,
+  e: ListedShard,
+  check: ShardCheck,
+  err: ShardErrors,
+): Promise<{ perLayer: Map<number, number>; decodeError: string | null; hashes: Hashes | null }> {
+  const perLayer = new Map<number, number>();
+  let decodeError: string | null = null;
+  let hashed: HashedObject | null = null;
+  try {
+    hashed = hashObject(await store.openRead(name));
+    for await (const r of decodeShard(store, name, hashed)) {
+      check.records++;
+      perLayer.set(r.layer, (perLayer.get(r.layer) ?? 0) + 1);
+      tallyRecord(v, r, e, err);
     }
-    const counted = meta.shards.reduce((s, e) => s + (e.total_samples_in_shard ?? 0), 0);
-    if (meta.total_samples !== counted) {
-      issue("error", `total_samples ${meta.total_samples} ≠ ${counted} (sum over shards)`);
+  } catch (x) {
+    decodeError = decodeLine(x, name);
+  }
+  let hashes: Hashes | null = null;
+  try {
+    hashes = hashed ? await hashed.finish() : null;
+  } catch (x) {
+    if (decodeError === null) err.add(`cannot read: ${decodeLine(x, name)}`);
+  }
+  return { perLayer, decodeError, hashes };
+}
+
+/** The records of shard `name`, decoded from the hashed object's bytes: verify's one call into a decoder. */
+function decodeShard(store: BlobStore, name: string, hashed: HashedObject): AsyncIterable<ReadRecord> {
+  return readShard(tappedStore(store, name, hashed), name);
+}
+
+/** One decoded record: its dtype, NaN/Inf, sample_idx range and duplicates, and the per-layer tallies. */
+function tallyRecord(v: Verification, r: ReadRecord, e: ListedShard, err: ShardErrors): void {
+  v.dtypes.add(r.dtype);
+  v.hidden.add(r.shape[1]);
+  if (e.dtype && r.dtype !== e.dtype) err.add(`record dtype ${r.dtype} ≠ ${e.dtype} in metadata`);
+  let nf = 0;
+  for (let i = 0; i < r.activation.length; i++) if (!Number.isFinite(r.activation[i])) nf++;
+  if (nf) {
+    v.report.nonFinite += nf;
+    err.add(`layer ${r.layer} sample ${r.sample_idx}: ${nf} NaN/Inf values`);
+  }
+  if (
+    typeof e.sample_idx_min === "number" && typeof e.sample_idx_max === "number" &&
+    (r.sample_idx < e.sample_idx_min || r.sample_idx > e.sample_idx_max)
+  ) err.add(`sample_idx ${r.sample_idx} outside ${e.sample_idx_min}..${e.sample_idx_max} in metadata`);
+  const s = v.seen.get(r.layer) ?? new Set<number>();
+  v.seen.set(r.layer, s);
+  if (s.has(r.sample_idx)) v.duplicates++;
+  s.add(r.sample_idx);
+  const L = (v.report.layers[r.layer] ??= {
+    records: 0,
+    samples: 0,
+    sample_idx_min: Infinity,
+    sample_idx_max: -Infinity,
+  });
+  L.records++;
+  L.sample_idx_min = Math.min(L.sample_idx_min, r.sample_idx);
+  L.sample_idx_max = Math.max(L.sample_idx_max, r.sample_idx);
+}
+
+/** The bytes read against the store's listing and metadata.json's crc32c and sha256. */
+function checkHashes(h: Hashes, info: ObjectInfo, e: ListedShard, err: ShardErrors): void {
+  if (h.size !== info.size) {
+    err.add(
+      `read ${h.size} bytes, the store lists ${info.size} (changed while reading, or a short download)`,
+    );
+  }
+  if (typeof e.crc32c === "number" && h.crc32c !== e.crc32c >>> 0) {
+    err.add(`crc32c mismatch (file changed or corrupt)`);
+  }
+  if (typeof e.sha256 === "string" && h.sha256 !== e.sha256) {
+    err.add(`sha256 mismatch (file changed or corrupt)`);
+  }
+}
+
+/** The records decoded against metadata.json's per-layer and per-shard counts. */
+function checkCounts(e: ListedShard, perLayer: Map<number, number>, records: number, err: ShardErrors): void {
+  if (e.samples_per_layer) {
+    for (const [l, n] of Object.entries(e.samples_per_layer)) {
+      const got = perLayer.get(Number(l)) ?? 0;
+      if (got !== n) err.add(`layer ${l}: ${got} records, metadata says ${n}`);
     }
-    // A complete run holds one record per (prompt, layer): without this, a dataset that lost its last shards
-    // (and whose metadata lost them too) would pass.
-    const nPrompts = meta.config?.n_prompts, runLayers = meta.config?.layers_to_extract;
-    if (meta.status === "complete" && typeof nPrompts === "number" && Array.isArray(runLayers)) {
-      for (const l of runLayers) {
-        const got = meta.shards.reduce((s, e) => s + (e.samples_per_layer?.[String(l)] ?? 0), 0);
-        if (got !== nPrompts) {
-          issue("error", `layer ${l}: ${got} records listed, but the complete run had ${nPrompts} prompts`);
-        }
+    for (const l of perLayer.keys()) {
+      if (!(String(l) in e.samples_per_layer)) err.add(`layer ${l} present but not in metadata`);
+    }
+  }
+  const expect = e.n_records ?? e.total_samples_in_shard;
+  if (typeof expect === "number" && expect !== records) {
+    err.add(`${records} records, metadata says ${expect}`);
+  }
+}
+
+/** metadata.json's totals against its own shard list. */
+function checkTotals(v: Verification, meta: DatasetMetadata): void {
+  if (meta.total_shards !== meta.shards.length) {
+    v.issue("error", `total_shards ${meta.total_shards} ≠ ${meta.shards.length} shards listed`);
+  }
+  const counted = meta.shards.reduce((s, e) => s + (e.total_samples_in_shard ?? 0), 0);
+  if (meta.total_samples !== counted) {
+    v.issue("error", `total_samples ${meta.total_samples} ≠ ${counted} (sum over shards)`);
+  }
+}
+
+/**
+ * Whether the dataset is a finished run (an unfinished one is clean but incomplete, its own outcome: CI must
+ * not read a partial run as a pass), and whether a complete one holds one record per (prompt, layer).
+ */
+function checkCompleteness(v: Verification, meta: DatasetMetadata | null): void {
+  if (!meta) v.incomplete("no metadata.json: nothing says the run finished");
+  else if (meta.status !== undefined && meta.status !== "complete") {
+    v.incomplete(
+      v.root.startsWith("gs://")
+        ? `status is ${meta.status}: not every upload finished (or the run is still going)`
+        : `status is ${meta.status}: the run was interrupted (or is still running)`,
+    );
+  }
+  if (!meta) return;
+  if (meta.shards.length === 0) v.incomplete("metadata.json lists no shards");
+  // Without this, a dataset that lost its last shards (and whose metadata lost them too) would pass.
+  const nPrompts = meta.config?.n_prompts, runLayers = meta.config?.layers_to_extract;
+  if (meta.status === "complete" && typeof nPrompts === "number" && Array.isArray(runLayers)) {
+    for (const l of runLayers) {
+      const got = meta.shards.reduce((s, e) => s + (e.samples_per_layer?.[String(l)] ?? 0), 0);
+      if (got !== nPrompts) {
+        v.issue("error", `layer ${l}: ${got} records listed, but the complete run had ${nPrompts} prompts`);
       }
     }
   }
-  if (uploadedAway) {
-    issue("note", `shards deleted locally after upload: run verify ${uploadedAway} to check them`);
+}
+
+/** What only the shards together show: duplicates, layers covering different samples, gaps, hidden sizes. */
+function checkAcrossShards(v: Verification): void {
+  if (v.uploadedAway) {
+    v.issue("note", `shards deleted locally after upload: run verify ${v.uploadedAway} to check them`);
   }
-  if (dup) issue("error", `${dup} duplicate (layer, sample_idx) records`);
-  const layers = [...seen.keys()].sort((a, b) => a - b);
+  if (v.duplicates) v.issue("error", `${v.duplicates} duplicate (layer, sample_idx) records`);
+  const layers = [...v.seen.keys()].sort((a, b) => a - b);
   let union = new Set<number>();
-  for (const l of layers) union = new Set([...union, ...seen.get(l)!]);
+  for (const l of layers) union = new Set([...union, ...v.seen.get(l)!]);
   for (const l of layers) {
-    const s = seen.get(l)!;
-    report.layers[l].samples = s.size;
+    const s = v.seen.get(l)!;
+    v.report.layers[l].samples = s.size;
     if (s.size !== union.size) {
-      issue("error", `layer ${l} has ${s.size} samples, other layers cover ${union.size}`);
+      v.issue("error", `layer ${l} has ${s.size} samples, other layers cover ${union.size}`);
     }
   }
   if (union.size) {
     const max = Math.max(...union), min = Math.min(...union);
     const gaps = max - min + 1 - union.size;
     if (gaps) {
-      issue("note", `sample_idx ${min}..${max} has ${gaps} gaps (normal for one worker of a split run)`);
+      v.issue("note", `sample_idx ${min}..${max} has ${gaps} gaps (normal for one worker of a split run)`);
     }
   }
-  if (hidden.size > 1) issue("error", `records have different hidden sizes: ${[...hidden].join(", ")}`);
-  report.dtypes = [...dtypes];
-  report.hidden = [...hidden];
-  return report;
+  if (v.hidden.size > 1) v.issue("error", `records have different hidden sizes: ${[...v.hidden].join(", ")}`);
 }
 
 /**

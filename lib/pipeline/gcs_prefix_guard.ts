@@ -6,7 +6,7 @@
  *
  * @example
  * ```ts
- * import { prefixGuard } from "./gcs_prefix.ts";
+ * import { prefixGuard } from "./gcs_prefix_guard.ts";
  * // ShardUploader.create({ ..., checkRemote: prefixGuard(meta.config, { overwrite: false, log: console.error }) });
  * ```
  */
