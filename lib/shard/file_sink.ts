@@ -9,11 +9,13 @@
  * @example
  * ```ts
  * import { FileSink } from "./file_sink.ts";
+ * const dir = await Deno.makeTempDir();
  * const sink = new FileSink();
- * const f = sink.open("/tmp/x.bin");
+ * const f = sink.open(`${dir}/x.bin`);
  * await f.write(new Uint8Array(1000));
  * console.log(await f.finish()); // { bytes: 1000, crc32c: …, sha256: "…" } once durable
  * sink.close();
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 import { ActshardError } from "../errors.ts";
