@@ -12,7 +12,10 @@
  * });
  * console.log(e.line()); // metadata.json is not valid JSON (out/metadata.json): restore it or rerun with --overwrite
  * ```
+ *
+ * @module
  */
+/** What kind of failure an {@link ActshardError} is: `usage` exits 2, the rest exit 1. */
 export type ErrorKind = "usage" | "input" | "data" | "io" | "remote" | "internal";
 
 /** Options describing an {@link ActshardError}. */
@@ -27,12 +30,27 @@ export interface ErrorContext {
   cause?: unknown;
 }
 
-/** A user-facing error that renders as a single line. */
+/**
+ * A user-facing error that renders as a single line.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert";
+ * import { ActshardError } from "./errors.ts";
+ * const e = new ActshardError("shard not found", { where: "out/shard_0001.pkl.gz", hint: "rerun extract" });
+ * assert(e.line() === "shard not found (out/shard_0001.pkl.gz): rerun extract");
+ * assert(e.exitCode() === 1);
+ * ```
+ */
 export class ActshardError extends Error {
+  /** The file, task, shard, flag or URL the error is about. */
   readonly where?: string;
+  /** What the user should do about it. */
   readonly hint?: string;
+  /** Decides the exit code: `usage` → 2, everything else → 1. */
   readonly kind: ErrorKind;
 
+  /** An error with `message` and its context (`where`, `hint`, `kind` — default `input` —, `cause`). */
   constructor(message: string, ctx: ErrorContext = {}) {
     super(message, ctx.cause === undefined ? undefined : { cause: ctx.cause });
     this.name = "ActshardError";
@@ -68,7 +86,17 @@ export function isDiskFull(e: unknown): boolean {
   return code === "ENOSPC" || code === "EDQUOT" || /No space left on device|os error 28\b/.test(e.message);
 }
 
-/** Render any thrown value as one line (never a stack trace). */
+/**
+ * Render any thrown value as one line (never a stack trace).
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert";
+ * import { ActshardError, errorLine } from "./errors.ts";
+ * assert(errorLine(new ActshardError("bad flag", { where: "--batch_size" })) === "bad flag (--batch_size)");
+ * console.log(errorLine(new Deno.errors.NotFound("open 'x.json'"))); // file not found: open 'x.json'
+ * ```
+ */
 export function errorLine(e: unknown): string {
   if (e instanceof ActshardError) return e.line();
   if (e instanceof Deno.errors.NotFound) return `file not found: ${firstLine(e.message)}`;

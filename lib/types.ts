@@ -11,12 +11,15 @@ export type ActivationDType = "float32" | "float16" | "bfloat16";
  * (HF `hidden_states[layer + 1]`), every stored token.
  */
 export interface ActivationRecord {
+  /** The ARC task id the prompt came from. */
   task_id: string;
   /** Global prompt index in the run's prompt list (independent of batching and workers). */
   sample_idx: number;
+  /** Decoder block index (0-based): the residual stream after this block. */
   layer: number;
   /** Row-major `[n_tokens, hidden]`, float32 in memory whatever the stored dtype. */
   activation: Float32Array;
+  /** `[n_tokens, hidden]`. */
   shape: [number, number];
   /** The first 200 characters of the prompt. */
   prompt: string;
@@ -30,14 +33,19 @@ export interface TokenBatch {
   ids: Int32Array;
   /** Real (unpadded) length of each row. */
   lengths: Int32Array;
+  /** Number of rows. */
   batch: number;
+  /** Padded row length (columns of `ids`). */
   seqLen: number;
 }
 
 /** A model runner: onnx (CPU) or pjrt (TPU/GPU). */
 export interface Backend {
+  /** `onnx` or `pjrt` (with the plugin kind), as printed in progress lines. */
   readonly name: string;
+  /** The model's hidden size: the last dimension of every activation. */
   readonly hiddenSize: number;
+  /** Number of decoder blocks; valid layers are `0 .. numLayers - 1`. */
   readonly numLayers: number;
   /**
    * Run one padded batch; returns, per requested layer, a Float32Array `[batch, seqLen, hidden]`
@@ -51,5 +59,6 @@ export interface Backend {
    * most this many running, so memory stays bounded).
    */
   readonly concurrentForwards?: number;
+  /** Release the session, device buffers and workers; the backend is unusable afterwards. */
   close(): Promise<void>;
 }

@@ -6,10 +6,6 @@
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { ensureTestPlugin, pluginCounts, preloadTestPlugin } from "./support/pjrt_test_plugin.ts";
 import {
-  ARGS,
-  MEMORY_LAYOUT_TYPE,
-  MIN_API_STRUCT_SIZE,
-  NAMED_VALUE_TYPE,
   type NamedValue,
   parseCreateOption,
   PjrtApi,
@@ -17,8 +13,9 @@ import {
   PjrtError,
   PjrtLoadError,
   PjrtStructSizeError,
-  rowMajorLayout,
 } from "../native/pjrt/mod.ts";
+import { ARGS, MEMORY_LAYOUT_TYPE, MIN_API_STRUCT_SIZE, NAMED_VALUE_TYPE } from "../native/pjrt/api.ts";
+import { rowMajorLayout } from "../native/pjrt/buffer.ts";
 import { encodeNamedValues } from "../native/pjrt/client.ts";
 import { addrOf, Struct } from "../native/pjrt/ffi.ts";
 import { compileOptionsBytes } from "../lib/backend/pjrt/compile_options.ts";

@@ -7,9 +7,15 @@
  * @example
  * ```ts
  * import { loadArcDataset } from "./dataset.ts";
- * const tasks = await loadArcDataset("../shared/data/arc/training", { nTasks: 2 });
+ * import { syntheticArcTasks } from "./synthetic.ts";
+ * const path = await Deno.makeTempFile({ suffix: ".json" });
+ * await Deno.writeTextFile(path, JSON.stringify(syntheticArcTasks({ nTasks: 4 })));
+ * const tasks = await loadArcDataset(path, { nTasks: 2 });
  * console.log(tasks.map((t) => [t.id, t.train.length, t.test.length]));
+ * await Deno.remove(path);
  * ```
+ *
+ * @module
  */
 import { basename, join } from "node:path";
 import { ActshardError } from "../errors.ts";
@@ -20,19 +26,36 @@ export type { Grid } from "./grid.ts";
 
 /** One ARC task. Test outputs may be absent (evaluation/test sets). */
 export interface ArcTask {
+  /** The task id (the dict key, the file name, or the JSONL `id`). */
   id: string;
+  /** Demonstration pairs. */
   train: { input: Grid; output: Grid }[];
+  /** Test inputs, with outputs where the dataset has them. */
   test: { input: Grid; output?: Grid }[];
 }
 
 /** Options for {@link loadArcDataset}. */
-export interface LoadOptions {
+export interface ArcLoadOptions {
   /** Keep only the first N tasks (null/undefined = all). */
   nTasks?: number | null;
 }
 
-/** Load and validate the tasks at `path` (dict JSON, single-task JSON, directory, or JSONL). */
-export async function loadArcDataset(path: string, opts: LoadOptions = {}): Promise<ArcTask[]> {
+/**
+ * Load and validate the tasks at `path` (dict JSON, single-task JSON, directory, or JSONL).
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert";
+ * import { loadArcDataset } from "./dataset.ts";
+ * const path = await Deno.makeTempFile({ suffix: ".json" });
+ * const grid = [[1, 2], [3, 4]];
+ * await Deno.writeTextFile(path, JSON.stringify({ t1: { train: [{ input: grid, output: grid }], test: [{ input: grid }] } }));
+ * const [task] = await loadArcDataset(path);
+ * assert(task.id === "t1" && task.test[0].output === undefined);
+ * await Deno.remove(path);
+ * ```
+ */
+export async function loadArcDataset(path: string, opts: ArcLoadOptions = {}): Promise<ArcTask[]> {
   const limit = opts.nTasks ?? Infinity;
   let stat: Deno.FileInfo;
   try {

@@ -7,7 +7,9 @@
  * ```ts
  * import { syntheticArcTasks } from "./synthetic.ts";
  * const tasks = syntheticArcTasks({ nTasks: 3, seed: 7 });
- * await Deno.writeTextFile("tasks.json", JSON.stringify(tasks));
+ * const path = await Deno.makeTempFile({ suffix: ".json" }); // e.g. the demo's demo_out/arc_tasks.json
+ * await Deno.writeTextFile(path, JSON.stringify(tasks));
+ * await Deno.remove(path);
  * ```
  */
 import { mulberry32 } from "../util/seeded.ts";

@@ -10,6 +10,8 @@
  * const c = parseExtractFlags(["--layers_to_extract", "20", "21", "--no_compress_shards"]);
  * if (!("help" in c)) console.log(c.layers_to_extract, c.codec); // [20, 21] "none"
  * ```
+ *
+ * @module
  */
 import { usageError } from "../errors.ts";
 import type { ActivationDType } from "../types.ts";
@@ -188,7 +190,23 @@ function str(v: string | boolean | undefined): string | null {
   return typeof v === "string" && v !== "" ? v : null;
 }
 
-/** Parse extract's argv. Returns `{help}` for --help; throws a usage error (exit 2) on any bad flag. */
+/**
+ * Parse extract's argv. Returns `{help}` for --help; throws a usage error (exit 2) on any bad flag.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert";
+ * import { parseExtractFlags } from "./extract_flags.ts";
+ * const config = parseExtractFlags(["--model_path", "./tiny", "--layers_to_extract", "0", "1", "--codec", "zstd"]);
+ * assert(!("help" in config) && config.codec === "zstd" && config.batch_size === 8);
+ * assert("help" in parseExtractFlags(["--help"]));
+ * try {
+ *   parseExtractFlags(["--layer_to_extract", "3"]);
+ * } catch (e) {
+ *   console.log(String(e)); // unknown flag --layer_to_extract: did you mean --layers_to_extract? (exit 2)
+ * }
+ * ```
+ */
 export function parseExtractFlags(args: string[]): ExtractConfig | { help: string } {
   const r = parseFlags("extract", args, EXTRACT_FLAGS, { description: DESCRIPTION, epilog: GCS_HELP });
   if (r.help) return { help: r.help };

@@ -5,26 +5,44 @@
  * @example
  * ```ts
  * import { loadModelConfig } from "./config.ts";
- * const cfg = await loadModelConfig("/models/qwen-2.5-0.5b");
- * console.log(cfg.hidden_size, cfg.num_hidden_layers); // 896 24
+ * import { writeTinyModel } from "./tiny.ts";
+ * const dir = await Deno.makeTempDir();
+ * await writeTinyModel(dir, { hidden: 32, layers: 2, vocab: 256, tokenizer: false });
+ * const cfg = await loadModelConfig(dir);
+ * console.log(cfg.hidden_size, cfg.num_hidden_layers); // 32 2
+ * await Deno.remove(dir, { recursive: true });
  * ```
+ *
+ * @module
  */
 import { join } from "node:path";
 import { ActshardError } from "../errors.ts";
 
 /** What the Qwen2 definition reads from config.json. */
 export interface Qwen2Config {
+  /** e.g. `["Qwen2ForCausalLM"]`; one of {@link SUPPORTED_ARCHITECTURES}. */
   architectures: string[];
+  /** `qwen2`. */
   model_type: string;
+  /** Width of the residual stream (896 for Qwen2.5-0.5B). */
   hidden_size: number;
+  /** Number of decoder blocks (24 for Qwen2.5-0.5B). */
   num_hidden_layers: number;
+  /** Query heads per block. */
   num_attention_heads: number;
+  /** Key/value heads per block (grouped-query attention; divides `num_attention_heads`). */
   num_key_value_heads: number;
+  /** Width of the MLP's hidden layer. */
   intermediate_size: number;
+  /** Embedding rows. */
   vocab_size: number;
+  /** RoPE base frequency. */
   rope_theta: number;
+  /** RMSNorm epsilon. */
   rms_norm_eps: number;
+  /** True when lm_head shares the embedding matrix. */
   tie_word_embeddings: boolean;
+  /** The longest position the model was trained for. */
   max_position_embeddings: number;
   /** `hidden_size / num_attention_heads` unless config.json says otherwise. */
   head_dim: number;
@@ -35,7 +53,21 @@ export interface Qwen2Config {
 /** Architectures this definition implements. */
 export const SUPPORTED_ARCHITECTURES = ["Qwen2ForCausalLM", "Qwen2Model"];
 
-/** Read and validate `DIR/config.json`. */
+/**
+ * Read and validate `DIR/config.json`.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert";
+ * import { loadModelConfig } from "./config.ts";
+ * import { writeTinyModel } from "./tiny.ts";
+ * const dir = await Deno.makeTempDir();
+ * await writeTinyModel(dir, { hidden: 32, layers: 3, vocab: 256, tokenizer: false });
+ * const cfg = await loadModelConfig(dir);
+ * assert(cfg.hidden_size === 32 && cfg.num_hidden_layers === 3 && cfg.head_dim === 8);
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ */
 export async function loadModelConfig(dir: string): Promise<Qwen2Config> {
   const path = join(dir, "config.json");
   let text: string;

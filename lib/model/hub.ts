@@ -10,10 +10,13 @@
  * file. When every attempt failed: one error naming the file and the last reason.
  *
  * @example
- * ```ts
+ * ```ts ignore
+ * // ignore: downloads the 1 GB checkpoint from the Hugging Face Hub (no network on a CI box)
  * import { resolveModelDir } from "./hub.ts";
  * const dir = await resolveModelDir("KathirKs/qwen-2.5-0.5b"); // cache hit, or a download with progress
  * ```
+ *
+ * @module
  */
 import { basename, join } from "node:path";
 import { ActshardError } from "../errors.ts";
@@ -25,7 +28,7 @@ export type { DownloadProgress };
 export const DEFAULT_MODEL_ID = "KathirKs/qwen-2.5-0.5b";
 
 /** Options for {@link resolveModelDir}. */
-export interface ResolveOptions {
+export interface ResolveModelOptions {
   /** Download when not cached (default true). */
   download?: boolean;
   /** Hub endpoint (default `$HF_ENDPOINT` or https://huggingface.co). */
@@ -53,17 +56,38 @@ export function hubCacheDir(): string {
   return join(env("HOME") ?? ".", ".cache", "huggingface", "hub");
 }
 
-/** A local model directory for `pathOrRepoId` (see the module doc). */
-export async function resolveModelDir(pathOrRepoId: string, opts: ResolveOptions = {}): Promise<string> {
+/**
+ * A local model directory for `pathOrRepoId` (see the module doc).
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert";
+ * import { resolveModelDir } from "./hub.ts";
+ * const local = await Deno.makeTempDir();
+ * assert((await resolveModelDir(local)) === local); // a directory is taken as it is
+ * const cacheDir = await Deno.makeTempDir(); // an empty cache and no download: one line saying how to fetch it
+ * await resolveModelDir("KathirKs/qwen-2.5-0.5b", { cacheDir, download: false }).catch((e) => console.log(e.line()));
+ * await Deno.remove(local);
+ * await Deno.remove(cacheDir);
+ * ```
+ */
+export async function resolveModelDir(pathOrRepoId: string, opts: ResolveModelOptions = {}): Promise<string> {
   return await resolve(pathOrRepoId, opts, "model");
 }
 
 /** Like {@link resolveModelDir}, but only needs (and downloads) config.json and the tokenizer files. */
-export async function resolveTokenizerDir(pathOrRepoId: string, opts: ResolveOptions = {}): Promise<string> {
+export async function resolveTokenizerDir(
+  pathOrRepoId: string,
+  opts: ResolveModelOptions = {},
+): Promise<string> {
   return await resolve(pathOrRepoId, opts, "tokenizer");
 }
 
-async function resolve(spec: string, opts: ResolveOptions, need: "model" | "tokenizer"): Promise<string> {
+async function resolve(
+  spec: string,
+  opts: ResolveModelOptions,
+  need: "model" | "tokenizer",
+): Promise<string> {
   if (await isDir(spec)) return spec;
   const repo = /^[\w.-]+\/[\w.-]+$/.test(spec) && !spec.startsWith(".") ? spec : null;
   if (!repo) {

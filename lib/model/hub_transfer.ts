@@ -17,7 +17,9 @@ import { writeAll } from "../util/write_all.ts";
 
 /** Download progress of one file. */
 export interface DownloadProgress {
+  /** The file being downloaded, e.g. `model.safetensors`. */
   file: string;
+  /** Bytes received so far. */
   received: number;
   /** Total bytes when the server says (Content-Length), else undefined. */
   total?: number;

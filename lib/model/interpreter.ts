@@ -5,12 +5,19 @@
  * @example
  * ```ts
  * import { interpretGraph } from "./interpreter.ts";
- * import type { Graph } from "./ir.ts";
- * import type { CheckpointWeights } from "./safetensors.ts";
- * declare const graph: Graph, weights: CheckpointWeights;
+ * import { buildQwen2Graph } from "./qwen2.ts";
+ * import { loadModelConfig } from "./config.ts";
+ * import { CheckpointWeights } from "./safetensors.ts";
+ * import { writeTinyModel } from "./tiny.ts";
+ * const dir = await Deno.makeTempDir();
+ * await writeTinyModel(dir, { hidden: 32, layers: 1, vocab: 1000, tokenizer: false });
+ * const graph = buildQwen2Graph(await loadModelConfig(dir), [0]);
+ * const weights = await CheckpointWeights.open(dir);
  * const ids = Int32Array.from([1, 2, 3, 4, 5]), lengths = Int32Array.from([5]);
  * const out = await interpretGraph(graph, { ids, lengths, batch: 1, seqLen: 5 }, (name) => weights.read(name));
  * console.log(out.get("layer_0")!.length); // 1 * 5 * hidden
+ * weights.close();
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 import { ActshardError } from "../errors.ts";

@@ -8,8 +8,12 @@
  * ```ts
  * import { buildQwen2Graph } from "./qwen2.ts";
  * import { loadModelConfig } from "./config.ts";
- * const graph = buildQwen2Graph(await loadModelConfig("tiny"), [0, 1]);
+ * import { writeTinyModel } from "./tiny.ts";
+ * const dir = await Deno.makeTempDir();
+ * await writeTinyModel(dir, { hidden: 32, layers: 2, vocab: 1000, tokenizer: false });
+ * const graph = buildQwen2Graph(await loadModelConfig(dir), [0, 1]);
  * console.log(graph.outputs.map((o) => o.name)); // ["layer_0", "layer_1"]
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 import { ActshardError } from "../errors.ts";

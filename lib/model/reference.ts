@@ -5,9 +5,13 @@
  * @example
  * ```ts
  * import { referenceForward } from "./reference.ts";
+ * import { writeTinyModel } from "./tiny.ts";
+ * const dir = await Deno.makeTempDir();
+ * await writeTinyModel(dir, { hidden: 32, layers: 1, vocab: 1000, tokenizer: false });
  * const ids = Int32Array.from([1, 2, 3]);
- * const out = await referenceForward("tiny", { ids, lengths: Int32Array.from([3]), batch: 1, seqLen: 3 }, [0]);
+ * const out = await referenceForward(dir, { ids, lengths: Int32Array.from([3]), batch: 1, seqLen: 3 }, [0]);
  * console.log(out.get(0)!.length); // 3 * hidden
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 import type { TokenBatch } from "../types.ts";

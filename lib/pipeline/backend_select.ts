@@ -8,9 +8,21 @@
  * @example
  * ```ts
  * import { createBackend } from "./backend_select.ts";
+ * import { parseExtractFlags } from "../cli/extract_flags.ts";
  * import type { ExtractConfig } from "./config.ts";
- * declare const config: ExtractConfig;
- * const backend = await createBackend(config, "/models/qwen", [10, 11], console.error);
+ * import { syntheticArcTasks } from "../arc/synthetic.ts";
+ * import { writeTinyModel } from "../model/tiny.ts";
+ * const dir = await Deno.makeTempDir();
+ * await writeTinyModel(`${dir}/model`, { hidden: 32, layers: 2 }); // the real vocab: prompts use all of it
+ * await Deno.writeTextFile(`${dir}/tasks.json`, JSON.stringify(syntheticArcTasks({ nTasks: 2 })));
+ * const config = parseExtractFlags([
+ *   "--model_path", `${dir}/model`, "--dataset_path", `${dir}/tasks.json`, "--output_dir", `${dir}/out`,
+ *   "--layers_to_extract", "0", "1", "--predictions_per_task", "1",
+ * ]) as ExtractConfig;
+ * const backend = await createBackend(config, `${dir}/model`, [0, 1], console.error); // --backend onnx (default)
+ * console.log(backend.name, backend.numLayers);
+ * await backend.close();
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 import type { ExtractConfig } from "./config.ts";

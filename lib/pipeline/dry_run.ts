@@ -8,8 +8,17 @@
  * ```ts
  * import { dryRun } from "./dry_run.ts";
  * import { parseExtractFlags } from "../cli/extract_flags.ts";
- * const c = parseExtractFlags(["--dry_run", "--model_path", "model", "--dump_prompts", "p.jsonl"]);
+ * import { syntheticArcTasks } from "../arc/synthetic.ts";
+ * import { writeTinyModel } from "../model/tiny.ts";
+ * const dir = await Deno.makeTempDir();
+ * await writeTinyModel(`${dir}/model`, { hidden: 32, layers: 24 }); // the default layers 10-23 exist
+ * await Deno.writeTextFile(`${dir}/tasks.json`, JSON.stringify(syntheticArcTasks({ nTasks: 2 })));
+ * const c = parseExtractFlags([
+ *   "--dry_run", "--model_path", `${dir}/model`, "--dataset_path", `${dir}/tasks.json`,
+ *   "--dump_prompts", `${dir}/p.jsonl`,
+ * ]);
  * if (!("help" in c)) console.log(await dryRun(c)); // { tasks, prompts, tokens, truncated, maxTokens }
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 import type { ExtractConfig } from "./config.ts";

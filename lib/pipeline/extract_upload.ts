@@ -10,13 +10,32 @@
  * @example
  * ```ts
  * import { openUploader } from "./extract_upload.ts";
- * import type { ExtractConfig } from "./config.ts";
- * import type { PreparedRun } from "./prepare.ts";
- * import type { ShardWriter } from "../shard/writer.ts";
- * import type { ShardEntry } from "../shard/metadata.ts";
- * declare const config: ExtractConfig, run: PreparedRun, writer: ShardWriter, entry: ShardEntry;
- * const up = await openUploader(config, run, () => writer, undefined, console.error);
- * up.enqueue(entry); await up.finish();
+ * import { prepareRun } from "./prepare.ts";
+ * import { ShardWriter } from "../shard/writer.ts";
+ * import { startGcsEmulator } from "../storage/gcs_emulator/server.ts";
+ * import { parseExtractFlags } from "../cli/extract_flags.ts";
+ * import type { ExtractConfig } from "../pipeline/config.ts";
+ * import { syntheticArcTasks } from "../arc/synthetic.ts";
+ * import { writeTinyModel } from "../model/tiny.ts";
+ * const dir = await Deno.makeTempDir();
+ * await writeTinyModel(`${dir}/model`, { hidden: 32, layers: 2 }); // the real vocab: prompts use all of it
+ * await Deno.writeTextFile(`${dir}/tasks.json`, JSON.stringify(syntheticArcTasks({ nTasks: 2 })));
+ * const config = parseExtractFlags([
+ *   "--model_path", `${dir}/model`, "--dataset_path", `${dir}/tasks.json`, "--output_dir", `${dir}/out`,
+ *   "--layers_to_extract", "0", "1", "--predictions_per_task", "1",
+ * ]) as ExtractConfig;
+ * const emu = await startGcsEmulator({ autoCreateBuckets: true }); // stands in for GCS
+ * const run = await prepareRun({ ...config, upload_to_gcs: true, gcs_bucket: "my-bucket", gcs_prefix: "arc_v1" });
+ * const writer = await ShardWriter.open({
+ *   dir: run.outDir, format: "pickle", codec: "gzip", dtype: "float32", shardSizeBytes: 1 << 20, base: {},
+ *   onShardCommitted: (entry) => up.enqueue(entry),
+ * });
+ * const up = await openUploader(run.config, run, () => writer, emu.url, console.error);
+ * await writer.write([{ task_id: "t", sample_idx: 0, layer: 0, prompt: "p", activation: new Float32Array(4), shape: [1, 4] }]);
+ * await writer.close();
+ * await up.finish();
+ * await emu.close();
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 import { join } from "node:path";

@@ -10,12 +10,14 @@
  * @example
  * ```ts
  * import { lockOutputDir } from "./lock.ts";
- * const lock = await lockOutputDir("./activations_arc");
+ * const dir = await Deno.makeTempDir(); // the output dir, e.g. ./activations_arc
+ * const lock = await lockOutputDir(dir);
  * try {
  *   // ... write shards and metadata.json ...
  * } finally {
  *   lock.release();
  * }
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 import { join } from "node:path";

@@ -9,11 +9,14 @@
  * `status: complete`, every listed shard exists with its recorded size, and all ran the same config.
  *
  * @example
- * ```ts
+ * ```ts ignore
+ * // ignore: needs the worker directories of a finished N-worker run (see mergeDatasets' example for one built here)
  * import { mergeDatasets } from "./merge.ts";
  * const meta = await mergeDatasets(["out"], "out"); // out/worker-0000i-of-00003/ → out/metadata.json
  * console.log(meta.total_shards, meta.workers);
  * ```
+ *
+ * @module
  */
 import { dirname, join, resolve } from "node:path";
 import { ActshardError } from "../errors.ts";
@@ -36,13 +39,19 @@ import {
 export interface MergedWorker {
   /** `worker-IIIII-of-NNNNN`, also the sub-directory / sub-prefix under the root. */
   name: string;
+  /** The worker's index, 0-based. */
   worker_index: number;
+  /** How many workers the run had. */
   num_workers: number;
+  /** The worker's own metadata status (always `complete` in a merged root). */
   status: string;
+  /** Shards the worker wrote. */
   total_shards: number;
+  /** Records the worker wrote. */
   total_samples: number;
   /** Sample range of the worker's records (null when it wrote none). */
   sample_idx_min: number | null;
+  /** Upper end of the sample range (null when it wrote none). */
   sample_idx_max: number | null;
   /** Where the worker's output was found (informational). */
   source: string;
@@ -73,6 +82,25 @@ interface FoundWorker {
 /**
  * Merge worker outputs into one dataset rooted at `dest` and return the root metadata written there.
  * `sources` are worker directories or parents of worker directories, local paths or `gs://bucket/prefix`.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert";
+ * import { mergeDatasets } from "./merge.ts";
+ * import { ShardWriter } from "../shard/writer.ts";
+ * const out = await Deno.makeTempDir();
+ * for (const i of [0, 1]) { // what `extract --num_workers 2 --worker_index I` leaves under out/
+ *   const w = await ShardWriter.open({
+ *     dir: `${out}/worker-0000${i}-of-00002`, format: "pickle", codec: "gzip", dtype: "float32",
+ *     shardSizeBytes: 1 << 20, base: { config: { num_workers: 2, worker_index: i } },
+ *   });
+ *   await w.write([{ task_id: "t", sample_idx: i, layer: 0, prompt: "p", activation: new Float32Array(4), shape: [1, 4] }]);
+ *   await w.close();
+ * }
+ * const meta = await mergeDatasets([out], out); // writes out/metadata.json; no shard is copied
+ * assert(meta.total_shards === 2 && meta.status === "complete");
+ * await Deno.remove(out, { recursive: true });
+ * ```
  */
 export async function mergeDatasets(sources: string[], dest: string): Promise<DatasetMetadata> {
   if (sources.length === 0) {

@@ -15,14 +15,29 @@
  * @example
  * ```ts
  * import { runBatches } from "./overlap.ts";
- * import type { ShardWriter } from "../shard/writer.ts";
- * type Opts = Parameters<typeof runBatches>[0];
- * declare const items: Opts["items"], plan: Opts["plan"], backend: Opts["backend"], writer: ShardWriter;
+ * import { prepareRun } from "./prepare.ts";
+ * import { createOnnxBackend } from "../backend/onnx/index.ts";
+ * import { parseExtractFlags } from "../cli/extract_flags.ts";
+ * import type { ExtractConfig } from "../pipeline/config.ts";
+ * import { syntheticArcTasks } from "../arc/synthetic.ts";
+ * import { writeTinyModel } from "../model/tiny.ts";
+ * const dir = await Deno.makeTempDir();
+ * await writeTinyModel(`${dir}/model`, { hidden: 32, layers: 2 }); // the real vocab: prompts use all of it
+ * await Deno.writeTextFile(`${dir}/tasks.json`, JSON.stringify(syntheticArcTasks({ nTasks: 2 })));
+ * const config = parseExtractFlags([
+ *   "--model_path", `${dir}/model`, "--dataset_path", `${dir}/tasks.json`, "--output_dir", `${dir}/out`,
+ *   "--layers_to_extract", "0", "1", "--predictions_per_task", "1",
+ * ]) as ExtractConfig;
+ * const { items, plan, padId, modelDir } = await prepareRun(config); // prompts, tokens and the batch plan
+ * const backend = await createOnnxBackend(modelDir, { layers: [0, 1], weightCacheDir: null });
+ * let records = 0;
  * const stats = await runBatches({
- *   items, plan, start: 0, backend, layers: [10, 11], padId: 151643, keepPadding: false,
- *   write: async (group) => await writer.write(group),
+ *   items, plan, start: 0, backend, layers: [0, 1], padId, keepPadding: false,
+ *   write: async (group) => void (records += group.length), // a ShardWriter's write() in the extract job
  * });
- * console.log(stats.forwardSeconds);
+ * console.log(records, stats.forwardSeconds); // 2 records (layers) per prompt
+ * await backend.close();
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 import type { ActivationRecord, Backend, TokenBatch } from "../types.ts";

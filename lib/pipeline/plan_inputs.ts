@@ -7,8 +7,20 @@
  * ```ts
  * import { loadPromptPlanOptions } from "./plan_inputs.ts";
  * import { buildPromptPlan } from "../prompts/plan.ts";
- * declare const config: Parameters<typeof loadPromptPlanOptions>[0];
- * const plan = buildPromptPlan(await loadPromptPlanOptions(config, "model"));
+ * import { parseExtractFlags } from "../cli/extract_flags.ts";
+ * import type { ExtractConfig } from "../pipeline/config.ts";
+ * import { syntheticArcTasks } from "../arc/synthetic.ts";
+ * import { writeTinyModel } from "../model/tiny.ts";
+ * const dir = await Deno.makeTempDir();
+ * await writeTinyModel(`${dir}/model`, { hidden: 32, layers: 2 }); // the real vocab: prompts use all of it
+ * await Deno.writeTextFile(`${dir}/tasks.json`, JSON.stringify(syntheticArcTasks({ nTasks: 2 })));
+ * const config = parseExtractFlags([
+ *   "--model_path", `${dir}/model`, "--dataset_path", `${dir}/tasks.json`, "--output_dir", `${dir}/out`,
+ *   "--layers_to_extract", "0", "1", "--predictions_per_task", "1",
+ * ]) as ExtractConfig;
+ * const plan = buildPromptPlan(await loadPromptPlanOptions(config, `${dir}/model`));
+ * console.log(plan.length); // one prompt per test input with --predictions_per_task 1
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 import type { ExtractConfig } from "./config.ts";

@@ -7,10 +7,20 @@
  * @example
  * ```ts
  * import { prepareRun } from "./prepare.ts";
- * import type { ExtractConfig } from "./config.ts";
- * declare const config: ExtractConfig;
+ * import { parseExtractFlags } from "../cli/extract_flags.ts";
+ * import type { ExtractConfig } from "../pipeline/config.ts";
+ * import { syntheticArcTasks } from "../arc/synthetic.ts";
+ * import { writeTinyModel } from "../model/tiny.ts";
+ * const dir = await Deno.makeTempDir();
+ * await writeTinyModel(`${dir}/model`, { hidden: 32, layers: 2 }); // the real vocab: prompts use all of it
+ * await Deno.writeTextFile(`${dir}/tasks.json`, JSON.stringify(syntheticArcTasks({ nTasks: 2 })));
+ * const config = parseExtractFlags([
+ *   "--model_path", `${dir}/model`, "--dataset_path", `${dir}/tasks.json`, "--output_dir", `${dir}/out`,
+ *   "--layers_to_extract", "0", "1", "--predictions_per_task", "1",
+ * ]) as ExtractConfig;
  * const run = await prepareRun(config);
  * console.log(run.items.length, run.outDir, run.estimateBytes);
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 import { join } from "node:path";

@@ -16,11 +16,29 @@
  * @example
  * ```ts
  * import { decideRemoteResume } from "./remote_resume.ts";
- * import type { RunFingerprint } from "./fingerprint.ts";
- * declare const fingerprint: RunFingerprint, sampleIdx: number[];
- * const r = await decideRemoteResume({ bucket: "b", prefix: "acts/worker-00003-of-00016", fingerprint,
- *   sampleIdx, layers: 4 });
+ * import { prepareRun } from "./prepare.ts";
+ * import { startGcsEmulator } from "../storage/gcs_emulator/server.ts";
+ * import { parseExtractFlags } from "../cli/extract_flags.ts";
+ * import type { ExtractConfig } from "../pipeline/config.ts";
+ * import { syntheticArcTasks } from "../arc/synthetic.ts";
+ * import { writeTinyModel } from "../model/tiny.ts";
+ * const dir = await Deno.makeTempDir();
+ * await writeTinyModel(`${dir}/model`, { hidden: 32, layers: 2 }); // the real vocab: prompts use all of it
+ * await Deno.writeTextFile(`${dir}/tasks.json`, JSON.stringify(syntheticArcTasks({ nTasks: 2 })));
+ * const config = parseExtractFlags([
+ *   "--model_path", `${dir}/model`, "--dataset_path", `${dir}/tasks.json`, "--output_dir", `${dir}/out`,
+ *   "--layers_to_extract", "0", "1", "--predictions_per_task", "1",
+ * ]) as ExtractConfig;
+ * const { fingerprint, items } = await prepareRun(config);
+ * const emu = await startGcsEmulator({ autoCreateBuckets: true }); // stands in for GCS
+ * const r = await decideRemoteResume({
+ *   bucket: "my-bucket", prefix: "acts/worker-00003-of-00016", fingerprint,
+ *   sampleIdx: items.map((p) => p.sample_idx), layers: 2, apiEndpoint: emu.url,
+ * });
  * if (r) console.log(`${r.url}: ${r.decision.mode} after ${r.decision.durablePrompts} prompts`);
+ * else console.log("nothing under the prefix: a fresh start");
+ * await emu.close();
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 import { type DatasetMetadata, METADATA_NAME, readMetadata } from "../shard/metadata.ts";

@@ -12,9 +12,23 @@
  * @example
  * ```ts
  * import { decideResume } from "./resume.ts";
- * declare const fingerprint: Parameters<typeof decideResume>[1];
- * const d = await decideResume("./activations_arc", fingerprint, { overwrite: false, sampleIdx: [0, 1, 2], layers: 14 });
- * if (d.mode === "resume") console.log(`continuing after ${d.durablePrompts} prompts`);
+ * import { prepareRun } from "./prepare.ts";
+ * import { parseExtractFlags } from "../cli/extract_flags.ts";
+ * import type { ExtractConfig } from "../pipeline/config.ts";
+ * import { syntheticArcTasks } from "../arc/synthetic.ts";
+ * import { writeTinyModel } from "../model/tiny.ts";
+ * const dir = await Deno.makeTempDir();
+ * await writeTinyModel(`${dir}/model`, { hidden: 32, layers: 2 }); // the real vocab: prompts use all of it
+ * await Deno.writeTextFile(`${dir}/tasks.json`, JSON.stringify(syntheticArcTasks({ nTasks: 2 })));
+ * const config = parseExtractFlags([
+ *   "--model_path", `${dir}/model`, "--dataset_path", `${dir}/tasks.json`, "--output_dir", `${dir}/out`,
+ *   "--layers_to_extract", "0", "1", "--predictions_per_task", "1",
+ * ]) as ExtractConfig;
+ * const run = await prepareRun(config); // its fingerprint: what the records depend on
+ * const sampleIdx = run.items.map((p) => p.sample_idx);
+ * const d = await decideResume(run.outDir, run.fingerprint, { overwrite: false, sampleIdx, layers: 2 });
+ * console.log(d.mode); // "fresh": nothing written yet ("resume" after a killed run)
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 import { join } from "node:path";

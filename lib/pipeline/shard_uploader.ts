@@ -9,20 +9,28 @@
  * @example
  * ```ts
  * import { ShardUploader } from "./shard_uploader.ts";
- * import type { ShardWriter } from "../shard/writer.ts";
- * import type { ShardEntry } from "../shard/metadata.ts";
- * declare const writer: ShardWriter, entry: ShardEntry;
+ * import { ShardWriter } from "../shard/writer.ts";
+ * import { startGcsEmulator } from "../storage/gcs_emulator/server.ts";
+ * const emu = await startGcsEmulator({ autoCreateBuckets: true }); // stands in for GCS here
+ * const dir = await Deno.makeTempDir();
+ * const writer = await ShardWriter.open({
+ *   dir, format: "pickle", codec: "gzip", dtype: "float32", shardSizeBytes: 1 << 20, base: {},
+ *   onShardCommitted: (entry) => up.enqueue(entry), // as each shard is closed
+ * });
  * const up: ShardUploader = await ShardUploader.create({
- *   bucket: "b", prefix: "activations", localDir: "out",
+ *   bucket: "my-bucket", prefix: "activations", localDir: dir, apiEndpoint: emu.url,
  *   onVerified: async (e, remote) => {
  *     await writer.updateShard(e.shard_id, { gcs_path: up.gcsPath(e), gcs_generation: remote.generation, gcs_verified: true });
  *   },
  *   getMetadata: () => writer.metadata,
  * });
- * up.enqueue(entry);        // as each shard is closed
+ * await writer.write([{ task_id: "t", sample_idx: 0, layer: 0, prompt: "p", activation: new Float32Array(4), shape: [1, 4] }]);
+ * await writer.close();
  * await up.drain();         // at the end: throws if any upload failed
  * await up.publishMetadata();
  * await up.release();       // the prefix's writer lease
+ * await emu.close();
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 import { join } from "node:path";
@@ -342,24 +350,41 @@ export class ShardUploader {
 
 /** What {@link uploadDataset} did. */
 export interface UploadReport {
+  /** Shards sent in this call. */
   uploaded: number;
+  /** Shards already under the prefix with the same size and CRC-32C (skipped). */
   alreadyThere: number;
+  /** `gs://bucket/prefix/metadata.json`. */
   metadataUrl: string;
 }
 
 /** Options of {@link uploadDataset}. */
 export interface UploadDatasetOptions {
+  /** The local dataset directory (holding metadata.json). */
   outputDir: string;
+  /** Destination bucket. */
   bucket: string;
+  /** Destination prefix ("" = the bucket's root). */
   prefix: string;
+  /** Shards uploaded at once (default 2). */
   concurrency?: number;
+  /** Delete each local shard once metadata.json on GCS lists it (default false). */
   deleteLocalAfterUpload?: boolean;
+  /** GCS endpoint (default `STORAGE_EMULATOR_HOST`, else Google's). */
   apiEndpoint?: string;
+  /** Backoff and deadline of each operation (default: 600 s deadline, backoff to 64 s). */
   retry?: RetryPolicy;
+  /** Resumable upload chunk size in bytes (a multiple of 256 KiB; default 16 MiB). */
   chunkSize?: number;
+  /** Abort a request that makes no progress for this long (default 60 000 ms). */
   stallTimeoutMs?: number;
+  /** Hears one line per step ("3 shard(s) already in …"). */
   onProgress?: (msg: string) => void;
-  /** Given the local dataset: refuse (or clear) another dataset at the prefix (lib/pipeline/gcs_prefix_guard.ts). */
+  /**
+   * Given the local dataset: refuse (or clear) another dataset at the prefix (lib/pipeline/gcs_prefix_guard.ts).
+   *
+   * @ignore
+   */
   guard?: (local: DatasetMetadata) => ShardUploaderOptions["checkRemote"];
 }
 
@@ -377,6 +402,25 @@ async function isFile(p: string): Promise<boolean> {
  * metadata.json gets the gcs fields, and metadata.json is uploaded last, listing only shards verified under
  * this prefix. A shard that is neither on disk (deleted after an upload elsewhere) nor under this prefix is
  * refused before anything is sent, naming where it went. Idempotent; a killed run resumes by rerunning.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert";
+ * import { uploadDataset } from "./shard_uploader.ts";
+ * import { ShardWriter } from "../shard/writer.ts";
+ * import { startGcsEmulator } from "../storage/gcs_emulator/server.ts";
+ * const dir = await Deno.makeTempDir();
+ * const w = await ShardWriter.open({ dir, format: "pickle", codec: "gzip", dtype: "float32", shardSizeBytes: 1 << 20, base: {} });
+ * await w.write([{ task_id: "t", sample_idx: 0, layer: 0, prompt: "p", activation: new Float32Array(4), shape: [1, 4] }]);
+ * await w.close();
+ * // The built-in emulator stands in for GCS here; without apiEndpoint this is the real bucket (ADC auth).
+ * const emu = await startGcsEmulator({ autoCreateBuckets: true });
+ * const report = await uploadDataset({ outputDir: dir, bucket: "my-bucket", prefix: "arc_v1", apiEndpoint: emu.url });
+ * assert(report.uploaded === 1 && report.metadataUrl === "gs://my-bucket/arc_v1/metadata.json");
+ * assert((await uploadDataset({ outputDir: dir, bucket: "my-bucket", prefix: "arc_v1", apiEndpoint: emu.url })).alreadyThere === 1);
+ * await emu.close();
+ * await Deno.remove(dir, { recursive: true });
+ * ```
  */
 export async function uploadDataset(opts: UploadDatasetOptions): Promise<UploadReport> {
   const meta = await readMetadata(new LocalStore(opts.outputDir));

@@ -27,6 +27,7 @@ import { ActshardError } from "../errors.ts";
 export interface GridEncoder {
   /** The canonical spec string of this encoder. */
   readonly spec: string;
+  /** The grid as prompt text. */
   toText(grid: Grid): string;
 }
 

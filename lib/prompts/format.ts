@@ -11,6 +11,8 @@
  * const fmt = await loadPromptFormat(null); // the built-in default
  * console.log(fmt.name, fmt.encoder.spec);
  * ```
+ *
+ * @module
  */
 import { parseJsonText } from "../arc/json_text.ts";
 import { ActshardError } from "../errors.ts";
@@ -20,22 +22,33 @@ import { type CompiledTemplate, compileJinja } from "./jinja.ts";
 
 /** A prompt format file's content. */
 export interface PromptFormatData {
+  /** A name for logs and the run's config (default: the file name). */
   name?: string;
+  /** The system message of the chat. */
   system_prompt: string;
+  /** Jinja2 template of the user turn (sees `train_samples` and `test_input`). */
   user_template: string;
+  /** Jinja2 template of the assistant turn's start (sees `output`). */
   assistant_template: string;
+  /** Grid encoder spec, e.g. `GridShapeEncoder(RowNumberEncoder(MinimalGridEncoder()))`. */
   grid_encoder: string;
+  /** The value of `{{ output }}` (default "```grid"). */
   assistant_output?: string;
 }
 
 /** A loaded, checked prompt format. */
 export interface PromptFormat {
+  /** The format's name (`data.name`, else its source). */
   name: string;
   /** The file it came from, or "built-in". */
   source: string;
+  /** The file's content as read. */
   data: PromptFormatData;
+  /** The parsed `grid_encoder`. */
   encoder: GridEncoder;
+  /** The compiled `user_template`. */
   user: CompiledTemplate;
+  /** The compiled `assistant_template`. */
   assistant: CompiledTemplate;
   /** Value of `{{ output }}` in the assistant template. */
   assistantOutput: string;
@@ -43,7 +56,18 @@ export interface PromptFormat {
 
 const REQUIRED = ["system_prompt", "user_template", "assistant_template", "grid_encoder"] as const;
 
-/** Load a format file (`null` = the built-in default, identical to the seed's format). */
+/**
+ * Load a format file (`null` = the built-in default, identical to the seed's format).
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert";
+ * import { loadPromptFormat } from "./format.ts";
+ * const fmt = await loadPromptFormat(null);
+ * assert(fmt.source === "built-in");
+ * console.log(fmt.encoder.toText([[1, 2], [3, 4]])); // the grid as the seed's prompts write it
+ * ```
+ */
 export async function loadPromptFormat(path: string | null): Promise<PromptFormat> {
   if (path === null) return compilePromptFormat(DEFAULT_PROMPT_FORMAT, "built-in");
   let text: string;

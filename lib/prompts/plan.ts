@@ -10,14 +10,22 @@
  * import { buildPromptPlan } from "./plan.ts";
  * import { loadPromptFormat } from "./format.ts";
  * import { loadArcDataset } from "../arc/dataset.ts";
+ * import { syntheticArcTasks } from "../arc/synthetic.ts";
+ * import { writeTinyModel } from "../model/tiny.ts";
  * import { Tokenizer } from "../tokenizer/bpe.ts";
+ * const dir = await Deno.makeTempDir();
+ * await Deno.writeTextFile(`${dir}/tasks.json`, JSON.stringify(syntheticArcTasks({ nTasks: 2 })));
+ * await writeTinyModel(`${dir}/model`, { hidden: 32, layers: 1, vocab: 1000 });
  * const plan = buildPromptPlan({
- *   tasks: await loadArcDataset("tasks.json"), format: await loadPromptFormat(null),
- *   tokenizer: await Tokenizer.fromModelDir("model"), predictionsPerTask: 8, augment: "default",
+ *   tasks: await loadArcDataset(`${dir}/tasks.json`), format: await loadPromptFormat(null),
+ *   tokenizer: await Tokenizer.fromModelDir(`${dir}/model`), predictionsPerTask: 8, augment: "default",
  *   randomSeed: 42, maxSeqLength: 2048,
  * });
- * console.log(plan.length, plan[0].input_ids.length);
+ * console.log(plan.length, plan[0].input_ids.length); // 16 prompts (2 tasks × 8, one test input each)
+ * await Deno.remove(dir, { recursive: true });
  * ```
+ *
+ * @module
  */
 import type { ArcTask } from "../arc/dataset.ts";
 import {
@@ -36,12 +44,15 @@ export { loadPromptFormat, type PromptFormat } from "./format.ts";
 
 /** One prompt of the plan. */
 export interface PromptItem {
+  /** The ARC task the prompt is for. */
   task_id: string;
+  /** Which of the task's test inputs it asks about. */
   test_index: number;
   /** Global index in the plan. */
   sample_idx: number;
   /** JSON-serializable description: hflip, rot90, color_map, train_order. */
   augmentation: Record<string, unknown>;
+  /** The full prompt text (chat template applied). */
   prompt: string;
   /** Token ids, truncated (right) to maxSeqLength when > 0. */
   input_ids: Int32Array;
@@ -51,12 +62,19 @@ export interface PromptItem {
 
 /** Inputs of {@link buildPromptPlan}. */
 export interface PromptPlanOptions {
+  /** The tasks, in file order. */
   tasks: ArcTask[];
+  /** How a task becomes prompt text. */
   format: PromptFormat;
+  /** Tokenizes the prompts (and supplies the chat template). */
   tokenizer: Tokenizer;
+  /** Augmented copies per task (`--predictions_per_task`). */
   predictionsPerTask: number;
+  /** `none`: one plain prompt per test input, whatever `predictionsPerTask`. */
   augment: "default" | "none";
+  /** Seeds the per-task augmentation streams (`--random_seed`). */
   randomSeed: number;
+  /** Truncate token ids to this many (0 = no limit). */
   maxSeqLength: number;
 }
 
@@ -128,7 +146,29 @@ export function* promptPlanItems(opts: PromptPlanOptions): Generator<PromptItem>
   }
 }
 
-/** Every prompt of the run, in order. */
+/**
+ * Every prompt of the run, in order.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert";
+ * import { buildPromptPlan, loadPromptFormat } from "./plan.ts";
+ * import { loadArcDataset } from "../arc/dataset.ts";
+ * import { syntheticArcTasks } from "../arc/synthetic.ts";
+ * import { writeTinyModel } from "../model/tiny.ts";
+ * import { Tokenizer } from "../tokenizer/bpe.ts";
+ * const dir = await Deno.makeTempDir();
+ * await Deno.writeTextFile(`${dir}/tasks.json`, JSON.stringify(syntheticArcTasks({ nTasks: 3 })));
+ * await writeTinyModel(`${dir}/model`, { hidden: 32, layers: 1, vocab: 1000 });
+ * const plan = buildPromptPlan({
+ *   tasks: await loadArcDataset(`${dir}/tasks.json`), format: await loadPromptFormat(null),
+ *   tokenizer: await Tokenizer.fromModelDir(`${dir}/model`), predictionsPerTask: 1, augment: "none",
+ *   randomSeed: 0, maxSeqLength: 0,
+ * });
+ * assert.deepStrictEqual(plan.map((p) => p.sample_idx), [0, 1, 2]);
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ */
 export function buildPromptPlan(opts: PromptPlanOptions): PromptItem[] {
   return Array.from(promptPlanItems(opts));
 }

@@ -6,8 +6,9 @@
  * - gzip: the payload is cut into fixed-size chunks, each compressed as an independent gzip member in a pool of
  *   Workers (so every core works); members are written in order. A multi-member file is plain gzip (RFC 1952):
  *   Python's `gzip.open`, `gunzip` and node:zlib read it as one stream. Headers carry mtime 0: deterministic.
- * - zstd: one zstd frame per shard, streamed through a node:zlib zstd context in a Worker (zstd_stream.ts), so
- *   every zstd reader reads it (python-zstandard's stream_reader stops after the first frame by default).
+ * - zstd: one zstd frame per shard, compressed by libzstd's threads (zstd_mt.ts) or, where libzstd cannot be
+ *   loaded, streamed through node:zlib in a Worker (zstd_stream.ts picks), so every zstd reader reads it
+ *   (python-zstandard's stream_reader stops after the first frame by default).
  * Decompression streams through node:zlib (which reads multi-member gzip and multi-frame zstd).
  *
  * @example
@@ -24,7 +25,7 @@ import { createGunzip, createZstdDecompress } from "node:zlib";
 import { ActshardError } from "../errors.ts";
 import { type CompressEngine, compressMember } from "./gzip_member.ts";
 import { crc32c } from "../util/crc32c.ts";
-import { ZSTD_DEFAULT_LEVEL, ZstdWorker } from "./zstd_stream.ts";
+import { openZstdEngine, type ZstdEngine } from "./zstd_stream.ts";
 import { zlibStream } from "./zlib_stream.ts";
 
 /** What the codec table holds for one codec. */
@@ -53,7 +54,7 @@ export interface CodecSpec {
 export interface SharedCodecOptions {
   /** gzip Workers (default: cores). */
   gzipWorkers?: number;
-  /** zstd level (default {@link ZSTD_DEFAULT_LEVEL}). */
+  /** zstd level (default 1, zstd_stream.ts's `ZSTD_DEFAULT_LEVEL`). */
   zstdLevel?: number;
 }
 
@@ -93,9 +94,9 @@ export const CODEC_TABLE: { readonly [C in Codec]: CodecSpec } = {
     suffix: ".zst",
     randomAccess: false,
     compressor: zstdCompressor,
-    // One Worker per writer: a shard is one zstd frame, compressed by one stream.
+    // One engine per writer (libzstd's threads, or a node:zlib Worker): a shard is one zstd frame.
     shared: (o: SharedCodecOptions): SharedCodec => {
-      const zstd = new ZstdWorker(o.zstdLevel);
+      const zstd = openZstdEngine({ level: o.zstdLevel });
       return { options: { zstd }, close: () => zstd.close() };
     },
     decompressor: (chunkSize?: number): Transform => createZstdDecompress(chunkSize ? { chunkSize } : {}),
@@ -145,12 +146,12 @@ export interface CompressorOptions {
   workers?: number;
   /** Input bytes per gzip member / per write into the zstd stream. Default 256 KiB. */
   chunkBytes?: number;
-  /** gzip level (default 6) or zstd level (default {@link ZSTD_DEFAULT_LEVEL}, 1). */
+  /** gzip level (default 6) or zstd level (default 1, zstd_stream.ts's `ZSTD_DEFAULT_LEVEL`). */
   level?: number;
   /** gzip engine: native zlib with Z_RLE (default, fastest measured at the same ratio), zlib, or fflate. */
   gzipEngine?: "zlib-rle" | "zlib" | "fflate";
-  /** A shared zstd Worker (zstd codec; not closed here). */
-  zstd?: ZstdWorker;
+  /** A shared zstd engine (zstd codec; not closed here). */
+  zstd?: ZstdEngine;
   /** A shared gzip pool (then workers/level/engine come from it, and it is not closed here). */
   pool?: GzipWorkers;
   /**
@@ -196,9 +197,9 @@ function noneCompressor(sink: ByteSink, opts: CompressorOptions): Compressor {
 
 function zstdCompressor(sink: ByteSink, opts: CompressorOptions): Compressor {
   const chunkBytes = opts.chunkBytes ?? CHUNK_BYTES;
-  if (opts.zstd) return opts.zstd.compressor(sink, chunkBytes);
-  const w = new ZstdWorker(opts.level ?? ZSTD_DEFAULT_LEVEL);
-  const c = w.compressor(sink, chunkBytes);
+  if (opts.zstd) return opts.zstd.compressor(sink, chunkBytes, opts.buffers);
+  const w = openZstdEngine({ level: opts.level, threads: opts.workers });
+  const c = w.compressor(sink, chunkBytes, opts.buffers);
   return {
     write: (b) => c.write(b),
     finish: () => c.finish().finally(() => w.close()),

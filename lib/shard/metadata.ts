@@ -10,9 +10,11 @@
  * const dir = await Deno.makeTempDir();
  * await writeMetadataAtomic(dir, newMetadata({ shard_size_gb: 1 }));
  * const meta = await readMetadata(new LocalStore(dir));
- * console.log(meta.total_shards, meta.status, meta.schema_version); // 0 "in_progress" "1.0"
+ * console.log(meta.total_shards, meta.status); // 0 in_progress
  * await Deno.remove(dir, { recursive: true });
  * ```
+ *
+ * @module
  */
 import { join } from "node:path";
 import type { ActivationDType } from "../types.ts";
@@ -25,6 +27,7 @@ import type { ShardFormat } from "./formats/mod.ts";
 
 /** The tool string written into metadata. */
 export const TOOL_VERSION = "actshard 0.1.0";
+/** The index's file name in a dataset root. */
 export const METADATA_NAME = "metadata.json";
 /**
  * The version of the metadata.json contract this code writes. A reader refuses a newer *major* version (its
@@ -35,50 +38,79 @@ export const SCHEMA_VERSION = "1.0";
 
 /** One shard in metadata.json: the seed's fields plus extensions. */
 export interface ShardEntry {
+  /** 1-based shard number (`shard_0001` is 1). */
   shard_id: number;
+  /** File name, e.g. `shard_0001.pkl.gz`. */
   filename: string;
+  /** Where the writer put it (the seed's field; readers use `filename`/`path`). */
   local_path: string;
+  /** `gs://bucket/prefix/filename` once uploaded, else null. */
   gcs_path: string | null;
+  /** File size in MB (the seed's field). */
   file_size_mb: number;
+  /** Uncompressed payload size in MB (the seed's field). */
   buffer_size_mb: number;
+  /** Layers stored in the shard, ascending. */
   layers: number[];
+  /** Records per layer (keys are layer numbers as strings). */
   samples_per_layer: Record<string, number>;
+  /** Records in the shard, all layers (the seed's field). */
   total_samples_in_shard: number;
+  /** File size in bytes. */
   bytes: number;
   /** CRC-32C of the file, unsigned. */
   crc32c: number;
   /** SHA-256 of the file, hex. */
   sha256: string;
+  /** Smallest `sample_idx` in the shard. */
   sample_idx_min: number;
+  /** Largest `sample_idx` in the shard. */
   sample_idx_max: number;
+  /** Records in the shard (equals `total_samples_in_shard`). */
   n_records: number;
-  /** The shard's format (the registry's name; readers dispatch on it). Absent in the seed's entries. */
+  /** Payload format (the format registry's name; readers dispatch on it). Absent in the seed's entries. */
   format: ShardFormat;
-  /** The shard's codec (the codec table's name; readers dispatch on it). Absent in the seed's entries. */
+  /** Compression around the payload (the codec table's name; readers dispatch on it). Absent in the seed's. */
   codec: Codec;
+  /** Stored activation dtype. */
   dtype: ActivationDType;
   /** Location relative to the dataset root when not `filename` (merged roots). */
   path?: string;
+  /** GCS generation of the uploaded object. */
   gcs_generation?: string;
+  /** True once the remote size and CRC-32C matched this entry. */
   gcs_verified?: boolean;
 }
 
 /** metadata.json. `total_samples` counts records (as the seed did). */
 export interface DatasetMetadata {
+  /** Number of entries in `shards`. */
   total_shards: number;
+  /** Records over all shards and layers. */
   total_samples: number;
+  /** The size bound shards were cut at (`--shard_size_gb`). */
   shard_size_gb: number;
+  /** Whether the run uploaded to GCS. */
   upload_to_gcs: boolean;
+  /** The bucket uploaded to, or null. */
   gcs_bucket: string | null;
+  /** The prefix uploaded under, or null. */
   gcs_prefix: string | null;
+  /** Every durable shard, in order. */
   shards: ShardEntry[];
+  /** `complete` once the run finished; `in_progress` while running or after an interruption. */
   status: "in_progress" | "complete";
+  /** The writer, e.g. {@link TOOL_VERSION}. */
   tool: string;
   /** {@link SCHEMA_VERSION} of the writer ("MAJOR.MINOR"); absent in the seed's files. */
   schema_version?: string;
+  /** ISO 8601 time the dataset was started. */
   created_at: string;
+  /** ISO 8601 time of the last rewrite. */
   updated_at: string;
+  /** The run's configuration (the extract flags, snake_case), used to refuse a mismatched resume. */
   config: Record<string, unknown>;
+  /** Fields this version does not know (kept, ignored). */
   [k: string]: unknown;
 }
 
@@ -90,6 +122,19 @@ export function shardLocation(e: Pick<ShardEntry, "path" | "filename">): string 
 /**
  * Read and check metadata.json (clear error when absent or corrupt). Every shard name, path, local_path,
  * gcs_path and worker directory in it is validated (lib/shard/metadata_check.ts) before any stage uses it.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert";
+ * import { readMetadata } from "./metadata.ts";
+ * import { openStore } from "../storage/open.ts";
+ * const dir = await Deno.makeTempDir();
+ * // Not a dataset yet: one line naming the file and what to give instead.
+ * await readMetadata(await openStore(dir)).catch((e) => console.log(e.line()));
+ * await Deno.writeTextFile(`${dir}/metadata.json`, JSON.stringify({ shards: [], status: "complete" }));
+ * assert((await readMetadata(await openStore(dir))).status === "complete");
+ * await Deno.remove(dir, { recursive: true });
+ * ```
  */
 export async function readMetadata(store: BlobStore): Promise<DatasetMetadata> {
   const where = `${store.url.replace(/\/$/, "")}/${METADATA_NAME}`;

@@ -5,7 +5,9 @@
  * ```ts
  * import { encodeNpy } from "./npy.ts";
  * const bytes = encodeNpy(new Float32Array([1, 2, 3, 4]), [2, 2]);
- * await Deno.writeFile("a.npy", bytes);
+ * const path = await Deno.makeTempFile({ suffix: ".npy" }); // e.g. `read --out a.npy`
+ * await Deno.writeFile(path, bytes); // numpy.load(path) → float32 [[1, 2], [3, 4]]
+ * await Deno.remove(path);
  * ```
  */
 

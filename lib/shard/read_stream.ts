@@ -6,12 +6,14 @@
  * @example
  * ```ts
  * import { openShardStream } from "./read_stream.ts";
+ * import { ShardWriter } from "./writer.ts";
  * import { LocalStore } from "../storage/local.ts";
- * import { gzipSync } from "node:zlib";
  * const dir = await Deno.makeTempDir();
- * await Deno.writeFile(`${dir}/shard_0001.pkl.gz`, gzipSync(new Uint8Array(1000)));
- * const s = await openShardStream(new LocalStore(dir), "shard_0001.pkl.gz"); // codec: gzip, from the name
- * for await (const chunk of s) console.log(chunk.length); // 1000
+ * const w = await ShardWriter.open({ dir, format: "pickle", codec: "gzip", dtype: "float32", shardSizeBytes: 1 << 20, base: {} });
+ * await w.write([{ task_id: "t", sample_idx: 0, layer: 0, prompt: "p", activation: new Float32Array(4), shape: [1, 4] }]);
+ * await w.close();
+ * const s = await openShardStream(new LocalStore(dir), "shard_0001.pkl.gz");
+ * for await (const chunk of s) console.log(chunk.length);
  * await Deno.remove(dir, { recursive: true });
  * ```
  */

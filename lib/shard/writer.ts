@@ -54,7 +54,7 @@ export interface ShardWriterOptions {
   existing?: DatasetMetadata;
   /** Called after a shard's rename + metadata rewrite. */
   onShardCommitted?: (entry: ShardEntry) => void | Promise<void>;
-  /** gzip Workers (default: cores). zstd uses one Worker (a shard is one zstd frame). */
+  /** gzip Workers (default: cores). zstd: one frame per shard, by libzstd's threads or node:zlib (zstd_stream.ts). */
   gzipWorkers?: number;
   /** zstd level (default 1: `ZSTD_DEFAULT_LEVEL`, same ratio as higher levels on activations, fastest). */
   zstdLevel?: number;
@@ -129,7 +129,12 @@ export class ShardWriter {
         (isShardFileName(e.name) && !listed.has(e.name));
       if (stale) await Deno.remove(join(opts.dir, e.name));
     }
-    w.#codec = codecSpec(opts.codec).shared({ gzipWorkers: opts.gzipWorkers, zstdLevel: opts.zstdLevel });
+    try {
+      w.#codec = codecSpec(opts.codec).shared({ gzipWorkers: opts.gzipWorkers, zstdLevel: opts.zstdLevel });
+    } catch (e) {
+      w.#release(); // ACTSHARD_ZSTD_ENGINE=libzstd without libzstd: the sink's Workers must not outlive it
+      throw e;
+    }
     return w;
   }
 

@@ -13,9 +13,15 @@
  * @example
  * ```ts
  * import { GcsStore } from "./gcs.ts";
- * const store = await GcsStore.open("my-bucket", "activations", { apiEndpoint: "http://127.0.0.1:4443" });
- * const info = await store.uploadFile("out/shard_0001.pkl.gz", "shard_0001.pkl.gz");
- * console.log(info.generation, (await store.list()).map((o) => o.name));
+ * import { startGcsEmulator } from "./gcs_emulator/server.ts";
+ * const emu = await startGcsEmulator({ autoCreateBuckets: true }); // without apiEndpoint: GCS itself, ADC auth
+ * const file = await Deno.makeTempFile();
+ * await Deno.writeTextFile(file, "shard bytes");
+ * const store = await GcsStore.open("my-bucket", "activations", { apiEndpoint: emu.url });
+ * const info = await store.uploadFile(file, "shard_0001.pkl.gz");
+ * console.log(info.generation, (await store.list()).map((o) => o.name)); // … ["shard_0001.pkl.gz"]
+ * await emu.close();
+ * await Deno.remove(file);
  * ```
  */
 import { ActshardError } from "../errors.ts";

@@ -11,7 +11,8 @@
  * Files (1, 2) are turned into tokens by google-auth-library.
  *
  * @example
- * ```ts
+ * ```ts ignore
+ * // ignore: needs Application Default Credentials (a key file, gcloud's ADC file or a VM's service account)
  * import { findCredentials } from "./gcs_auth.ts";
  * const creds = await findCredentials(); // throws one clear ActshardError when there are none
  * console.log(creds.source, await creds.token());

@@ -16,9 +16,12 @@
  * @example
  * ```ts
  * import { GcsTransport } from "./gcs_transport.ts";
- * const t = new GcsTransport({ endpoint: "http://127.0.0.1:4443", token: null });
- * const r = await t.retrying("list", "gs://b", () => t.request("GET", t.jsonUrl("/b/b/o")));
- * console.log(await r.json());
+ * import { startGcsEmulator } from "./gcs_emulator/server.ts";
+ * const emu = await startGcsEmulator({ autoCreateBuckets: true });
+ * const t = new GcsTransport({ endpoint: emu.url, token: null }); // token: null = no auth (emulators)
+ * const r = await t.retrying("list", "gs://my-bucket", () => t.request("GET", t.jsonUrl("/b/my-bucket/o")));
+ * console.log(await r.json()); // { kind: "storage#objects", … }
+ * await emu.close();
  * ```
  */
 
@@ -30,6 +33,7 @@ export interface RetryPolicy {
   totalTimeoutMs?: number;
   /** First backoff (default 1 s), doubled per attempt up to `maxDelayMs` (default 64 s), with jitter. */
   initialDelayMs?: number;
+  /** The longest backoff between attempts (default 64 s). */
   maxDelayMs?: number;
   /** Attempts in all (default: unbounded, the deadline decides). */
   maxAttempts?: number;

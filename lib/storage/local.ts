@@ -4,8 +4,11 @@
  * @example
  * ```ts
  * import { LocalStore } from "./local.ts";
- * const store = new LocalStore("activations_arc");
- * for (const o of await store.list()) console.log(o.name, o.size);
+ * const dir = await Deno.makeTempDir();
+ * await Deno.writeTextFile(`${dir}/metadata.json`, "{}");
+ * const store = new LocalStore(dir);
+ * for (const o of await store.list()) console.log(o.name, o.size); // metadata.json 2
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 import { join } from "node:path";

@@ -4,16 +4,32 @@
  * @example
  * ```ts
  * import { openStore } from "./open.ts";
- * const store = await openStore("activations_arc");
- * console.log(store.url);
+ * const store = await openStore(await Deno.makeTempDir());
+ * console.log(store.url, await store.list()); // an empty directory: []
  * ```
+ *
+ * @module
  */
 import { ActshardError } from "../errors.ts";
 import { LocalStore } from "./local.ts";
 import { GcsStore, parseGsUrl } from "./gcs.ts";
 import type { BlobStore } from "./types.ts";
 
-/** A store for `location`; local directories must exist. */
+/**
+ * A store for `location`; local directories must exist.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert";
+ * import { openStore } from "./open.ts";
+ * const dir = await Deno.makeTempDir();
+ * await Deno.writeTextFile(`${dir}/metadata.json`, "{}");
+ * const store = await openStore(dir); // or "gs://bucket/prefix" (Application Default Credentials)
+ * assert.deepStrictEqual((await store.list()).map((o) => [o.name, o.size]), [["metadata.json", 2]]);
+ * await openStore(`${dir}/missing`).catch((e) => console.log(e.line())); // directory not found (…): check the path
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ */
 export async function openStore(location: string): Promise<BlobStore> {
   if (location.startsWith("gs://")) {
     // gs://bucket/prefix: GcsStore (ADC auth; STORAGE_EMULATOR_HOST honoured for the emulator).

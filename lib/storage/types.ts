@@ -7,7 +7,9 @@
 
 /** What a store knows about one object without reading it. */
 export interface ObjectInfo {
+  /** Name relative to the store's root, "/"-separated. */
   name: string;
+  /** Size in bytes. */
   size: number;
   /** CRC-32C as an unsigned integer, when the store keeps one (GCS does; local files don't). */
   crc32c?: number;

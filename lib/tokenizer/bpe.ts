@@ -7,11 +7,17 @@
  * @example
  * ```ts
  * import { Tokenizer } from "./bpe.ts";
- * const tok = await Tokenizer.fromModelDir("../shared/data/qwen2-tokenizer");
+ * import { writeTinyModel } from "../model/tiny.ts";
+ * const dir = await Deno.makeTempDir();
+ * await writeTinyModel(dir, { hidden: 32, layers: 1, vocab: 1000 }); // copies the real Qwen tokenizer files
+ * const tok = await Tokenizer.fromModelDir(dir);
  * const ids = tok.encode("<|im_start|>user\nHello world<|im_end|>");
  * console.log(Array.from(ids)); // [151644, 872, 198, 9707, 1879, 151645]
  * console.log(tok.decode(ids)); // the same text
+ * await Deno.remove(dir, { recursive: true });
  * ```
+ *
+ * @module
  */
 import { ActshardError } from "../errors.ts";
 import { fromByteLevel, toByteLevel } from "./byte_level.ts";
@@ -20,7 +26,22 @@ import { compileHfRegex, splitPieces } from "./pretokenize.ts";
 
 const CACHE_LIMIT = 200_000;
 
-/** A byte-level BPE tokenizer built from a model directory or a {@link TokenizerSpec}. */
+/**
+ * A byte-level BPE tokenizer built from a model directory or a {@link TokenizerSpec}.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert";
+ * import { Tokenizer } from "./bpe.ts";
+ * import { writeTinyModel } from "../model/tiny.ts";
+ * const dir = await Deno.makeTempDir();
+ * await writeTinyModel(dir, { hidden: 32, layers: 1, vocab: 1000 });
+ * const tok = await Tokenizer.fromModelDir(dir);
+ * assert.deepStrictEqual(Array.from(tok.encode("Hello world")), [9707, 1879]);
+ * assert(tok.decode(tok.encode("Hello world")) === "Hello world");
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ */
 export class Tokenizer {
   /** Id of the padding token (the config's pad token, else EOS). */
   readonly padId: number;

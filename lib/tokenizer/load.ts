@@ -6,8 +6,12 @@
  * @example
  * ```ts
  * import { readTokenizerSpec } from "./load.ts";
- * const spec = await readTokenizerSpec("../shared/data/qwen2-tokenizer");
- * console.log(spec.vocab.size, spec.added.length); // 151643 22
+ * import { writeTinyModel } from "../model/tiny.ts";
+ * const dir = await Deno.makeTempDir();
+ * await writeTinyModel(dir, { hidden: 32, layers: 1, vocab: 1000 }); // with the real Qwen tokenizer files
+ * const spec = await readTokenizerSpec(dir);
+ * console.log(spec.vocab.size, spec.added.length); // 151643 and the added tokens
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 import { join } from "node:path";

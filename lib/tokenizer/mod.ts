@@ -4,8 +4,12 @@
  * @example
  * ```ts
  * import { Tokenizer } from "./mod.ts";
- * const tok = await Tokenizer.fromModelDir("model");
- * console.log(tok.encode("hello").length);
+ * import { writeTinyModel } from "../model/tiny.ts";
+ * const dir = await Deno.makeTempDir();
+ * await writeTinyModel(dir, { hidden: 32, layers: 1, vocab: 1000 });
+ * const tok = await Tokenizer.fromModelDir(dir);
+ * console.log(tok.encode("hello").length); // 1
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 export { Tokenizer } from "./bpe.ts";

@@ -66,12 +66,28 @@ export const MIN_API_STRUCT_SIZE: number = slotOffset(Math.max(...Object.values(
 /** `PJRT_Api` header: struct_size @0, then the embedded `PJRT_Api_Version`. */
 export const API = { structSize: 0, versionStructSize: 16, major: 32, minor: 36 } as const;
 
-/** The only major version this binding speaks. */
+/**
+ * The only major version this binding speaks.
+ *
+ * @example Usage
+ * ```ts
+ * import { PjrtApi, SUPPORTED_MAJOR } from "./mod.ts";
+ * const api = PjrtApi.open("native/build/libpjrt_test_plugin.so");
+ * console.log(api.version.major === SUPPORTED_MAJOR); // true: PjrtApi.open refuses any other
+ * api.close();
+ * ```
+ */
 export const SUPPORTED_MAJOR = 0;
 
 /**
  * The `pjrt_c_api.h` version the sizes and offsets below were taken from. Plugins met so far (docs/pjrt.md):
  * xla-cpu-pjrt 0.81, lammps-jax-pjrt-cpu 0.115 — both accept these sizes.
+ *
+ * @example Usage
+ * ```ts
+ * import { BINDING_API_VERSION } from "./mod.ts";
+ * console.log(`PJRT C API ${BINDING_API_VERSION.major}.${BINDING_API_VERSION.minor}`); // PJRT C API 0.94
+ * ```
  */
 export const BINDING_API_VERSION = { major: 0, minor: 94 } as const;
 
@@ -151,8 +167,20 @@ export const ARGS = {
   Buffer_ReadyEvent: { size: 32, buffer: 16, event: 24 },
 } as const;
 
+/** `PJRT_NamedValue_Type` names (spelled out, not `keyof typeof`, so the public type stands on its own). */
+export type NamedValueType = "string" | "int64" | "int64List" | "float" | "bool";
+
 /** `PJRT_NamedValue_Type`. */
-export const NAMED_VALUE_TYPE = { string: 0, int64: 1, int64List: 2, float: 3, bool: 4 } as const;
+export const NAMED_VALUE_TYPE = {
+  string: 0,
+  int64: 1,
+  int64List: 2,
+  float: 3,
+  bool: 4,
+} as const satisfies Record<
+  NamedValueType,
+  number
+>;
 
 /** `PJRT_Buffer_MemoryLayout_Type`. */
 export const MEMORY_LAYOUT_TYPE = { tiled: 0, strides: 1 } as const;
@@ -162,6 +190,22 @@ export const HOST_BUFFER_SEMANTICS = {
   immutableOnlyDuringCall: 0,
   immutableUntilTransferCompletes: 1,
 } as const;
+
+/** An element type name (spelled out, not `keyof typeof ELEMENT_TYPE`, so the public type stands on its own). */
+export type ElementType =
+  | "pred"
+  | "s8"
+  | "s16"
+  | "s32"
+  | "s64"
+  | "u8"
+  | "u16"
+  | "u32"
+  | "u64"
+  | "f16"
+  | "f32"
+  | "f64"
+  | "bf16";
 
 /** `PJRT_Buffer_Type` values for the element types we move. */
 export const ELEMENT_TYPE = {
@@ -178,10 +222,7 @@ export const ELEMENT_TYPE = {
   f32: 11,
   f64: 12,
   bf16: 13,
-} as const;
-
-/** An element type name. */
-export type ElementType = keyof typeof ELEMENT_TYPE;
+} as const satisfies Record<ElementType, number>;
 
 /** Bytes per element. */
 export const ELEMENT_BYTES: Record<ElementType, number> = {

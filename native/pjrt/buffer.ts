@@ -41,14 +41,32 @@ export function rowMajorLayout(rank: number): HostLayout {
   return { struct, minorToMajor };
 }
 
-/** A `PJRT_Buffer*` owned by JS. */
+/**
+ * A `PJRT_Buffer*` owned by JS.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert";
+ * import { PjrtApi, PjrtClient } from "./mod.ts";
+ * const api = PjrtApi.open("native/build/libpjrt_test_plugin.so");
+ * const client = PjrtClient.create(api);
+ * const buf = await client.bufferFromHost(new Float32Array([1, 2, 3, 4, 5, 6]), [2, 3], "f32", client.devices[0]);
+ * assert.deepStrictEqual([buf.elementType(), buf.dims()], ["f32", [2, 3]]);
+ * console.log(new Float32Array((await buf.toHost()).buffer)); // [1, 2, 3, 4, 5, 6]
+ * buf.destroy();
+ * await client.close();
+ * api.close();
+ * ```
+ */
 export class PjrtBuffer {
+  /** The plugin the buffer belongs to. */
   readonly api: PjrtApi;
   #handle: Ptr;
   #inFlight = 0;
   #destroyRequested = false;
   #onDestroyed?: (b: PjrtBuffer) => void;
 
+  /** Adopt a raw buffer handle (the client does this; `onDestroyed` lets it stop tracking the buffer). */
   constructor(api: PjrtApi, handle: Ptr, onDestroyed?: (b: PjrtBuffer) => void) {
     this.api = api;
     this.#handle = handle;

@@ -21,6 +21,7 @@ import {
   type ElementType,
   HOST_BUFFER_SEMANTICS,
   NAMED_VALUE_TYPE,
+  type NamedValueType,
 } from "./api.ts";
 import { PjrtBuffer } from "./buffer.ts";
 import { PjrtExecutable } from "./executable.ts";
@@ -42,6 +43,7 @@ export type NamedValue =
 
 /** An addressable device. */
 export interface PjrtDevice {
+  /** The raw `PJRT_Device*`. */
   readonly handle: NonNullable<Ptr>;
   /** `PJRT_DeviceDescription_Id`. */
   readonly id: number;
@@ -49,8 +51,7 @@ export interface PjrtDevice {
   readonly kind: string;
 }
 
-/** `PJRT_NamedValue_Type` names. */
-export type NamedValueType = keyof typeof NAMED_VALUE_TYPE;
+export type { NamedValueType } from "./api.ts";
 
 /**
  * The type of each create option we know of: XLA's CPU plugin (`cpu_device_count`), the GPU plugin
@@ -145,6 +146,14 @@ export function encodeNamedValues(
 /**
  * Parse a `--pjrt_option` value `NAME=VALUE` (typed by {@link CREATE_OPTION_TYPES}) or `NAME:TYPE=VALUE` (TYPE
  * one of int64, float, bool, string, int64List; lists comma-separated). Throws a TypeError saying what is wrong.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert";
+ * import { parseCreateOption } from "./mod.ts";
+ * assert.deepStrictEqual(parseCreateOption("cpu_device_count=4"), ["cpu_device_count", { int64: 4n }]);
+ * assert.deepStrictEqual(parseCreateOption("preallocate:bool=false"), ["preallocate", false]);
+ * ```
  */
 export function parseCreateOption(text: string): [string, NamedValue] {
   const m = /^([A-Za-z_][\w.]*)(?::(\w+))?=(.*)$/s.exec(text);
@@ -179,11 +188,27 @@ export function parseCreateOption(text: string): [string, NamedValue] {
   }
 }
 
-/** A `PJRT_Client*`. */
+/**
+ * A `PJRT_Client*`.
+ *
+ * @example Usage
+ * ```ts
+ * import { PjrtApi, PjrtClient } from "./mod.ts";
+ * const api = PjrtApi.open("native/build/libpjrt_test_plugin.so");
+ * const client = PjrtClient.create(api, { num_devices: 2 }); // a create option of the test plugin
+ * console.log(client.platformName, client.devices.map((d) => [d.id, d.kind]));
+ * await client.close(); // destroys every buffer and executable it still tracks
+ * api.close();
+ * ```
+ */
 export class PjrtClient {
+  /** The plugin the client was created from. */
   readonly api: PjrtApi;
+  /** e.g. `cpu`, `cuda`, `tpu`. */
   readonly platformName: string;
+  /** The plugin's platform version string. */
   readonly platformVersion: string;
+  /** Addressable devices, in the plugin's order. */
   readonly devices: readonly PjrtDevice[];
   #handle: Ptr;
   #buffers = new Set<PjrtBuffer>();
@@ -215,6 +240,7 @@ export class PjrtClient {
     return new PjrtClient(api, h);
   }
 
+  /** The raw `PJRT_Client*` (throws after close()). */
   get handle(): NonNullable<Ptr> {
     if (this.#handle === null) throw new Error("PJRT client used after close()");
     return this.#handle;

@@ -17,8 +17,31 @@ import { ARGS } from "./api.ts";
 import type { PjrtBuffer } from "./buffer.ts";
 import { addr, type PjrtApi, type Ptr, Struct } from "./ffi.ts";
 
-/** A `PJRT_LoadedExecutable*`. */
+/**
+ * A `PJRT_LoadedExecutable*`.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert";
+ * import { PjrtApi, PjrtClient } from "./mod.ts";
+ * import { compileOptionsBytes } from "../../lib/backend/pjrt/compile_options.ts";
+ * const api = PjrtApi.open("native/build/libpjrt_test_plugin.so");
+ * const client = PjrtClient.create(api);
+ * const identity = `module @m {
+ *   func.func public @main(%arg0: tensor<2xf32>) -> (tensor<2xf32>) {
+ *     return %arg0 : tensor<2xf32>
+ *   }
+ * }`;
+ * const exe = client.compile(identity, compileOptionsBytes({ numReplicas: 1 }));
+ * const x = await client.bufferFromHost(new Float32Array([1, 2]), [2], "f32", client.devices[0]);
+ * const [[y]] = await exe.execute([[x]]); // one argument list per device
+ * assert.deepStrictEqual(Array.from(new Float32Array((await y.toHost()).buffer)), [1, 2]);
+ * await client.close(); // destroys x, y and exe too
+ * api.close();
+ * ```
+ */
 export class PjrtExecutable {
+  /** The plugin the executable belongs to. */
   readonly api: PjrtApi;
   /** Results per device. */
   readonly numOutputs: number;
@@ -28,6 +51,7 @@ export class PjrtExecutable {
   #running = 0;
   #destroyRequested = false;
 
+  /** Adopt a raw `PJRT_LoadedExecutable*` ({@link PjrtClient.compile} does this). */
   constructor(
     api: PjrtApi,
     handle: Ptr,

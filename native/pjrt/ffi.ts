@@ -24,6 +24,7 @@ import {
 import { PjrtError, PjrtLoadError, PjrtStructSizeError } from "./errors.ts";
 
 /** A raw C pointer (null for NULL). */
+/** A raw C pointer (null for NULL), as Deno FFI hands them out: PJRT handles are these. */
 export type Ptr = Deno.PointerValue;
 
 /** Numeric address of a pointer (0n for null). */
@@ -133,15 +134,32 @@ export function readNamedValues(p: Ptr, count: number): Record<string, Attribute
 
 /** Live-handle counts the binding keeps (what it still has to destroy). */
 export interface LiveCounts {
+  /** `PJRT_Event`s not yet destroyed. */
   events: number;
+  /** `PJRT_Buffer`s not yet destroyed. */
   buffers: number;
+  /** `PJRT_LoadedExecutable`s not yet destroyed. */
   executables: number;
+  /** `PJRT_Client`s not yet destroyed. */
   clients: number;
 }
 
-/** One opened plugin: its function table and version. */
+/**
+ * One opened plugin: its function table and version.
+ *
+ * @example Usage
+ * ```ts
+ * import { PjrtApi } from "./mod.ts";
+ * const api = PjrtApi.open("native/build/libpjrt_test_plugin.so"); // the C test double (native/build.sh)
+ * console.log(api.version, api.attributes()); // { major: 0, minor: … } and the plugin's attributes
+ * console.log(api.live); // handles still to destroy: all 0 here
+ * api.close();
+ * ```
+ */
 export class PjrtApi {
+  /** The plugin's path as opened. */
   readonly path: string;
+  /** The plugin's PJRT C API version. */
   readonly version: { major: number; minor: number };
   /** `PJRT_Api.struct_size` in bytes. */
   readonly tableSize: number;
@@ -221,12 +239,20 @@ export class PjrtApi {
     return f;
   }
 
-  /** Call `PJRT_<name>(args)`; a returned error is destroyed and thrown as {@link PjrtError}. */
+  /**
+   * Call `PJRT_<name>(args)`; a returned error is destroyed and thrown as {@link PjrtError}.
+   *
+   * @ignore binding-internal (the Args structs are api.ts's layouts), used by the client, buffer and executable.
+   */
   call(name: SlotName, args: Struct): void {
     this.check(name, this.#fn(SLOT[name])(args.bytes));
   }
 
-  /** Throw (after destroying it) if `err` is a `PJRT_Error*`. */
+  /**
+   * Throw (after destroying it) if `err` is a `PJRT_Error*`.
+   *
+   * @ignore binding-internal, as {@link PjrtApi.call}.
+   */
   check(call: string, err: Ptr): void {
     if (err === null) return;
     throw this.takeError(call, err);

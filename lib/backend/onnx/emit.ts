@@ -8,10 +8,15 @@
  * @example
  * ```ts
  * import { emitOnnx } from "./emit.ts";
- * import type { Graph } from "../../model/ir.ts";
- * declare const graph: Graph; // e.g. buildQwen2Graph(config, layers)
+ * import { buildQwen2Graph } from "../../model/qwen2.ts";
+ * import { loadModelConfig } from "../../model/config.ts";
+ * import { writeTinyModel } from "../../model/tiny.ts";
+ * const dir = await Deno.makeTempDir();
+ * await writeTinyModel(dir, { hidden: 32, layers: 2, vocab: 1000, tokenizer: false });
+ * const graph = buildQwen2Graph(await loadModelConfig(dir), [0, 1]);
  * const bytes = emitOnnx(graph, (name) => ({ location: "model.safetensors", offset: 1024, length: 4096 }));
- * await Deno.writeFile("model.onnx", bytes);
+ * await Deno.writeFile(`${dir}/model.onnx`, bytes); // weights stay external: only the graph is in these bytes
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 import onnxProto from "onnx-proto";

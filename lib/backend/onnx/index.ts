@@ -7,11 +7,18 @@
  * @example
  * ```ts
  * import { createOnnxBackend } from "./index.ts";
- * const ids = Int32Array.from([9707, 11, 1879]), lengths = Int32Array.from([3]);
- * const be = await createOnnxBackend("/models/qwen-2.5-0.5b", { layers: [10, 11] });
- * const out = await be.forward({ ids, lengths, batch: 1, seqLen: ids.length }, [10, 11]);
+ * import { writeTinyModel } from "../../model/tiny.ts";
+ * const dir = await Deno.makeTempDir();
+ * await writeTinyModel(dir, { hidden: 32, layers: 2, vocab: 1000, tokenizer: false });
+ * const ids = Int32Array.from([9, 11, 17]), lengths = Int32Array.from([3]);
+ * const be = await createOnnxBackend(dir, { layers: [0, 1], weightCacheDir: null });
+ * const out = await be.forward({ ids, lengths, batch: 1, seqLen: ids.length }, [0, 1]);
+ * console.log(out.get(1)!.length); // 96: [batch 1, seq 3, hidden 32]
  * await be.close();
+ * await Deno.remove(dir, { recursive: true });
  * ```
+ *
+ * @module
  */
 import { basename, dirname, join } from "node:path";
 import { ActshardError } from "../../errors.ts";
@@ -44,7 +51,24 @@ export interface OnnxBackendOptions {
   onPhase?: (text: string) => void;
 }
 
-/** Build the ONNX model for `modelDir` and open an onnxruntime session on it. */
+/**
+ * Build the ONNX model for `modelDir` and open an onnxruntime session on it.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert";
+ * import { createOnnxBackend } from "./index.ts";
+ * import { writeTinyModel } from "../../model/tiny.ts";
+ * const dir = await Deno.makeTempDir();
+ * await writeTinyModel(dir, { hidden: 32, layers: 2, vocab: 1000, tokenizer: false });
+ * const backend = await createOnnxBackend(dir, { layers: [1], weightCacheDir: null });
+ * const batch = { ids: Int32Array.from([5, 6, 7, 0]), lengths: Int32Array.from([2, 1]), batch: 2, seqLen: 2 };
+ * const acts = await backend.forward(batch, [1]); // Map(layer -> Float32Array [batch, seq, hidden])
+ * assert(acts.get(1)!.length === 2 * 2 * backend.hiddenSize);
+ * await backend.close();
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ */
 export async function createOnnxBackend(modelDir: string, opts: OnnxBackendOptions): Promise<Backend> {
   const cfg = await loadModelConfig(modelDir);
   const layers = validateLayers(cfg, opts.layers);

@@ -6,10 +6,27 @@
  * @example
  * ```ts
  * import { WorkerSession } from "./session.ts";
- * const ids = Int32Array.from([9707, 11, 1879]), lengths = Int32Array.from([3]);
- * const s = await WorkerSession.create("/cache/model.onnx", { intraOpNumThreads: 2 });
- * const [layer3] = await s.run(ids, lengths, [1, ids.length], ["layer_3"]);
+ * import { emitOnnx } from "./emit.ts";
+ * import { buildQwen2Graph } from "../../model/qwen2.ts";
+ * import { loadModelConfig } from "../../model/config.ts";
+ * import { CheckpointWeights } from "../../model/safetensors.ts";
+ * import { writeTinyModel } from "../../model/tiny.ts";
+ * const dir = await Deno.makeTempDir();
+ * await writeTinyModel(dir, { hidden: 32, layers: 2, vocab: 1000, tokenizer: false });
+ * // What createOnnxBackend does: the graph as ONNX, its weights read in place from model.safetensors.
+ * const weights = await CheckpointWeights.open(dir);
+ * const graph = buildQwen2Graph(await loadModelConfig(dir), [1]);
+ * await Deno.writeFile(`${dir}/model.onnx`, emitOnnx(graph, (name) => {
+ *   const t = weights.info(name);
+ *   return { location: "model.safetensors", offset: t.offset, length: t.byteLength };
+ * }));
+ * weights.close();
+ * const ids = Int32Array.from([97, 11, 187]), lengths = Int32Array.from([3]);
+ * const s = await WorkerSession.create(`${dir}/model.onnx`, { intraOpNumThreads: 2 });
+ * const [layer1] = await s.run(ids, lengths, [1, ids.length], ["layer_1"]);
+ * console.log(layer1.length); // 96: [1, 3, hidden 32]
  * await s.release();
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 import type * as ort from "onnxruntime-node";

@@ -11,10 +11,17 @@
  *
  * @example
  * ```ts
- * import { cachedF32Weights, defaultWeightCacheDir } from "./weight_cache.ts";
- * declare const weights: Parameters<typeof cachedF32Weights>[0], nodes: Parameters<typeof cachedF32Weights>[1];
- * const entry = await cachedF32Weights(weights, nodes, defaultWeightCacheDir(), (t) => console.log(t));
- * console.log(entry.dir, entry.hit, entry.refs.get("model.norm.weight"));
+ * import { cachedF32Weights } from "./weight_cache.ts";
+ * import { CheckpointWeights } from "../../model/safetensors.ts";
+ * import { writeTinyModel } from "../../model/tiny.ts";
+ * const dir = await Deno.makeTempDir();
+ * await writeTinyModel(`${dir}/model`, { hidden: 32, layers: 1, vocab: 1000, dtype: "BF16", tokenizer: false });
+ * const weights = await CheckpointWeights.open(`${dir}/model`);
+ * // defaultWeightCacheDir() in a run (~/.cache/actshard or $ACTSHARD_CACHE_DIR); a temp dir here
+ * const entry = await cachedF32Weights(weights, ["model.norm.weight"], `${dir}/cache`, (t) => console.log(t));
+ * console.log(entry.dir, entry.hit, entry.refs.get("model.norm.weight")); // a miss: converted once
+ * weights.close();
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 import { createHash } from "node:crypto";

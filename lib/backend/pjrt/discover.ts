@@ -148,6 +148,16 @@ export function checkTpuHost(path: string, pciDevices?: string): void {
 /**
  * The plugin to load. An explicit path must exist; otherwise the first existing candidate wins.
  * Throws an ActshardError naming every place it looked.
+ *
+ * @example Usage
+ * ```ts
+ * import { findPjrtPlugin } from "./discover.ts";
+ * try {
+ *   console.log(findPjrtPlugin(null, Deno.env, { kinds: ["cpu"] })); // e.g. …/xla_cpu_pjrt.so
+ * } catch (e) {
+ *   console.log(String(e)); // PJRT plugin not found …, naming every place it looked
+ * }
+ * ```
  */
 export function findPjrtPlugin(
   explicit?: string | null,

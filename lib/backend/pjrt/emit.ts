@@ -13,8 +13,13 @@
  * @example
  * ```ts
  * import { emitStableHlo } from "./emit.ts";
- * import type { Graph } from "../../model/ir.ts";
- * declare const graph: Graph; // e.g. buildQwen2Graph(config, layers)
+ * import { buildQwen2Graph } from "../../model/qwen2.ts";
+ * import { loadModelConfig } from "../../model/config.ts";
+ * import { writeTinyModel } from "../../model/tiny.ts";
+ * const dir = await Deno.makeTempDir();
+ * await writeTinyModel(dir, { hidden: 32, layers: 2, vocab: 1000, tokenizer: false });
+ * const graph = buildQwen2Graph(await loadModelConfig(dir), [0, 1]);
+ * await Deno.remove(dir, { recursive: true });
  * const { text, weights } = emitStableHlo(graph, { batch: 2, seq: 16 });
  * console.log(text.startsWith("module @actshard"), weights.length);
  * ```

@@ -9,7 +9,8 @@
  * @example
  * ```ts
  * import { pjrtHandshake } from "./handshake.ts";
- * const r = await pjrtHandshake("/venv/lib/python3.11/site-packages/libtpu/libtpu.so");
+ * // e.g. …/site-packages/libtpu/libtpu.so on a TPU VM; here the C test double (native/build.sh)
+ * const r = await pjrtHandshake("native/build/libpjrt_test_plugin.so");
  * console.log(r.apiVersion, r.client ?? r.clientError);
  * ```
  */

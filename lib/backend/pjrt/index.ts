@@ -6,12 +6,18 @@
  *
  * @example
  * ```ts
- * import { createPjrtBackend } from "./index.ts";
- * import type { TokenBatch } from "../../types.ts";
- * declare const batch: TokenBatch;
- * const backend = await createPjrtBackend("models/qwen", { layers: [0, 12], computeDtype: "float32" });
- * const acts = await backend.forward(batch, [0, 12]); // Map(layer -> Float32Array [batch, seq, hidden])
+ * import { createPjrtBackend, findPjrtPlugin } from "./index.ts";
+ * import { writeTinyModel } from "../../model/tiny.ts";
+ * const dir = await Deno.makeTempDir();
+ * await writeTinyModel(dir, { hidden: 32, layers: 2, vocab: 1000, tokenizer: false });
+ * // An XLA CPU plugin (CI installs the xla-cpu-pjrt wheel); libtpu or the CUDA plugin run the same way.
+ * const pluginPath = findPjrtPlugin(null, Deno.env, { kinds: ["cpu"] });
+ * const backend = await createPjrtBackend(dir, { layers: [0, 1], pluginPath, computeDtype: "float32" });
+ * const batch = { ids: Int32Array.from([5, 6, 7]), lengths: Int32Array.from([3]), batch: 1, seqLen: 3 };
+ * const acts = await backend.forward(batch, [0, 1]); // Map(layer -> Float32Array [batch, seq, hidden])
+ * console.log(acts.get(1)!.length); // 96
  * await backend.close();
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 import { ActshardError, usageError } from "../../errors.ts";
@@ -53,6 +59,7 @@ export interface PjrtBackendOptions {
   pluginPath?: string | null;
   /** Split each batch over all addressable devices (default true). */
   dataParallel?: boolean;
+  /** Arithmetic dtype on the device (default float32; activations come back as float32 either way). */
   computeDtype?: ComputeDtype;
   /** Plugin-specific `PJRT_Client_Create` options (e.g. `{ preallocate: false }` on GPU). */
   clientOptions?: Record<string, NamedValue>;
@@ -188,7 +195,25 @@ function loadProblem(e: PjrtLoadError): ActshardError {
   return new ActshardError(e.message, { where: e.path, hint, cause: e });
 }
 
-/** Open the plugin, create a client, upload the checkpoint's weights to every device used. */
+/**
+ * Open the plugin, create a client, upload the checkpoint's weights to every device used.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert";
+ * import { createPjrtBackend, findPjrtPlugin } from "./index.ts";
+ * import { writeTinyModel } from "../../model/tiny.ts";
+ * const dir = await Deno.makeTempDir();
+ * await writeTinyModel(dir, { hidden: 32, layers: 2, vocab: 1000, tokenizer: false });
+ * const pluginPath = findPjrtPlugin(null, Deno.env, { kinds: ["cpu"] }); // the XLA CPU plugin CI installs
+ * const backend = await createPjrtBackend(dir, { layers: [1], pluginPath, dataParallel: false });
+ * const batch = { ids: Int32Array.from([5, 6, 7, 0]), lengths: Int32Array.from([2, 1]), batch: 2, seqLen: 2 };
+ * const acts = await backend.forward(batch, [1]);
+ * assert(acts.get(1)!.length === 2 * 2 * backend.hiddenSize);
+ * await backend.close();
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ */
 export async function createPjrtBackend(modelDir: string, opts: PjrtBackendOptions): Promise<Backend> {
   const cfg = await loadModelConfig(modelDir);
   const layers = validateLayers(cfg, opts.layers);

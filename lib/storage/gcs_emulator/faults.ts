@@ -25,6 +25,18 @@ export type FaultOp =
   | "delete"
   | "bucket";
 
+/** A fault that fired, as the emulator records it. */
+export interface FiredFault {
+  /** The request kind it matched. */
+  op: string;
+  /** The object name, when the request was about one. */
+  object?: string;
+  /** The rule's kind (`status`, `reset`, …). */
+  kind: string;
+  /** The HTTP status answered, for `status` faults. */
+  status?: number;
+}
+
 /** One scripted fault. */
 export interface FaultRule {
   /** Request kind (default "any"). */
@@ -57,7 +69,7 @@ export interface FaultTarget {
 export class FaultScript {
   #rules: { rule: FaultRule; skip: number; left: number }[] = [];
   /** Faults fired so far, for test assertions. */
-  fired: { op: string; object?: string; kind: string; status?: number }[] = [];
+  fired: FiredFault[] = [];
 
   add(rule: FaultRule): void {
     this.#rules.push({ rule, skip: rule.skip ?? 0, left: rule.times ?? 1 });

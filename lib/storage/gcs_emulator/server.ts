@@ -11,19 +11,22 @@
  * import { startGcsEmulator } from "./server.ts";
  * const emu = await startGcsEmulator({ port: 0 });
  * const storage = new Storage({ apiEndpoint: emu.url, projectId: "test" });
- * await storage.bucket("b").file("x.txt").save("hello");
+ * await storage.createBucket("my-bucket"); // unknown buckets are 404, as on GCS (or: autoCreateBuckets)
+ * await storage.bucket("my-bucket").file("x.txt").save("hello", { resumable: false });
  * emu.faults.add({ op: "download", kind: "status", status: 503 }); // next download answers 503 once
  * await emu.close();
  * ```
+ *
+ * @module
  */
-import { type FaultRule, FaultScript, type FaultTarget } from "./faults.ts";
-import { EmulatorStore, GcsHttpError, hashFile } from "./store.ts";
+import { type FaultRule, FaultScript, type FaultTarget, type FiredFault } from "./faults.ts";
+import { EmulatorStore, GcsHttpError } from "./store.ts";
 import { type Route, route } from "./routes.ts";
 import { errorResponse, json, preconditions } from "./http.ts";
 import { download, listPage } from "./objects.ts";
 import { uploadChunk, uploadInsert } from "./uploads.ts";
 
-export type { FaultRule } from "./faults.ts";
+export type { FaultOp, FaultRule, FiredFault } from "./faults.ts";
 
 const LOG = (() => {
   try {
@@ -37,11 +40,13 @@ const LOG = (() => {
 export interface GcsEmulator {
   /** Base URL, e.g. http://127.0.0.1:PORT (use as `apiEndpoint` or `STORAGE_EMULATOR_HOST`). */
   url: string;
+  /** The TCP port it listens on. */
   port: number;
   /** State directory. */
   dir: string;
   /** Scripted faults (also reachable over HTTP: POST/DELETE /_emulator/faults). */
-  faults: { add(rule: FaultRule): void; clear(): void; fired: FaultScript["fired"] };
+  faults: { add(rule: FaultRule): void; clear(): void; fired: FiredFault[] };
+  /** Stop serving and remove the state directory when it was a fresh temp dir. */
   close(): Promise<void>;
 }
 
@@ -63,7 +68,25 @@ export interface GcsEmulatorOptions {
   buckets?: string[];
 }
 
-/** Start the emulator. */
+/**
+ * Start the emulator.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert";
+ * import { startGcsEmulator } from "./server.ts";
+ * const emu = await startGcsEmulator({ autoCreateBuckets: true }); // port 0: a free port; state in a temp dir
+ * const put = await fetch(`${emu.url}/upload/storage/v1/b/my-bucket/o?uploadType=media&name=x.txt`, {
+ *   method: "POST", body: "hello",
+ * });
+ * assert((await put.json()).size === "5");
+ * emu.faults.add({ op: "download", kind: "status", status: 503 }); // the next download answers 503 once
+ * const get = await fetch(`${emu.url}/storage/v1/b/my-bucket/o/x.txt?alt=media`);
+ * assert(get.status === 503);
+ * await get.body?.cancel();
+ * await emu.close();
+ * ```
+ */
 export async function startGcsEmulator(opts: GcsEmulatorOptions = {}): Promise<GcsEmulator> {
   const ownDir = opts.dir === undefined;
   const dir = opts.dir ?? await Deno.makeTempDir({ prefix: "actshard-gcs-emu-" });
@@ -208,6 +231,3 @@ async function admin(req: Request, u: URL, faults: FaultScript): Promise<Respons
   await req.body?.cancel();
   return json({ ok: true, emulator: "actshard-gcs" });
 }
-
-// Re-exported for tests that want to check object bytes without the client.
-export { hashFile };
