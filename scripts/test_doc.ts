@@ -32,11 +32,7 @@ const ROOT = fileURLToPath(new URL("..", import.meta.url));
 export const PENDING_DOC_TESTS: readonly string[] = [
   "lib/pipeline/extract.ts",
   "lib/pipeline/extract_loop.ts",
-  "lib/shard/pickle_reader.ts",
-  "lib/shard/reader.ts",
   "lib/shard/verify.ts",
-  "lib/shard/writer.ts",
-  "lib/model/safetensors.ts",
 ];
 
 async function denoJson(args: string[]): Promise<unknown> {
