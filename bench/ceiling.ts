@@ -25,6 +25,7 @@ import { writeTinyModel } from "../lib/model/tiny.ts";
 import { runExtract } from "../lib/pipeline/extract.ts";
 import type { Backend, TokenBatch } from "../lib/types.ts";
 import { activation } from "../tests/_shard_fixtures.ts";
+import { crcPoolSize } from "../lib/shard/file_sink.ts";
 
 const HIDDEN = 896;
 const BATCH = 4;
@@ -78,9 +79,11 @@ interface CaseResult {
 /**
  * Per-thread CPU time of this process from /proc/self/task (Linux), sampled: Worker threads exit when the
  * writer closes, so the last sample before that is what they used. Threads alive at construction count from
- * then on. The profile's "where the time goes": `deno` is the main thread, `worker-N` the Workers in creation
- * order (a ShardWriter creates its file sink's two Workers first, then its codec Workers), `tokio-*` Deno's
- * blocking-I/O pool.
+ * then on. The profile's "where the time goes": `deno` is the main thread (the thread whose id is the pid),
+ * `worker-N` the Workers in creation order (a ShardWriter creates its file sink's Worker first, then the sink's
+ * CRC pool — `crcPoolSize()` Workers —, then its codec Workers), other `deno` threads libzstd's compression
+ * threads (created from the main thread, whose name they inherit), `tokio-*` Deno's blocking pool (write
+ * syscalls, fsync, and the nonblocking libzstd calls that feed those threads).
  */
 export class ThreadCpu {
   #base = new Map<string, number>();
@@ -93,7 +96,8 @@ export class ThreadCpu {
       for (const e of Deno.readDirSync("/proc/self/task")) {
         try {
           const stat = Deno.readTextFileSync(`/proc/self/task/${e.name}/stat`);
-          const name = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+          let name = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+          if (name === "deno" && e.name !== String(Deno.pid)) name = "zstd-mt";
           const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
           f(e.name, name, (Number(fields[11]) + Number(fields[12])) / 100);
         } catch { /* the thread just exited */ }
@@ -109,26 +113,32 @@ export class ThreadCpu {
    */
   busiest(): number {
     let io = 0, max = 0;
+    const crcWorkers = crcPoolSize();
     for (const { name, cpu } of this.#last.values()) {
+      const worker = name.startsWith("worker-") ? Number(name.slice(7)) : 0;
+      // Pools that grow with the cores are not serial stages: libzstd's threads, the sink's CRC Workers.
+      const pooled = name === "zstd-mt" || (worker >= 2 && worker <= 1 + crcWorkers);
       if (name.startsWith("tokio")) io += cpu;
-      else if (!name.startsWith("V8")) max = Math.max(max, cpu);
+      else if (!name.startsWith("V8") && !pooled) max = Math.max(max, cpu);
     }
     return Math.max(io, max);
   }
   /**
-   * CPU seconds per role: main, sink (worker-1), crc (worker-2), codec (other Workers), io (blocking pool),
-   * v8 (GC/JIT).
+   * CPU seconds per role: main, sink (worker-1), crc (the sink's CRC pool), codec (other Workers, libzstd's
+   * threads), io (blocking pool), v8 (GC/JIT).
    */
   byName(): Record<string, number> {
     const out: Record<string, number> = {};
+    const crcWorkers = crcPoolSize();
     for (const { name, cpu } of this.#last.values()) {
+      const worker = name.startsWith("worker-") ? Number(name.slice(7)) : 0;
       const key = name === "deno"
         ? "main"
-        : name === "worker-1"
+        : worker === 1
         ? "sink"
-        : name === "worker-2"
+        : worker >= 2 && worker <= 1 + crcWorkers
         ? "crc"
-        : name.startsWith("worker-")
+        : worker > 0 || name === "zstd-mt"
         ? "codec"
         : name.startsWith("tokio")
         ? "io"
@@ -254,9 +264,9 @@ export async function run(): Promise<void> {
       } GB of float32 ` +
         `activations (14 layers × hidden ${HIDDEN}, batch ${BATCH}) per case, ${REPS} reps [min–max]; ` +
         `MB/s and CPU-s are per GB of float32 in; the profile splits CPU-s/GB by thread: main (records, ` +
-        `encoding), sink (file Worker: SHA-256), crc (CRC-32C Worker), codec (zstd/gzip Workers), io (Deno's ` +
-        `blocking pool: ` +
-        `write syscalls, fsync), v8 (GC, JIT)`,
+        `encoding), sink (file Worker: SHA-256, CRC combining), crc (the CRC-32C pool), codec (libzstd's ` +
+        `threads, or the node:zlib zstd Worker; gzip Workers), io (Deno's blocking pool: write syscalls, ` +
+        `fsync, libzstd calls), v8 (GC, JIT)`,
     );
     const rows: [string, string, string][] = [];
     for (const format of ["pickle", "safetensors"]) {
@@ -286,8 +296,9 @@ export async function run(): Promise<void> {
     }
     console.log(
       `scaling (float32, best reps; efficiency = speedup over 1 core / cores). Model for C cores: ` +
-        `min(C / total CPU-s/GB, 1 / busiest serial stage's CPU-s/GB) GB/s — the busiest serial stage (sha256+crc ` +
-        `in the sink, zstd's single frame, one file's write syscalls) caps one writer, whatever the cores. ` +
+        `min(C / total CPU-s/GB, 1 / busiest serial stage's CPU-s/GB) GB/s — the busiest serial stage (SHA-256 ` +
+        `in the sink, the blocking pool's write syscalls and libzstd calls, the node:zlib zstd Worker's frame; ` +
+        `not the pools: libzstd's threads, CRC and gzip Workers) caps one writer, whatever the cores. ` +
         `Wall-clock speedups on a shared, overloaded box are noise (efficiency > 1 happens); CPU-s/GB is stable:`,
     );
     for (const s of scaling) {

@@ -51,3 +51,23 @@ Deno.test("FileSink: a file that cannot be created fails its writes with one io 
     sink.close();
   }
 });
+
+Deno.test("FileSink: a CRC pool of 1 or 3 Workers gives the same file, CRC-32C and SHA-256 (chunks reordered by the sink)", async () => {
+  await using d = await tempDir();
+  const parts = Array.from({ length: 60 }, (_, i) => new Uint8Array(1000 + (i % 7) * 40_000).fill(i * 13));
+  const want = new Uint8Array(parts.reduce((s, p) => s + p.length, 0));
+  parts.reduce((o, p) => (want.set(p, o), o + p.length), 0);
+  for (const crcWorkers of [1, 3]) {
+    const sink = new FileSink({ crcWorkers });
+    try {
+      const f = sink.open(`${d.path}/f${crcWorkers}`);
+      // mostly without CRCs (the pool computes them), every 5th with one (as from a gzip Worker): both orders mix
+      for (const [i, p] of parts.entries()) await f.write(p.slice(), i % 5 === 4 ? crc32c(p) : undefined);
+      const got = await f.finish();
+      assertEquals(await Deno.readFile(`${d.path}/f${crcWorkers}`), want, `${crcWorkers} CRC Workers`);
+      assertEquals(got, { bytes: want.length, crc32c: crc32c(want), sha256: await sha256Hex(want) });
+    } finally {
+      sink.close();
+    }
+  }
+});

@@ -5,7 +5,9 @@
  * codecs' 256 KiB chunks and the shard bound (two shards per case).
  *
  * The zstd pins include the frame content checksum (#16); they equal what main's writer wrote before the
- * speed work was merged. To print the table after an intended format change: `ACTSHARD_PRINT_PINS=1 deno test -A tests/shard_bytes_pinned.test.ts`.
+ * speed work was merged. Both zstd engines (zstd_stream.ts) must give them: these shards (< 2 MiB) are one
+ * libzstd MT job, whose frame equals node:zlib's single-threaded one; MT and single-threaded frames of larger,
+ * compressible inputs differ (pinned in zstd_mt.test.ts). To print the table after an intended format change: `ACTSHARD_PRINT_PINS=1 deno test -A tests/shard_bytes_pinned.test.ts`.
  */
 import { assertEquals } from "./_assert.ts";
 import { tempDir } from "./_shared.ts";
@@ -101,9 +103,10 @@ for (const codec of ["gzip", "zstd", "none"] as const) {
   for (const dtype of ["float32", "float16", "bfloat16"] as const) CASES.push(["safetensors", codec, dtype]);
 }
 
-Deno.test("shard bytes are pinned per format × codec × dtype (sha256 of every file)", async () => {
+/** sha256 of every shard per case written with `cases`. */
+async function shardHashes(cases: typeof CASES): Promise<Record<string, string[]>> {
   const got: Record<string, string[]> = {};
-  for (const [format, codec, dtype] of CASES) {
+  for (const [format, codec, dtype] of cases) {
     await using d = await tempDir();
     const w = await ShardWriter.open({
       dir: d.path,
@@ -126,6 +129,24 @@ Deno.test("shard bytes are pinned per format × codec × dtype (sha256 of every 
     }
     got[`${format}/${codec}/${dtype}`] = hashes;
   }
+  return got;
+}
+
+Deno.test("shard bytes are pinned per format × codec × dtype (sha256 of every file)", async () => {
+  const got = await shardHashes(CASES);
   if (Deno.env.get("ACTSHARD_PRINT_PINS")) console.log(JSON.stringify(got, null, 2));
   for (const [k, v] of Object.entries(got)) assertEquals(v, PINS[k], k);
+});
+
+Deno.test("zstd shard bytes are pinned for the fallback engine too (node:zlib, ACTSHARD_ZSTD_ENGINE=node)", async () => {
+  const saved = Deno.env.get("ACTSHARD_ZSTD_ENGINE");
+  Deno.env.set("ACTSHARD_ZSTD_ENGINE", "node");
+  try {
+    const got = await shardHashes(CASES.filter(([, codec]) => codec === "zstd"));
+    assertEquals(Object.keys(got).length, 5);
+    for (const [k, v] of Object.entries(got)) assertEquals(v, PINS[k], k);
+  } finally {
+    if (saved === undefined) Deno.env.delete("ACTSHARD_ZSTD_ENGINE");
+    else Deno.env.set("ACTSHARD_ZSTD_ENGINE", saved);
+  }
 });

@@ -3,8 +3,9 @@
  * - gzip: the payload is cut into fixed-size chunks, each compressed as an independent gzip member in a pool of
  *   Workers (so every core works); members are written in order. A multi-member file is plain gzip (RFC 1952):
  *   Python's `gzip.open`, `gunzip` and node:zlib read it as one stream. Headers carry mtime 0: deterministic.
- * - zstd: one zstd frame per shard, streamed through a node:zlib zstd context in a Worker (zstd_stream.ts), so
- *   every zstd reader reads it (python-zstandard's stream_reader stops after the first frame by default).
+ * - zstd: one zstd frame per shard, compressed by libzstd's threads (zstd_mt.ts) or, where libzstd cannot be
+ *   loaded, streamed through node:zlib in a Worker (zstd_stream.ts picks), so every zstd reader reads it
+ *   (python-zstandard's stream_reader stops after the first frame by default).
  * Decompression streams through node:zlib (which reads multi-member gzip and multi-frame zstd).
  *
  * @example
@@ -21,7 +22,7 @@ import { createGunzip, createZstdDecompress } from "node:zlib";
 import { ActshardError } from "../errors.ts";
 import { type CompressEngine, compressMember } from "./gzip_worker.ts";
 import { crc32c } from "../util/crc32c.ts";
-import { ZSTD_DEFAULT_LEVEL, ZstdWorker } from "./zstd_stream.ts";
+import { openZstdEngine, type ZstdEngine } from "./zstd_stream.ts";
 
 /** Shard codecs. */
 export type Codec = "gzip" | "zstd" | "none";
@@ -46,12 +47,12 @@ export interface CompressorOptions {
   workers?: number;
   /** Input bytes per gzip member / per write into the zstd stream. Default 256 KiB. */
   chunkBytes?: number;
-  /** gzip level (default 6) or zstd level (default {@link ZSTD_DEFAULT_LEVEL}, 1). */
+  /** gzip level (default 6) or zstd level (default 1, zstd_stream.ts's `ZSTD_DEFAULT_LEVEL`). */
   level?: number;
   /** gzip engine: native zlib with Z_RLE (default, fastest measured at the same ratio), zlib, or fflate. */
   gzipEngine?: "zlib-rle" | "zlib" | "fflate";
-  /** A shared zstd Worker (zstd codec; not closed here). */
-  zstd?: ZstdWorker;
+  /** A shared zstd engine (zstd codec; not closed here). */
+  zstd?: ZstdEngine;
   /** A shared gzip pool (then workers/level/engine come from it, and it is not closed here). */
   pool?: GzipWorkers;
   /**
@@ -89,9 +90,9 @@ export function createCompressor(codec: Codec, sink: ByteSink, opts: CompressorO
     );
   }
   if (codec === "zstd") {
-    if (opts.zstd) return opts.zstd.compressor(sink, chunkBytes);
-    const w = new ZstdWorker(opts.level ?? ZSTD_DEFAULT_LEVEL);
-    const c = w.compressor(sink, chunkBytes);
+    if (opts.zstd) return opts.zstd.compressor(sink, chunkBytes, opts.buffers);
+    const w = openZstdEngine({ level: opts.level, threads: opts.workers });
+    const c = w.compressor(sink, chunkBytes, opts.buffers);
     return {
       write: (b) => c.write(b),
       finish: () => c.finish().finally(() => w.close()),

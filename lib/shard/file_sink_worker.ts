@@ -1,23 +1,28 @@
 /**
  * Worker behind {@link FileSink} (file_sink.ts): owns the shard files being written, so hashing and write
- * syscalls never run on the main thread, which only encodes records and hands bytes over. It computes SHA-256;
- * the CRC-32C comes computed from the CRC Worker (crc_worker.ts), through which every message arrives.
- * Messages, handled in order:
+ * syscalls never run on the main thread, which only encodes records and hands bytes over. It computes SHA-256
+ * and combines chunk CRC-32Cs (computed by the CRC pool, crc_worker.ts, or by the compression Workers) into each
+ * file's. Messages arrive from the main thread and, for writes whose CRC the pool computed, from the pool's
+ * ports; each carries `seq`, its place in the sender's order, and they are handled in that order:
  * - `{op: "open", file, path}`: create/truncate `path` as file `file`;
- * - `{op: "write", file, id, data, fileCrc}` → `{id, input}`: hash and append `data` (`fileCrc` = the CRC-32C
- *   of the file up to and including `data`, from the CRC Worker; `input` handed back for reuse);
+ * - `{op: "write", file, id, data, crc}` → `{id, input}`: hash and append `data` (`crc` = its CRC-32C; `input`
+ *   handed back for reuse);
  * - `{op: "finish", file, id}` → `{id, bytes, crc, sha256}` once the file is fsynced and closed. The fsync runs
  *   on Deno's blocking pool and does not hold up later messages: the next shard's writes proceed meanwhile;
  * - `{op: "abort", file, id}` → `{id}`: close the file (then the sender removes it).
  * Any failure answers `{id, error}` and poisons the file (later messages for it answer the same error).
  */
 import { createHash, type Hash } from "node:crypto";
+import { crc32cCombine } from "./crc_combine.ts";
 
 type Msg =
-  | { op: "open"; file: number; path: string }
-  | { op: "write"; file: number; id: number; data: Uint8Array; fileCrc: number }
-  | { op: "finish"; file: number; id: number }
-  | { op: "abort"; file: number; id: number };
+  & { seq: number }
+  & (
+    | { op: "open"; file: number; path: string }
+    | { op: "write"; file: number; id: number; data: Uint8Array; crc: number }
+    | { op: "finish"; file: number; id: number }
+    | { op: "abort"; file: number; id: number }
+  );
 
 interface OpenFile {
   f: Deno.FsFile;
@@ -40,9 +45,22 @@ async function writeAll(f: Deno.FsFile, b: Uint8Array): Promise<void> {
   while (o < b.length) o += await f.write(b.subarray(o));
 }
 
-// Messages come through the CRC Worker's port (file_sink.ts); the port itself arrives first, directly.
-ctx.onmessage = (ev: MessageEvent<{ op: "port"; port: MessagePort }>) => {
-  ev.data.port.onmessage = (e: MessageEvent<Msg>) => handle(e.data);
+/** Messages that arrived ahead of their turn (bounded by the sender's chunks in flight). */
+const early = new Map<number, Msg>();
+let nextSeq = 0;
+function arrive(m: Msg): void {
+  early.set(m.seq, m);
+  for (let next = early.get(nextSeq); next; next = early.get(nextSeq)) {
+    early.delete(nextSeq++);
+    handle(next);
+  }
+}
+
+// Messages come from the main thread and through the CRC Workers' ports (file_sink.ts); each port arrives first.
+ctx.onmessage = (ev: MessageEvent<{ op: "port"; port: MessagePort } | Msg>) => {
+  const m = ev.data;
+  if (m.op === "port") m.port.onmessage = (e: MessageEvent<Msg>) => arrive(e.data);
+  else arrive(m);
 };
 
 function handle(m: Msg): void {
@@ -87,7 +105,7 @@ function handle(m: Msg): void {
   if (m.op === "write") {
     try {
       o.sha.update(m.data);
-      o.crc = m.fileCrc;
+      o.crc = crc32cCombine(o.crc, m.crc, m.data.length);
       o.bytes += m.data.length;
       const data = m.data;
       o.writes = o.writes.then(() => writeAll(o.f, data)).then(

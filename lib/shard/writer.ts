@@ -24,7 +24,7 @@ import { dtypeSize, encodeActivation } from "../util/dtype.ts";
 import { type DatasetMetadata, newMetadata, type ShardEntry, writeMetadataAtomic } from "./metadata.ts";
 import { SHARD_FILE_RE } from "./metadata_check.ts";
 import { PickleShardEncoder } from "./pickle_writer.ts";
-import { ZstdWorker } from "./zstd_stream.ts";
+import { openZstdEngine, type ZstdEngine } from "./zstd_stream.ts";
 import { safetensorsHeader, type TensorEntry, tensorName } from "./safetensors.ts";
 
 /** Shard payload formats. */
@@ -44,7 +44,7 @@ export interface ShardWriterOptions {
   existing?: DatasetMetadata;
   /** Called after a shard's rename + metadata rewrite. */
   onShardCommitted?: (entry: ShardEntry) => void | Promise<void>;
-  /** gzip Workers (default: cores). zstd uses one Worker (a shard is one zstd frame). */
+  /** gzip Workers (default: cores). zstd: one frame per shard, by libzstd's threads or node:zlib (zstd_stream.ts). */
   gzipWorkers?: number;
   /** zstd level (default 1: `ZSTD_DEFAULT_LEVEL`, same ratio as higher levels on activations, fastest). */
   zstdLevel?: number;
@@ -89,7 +89,7 @@ export class ShardWriter {
   #cur: OpenShard | null = null;
   #nextId: number;
   #pool: GzipWorkers | undefined;
-  #zstd: ZstdWorker | undefined;
+  #zstd: ZstdEngine | undefined;
   #sink = new FileSink();
   #metaChain: Promise<void> = Promise.resolve();
   /** The shard commit in flight (fsync → rename → metadata → callback), if any. */
@@ -124,7 +124,14 @@ export class ShardWriter {
     if (opts.codec === "gzip") {
       w.#pool = new GzipWorkers(opts.gzipWorkers ?? navigator.hardwareConcurrency ?? 1);
     }
-    if (opts.codec === "zstd") w.#zstd = new ZstdWorker(opts.zstdLevel);
+    if (opts.codec === "zstd") {
+      try {
+        w.#zstd = openZstdEngine({ level: opts.zstdLevel });
+      } catch (e) {
+        w.#release(); // ACTSHARD_ZSTD_ENGINE=libzstd without libzstd: the sink's Workers must not outlive it
+        throw e;
+      }
+    }
     return w;
   }
 

@@ -1,20 +1,79 @@
 /**
- * zstd compression for shards: a single zstd frame per shard, compressed in a Worker (see zstd_worker.ts) while
- * the main thread encodes, hashes and writes. One {@link ZstdWorker} serves a writer's shards one after another.
+ * zstd compression for shards: a single zstd frame per shard, by one of two engines ({@link openZstdEngine}):
+ * - **libzstd, multithreaded** (zstd_mt.ts, Deno FFI; the default wherever libzstd with multithreading loads):
+ *   the frame is compressed by one thread per core;
+ * - **node:zlib, single thread** ({@link ZstdWorker}: one Worker, zstd_worker.ts; the fallback where libzstd
+ *   cannot be loaded — no FFI permission, macOS without libzstd — or when `ACTSHARD_ZSTD_ENGINE=node`).
+ *
+ * Both write one standard frame with its content checksum, readable by every zstd reader, but not the same
+ * bytes: the MT frame depends on the input, the level and the libzstd version (not on the thread count); the
+ * node:zlib frame is the one every version of this project wrote before (shard_bytes_pinned.test.ts pins both).
+ * `ACTSHARD_ZSTD_ENGINE`: `auto` (default: libzstd if it loads, else node:zlib, silently), `libzstd` (required:
+ * a one-line error if it cannot be loaded), `node`. `ACTSHARD_ZSTD_LIB`: the library's path.
  *
  * @example
  * ```ts
- * import { ZstdWorker } from "./zstd_stream.ts";
- * const w = new ZstdWorker();
+ * import { openZstdEngine } from "./zstd_stream.ts";
+ * const e = openZstdEngine();
  * const parts: Uint8Array[] = [];
- * const c = w.compressor(async (b) => void parts.push(b.slice()), 1 << 20);
+ * const c = e.compressor(async (b) => void parts.push(b.slice()), 1 << 20);
  * await c.write(new Uint8Array(100));
- * await c.finish();
- * w.close();
+ * await c.finish(); // parts hold one zstd frame
+ * console.log(e.name); // e.g. "libzstd 1.5.4, 2 threads"
+ * e.close();
  * ```
  */
 import { ActshardError } from "../errors.ts";
 import type { ByteSink, Compressor } from "./codecs.ts";
+import { openLibzstdEngine, type ZstdEngine } from "./zstd_mt.ts";
+
+export type { ZstdEngine } from "./zstd_mt.ts";
+
+/** Which zstd engine: see the module doc. */
+export type ZstdEngineChoice = "auto" | "libzstd" | "node";
+
+/** Options for {@link openZstdEngine}. */
+export interface ZstdEngineOptions {
+  /** zstd level (default {@link ZSTD_DEFAULT_LEVEL}). */
+  level?: number;
+  /** libzstd threads (default: the cores; the bytes do not depend on it). */
+  threads?: number;
+  /** Default: `ACTSHARD_ZSTD_ENGINE`, else `auto`. */
+  engine?: ZstdEngineChoice;
+}
+
+/** The zstd engine for a writer: multithreaded libzstd when it loads, else node:zlib (see the module doc). */
+export function openZstdEngine(opts: ZstdEngineOptions = {}): ZstdEngine {
+  const level = opts.level ?? ZSTD_DEFAULT_LEVEL;
+  let choice = opts.engine;
+  if (!choice) {
+    let env: string | undefined;
+    try {
+      env = Deno.env.get("ACTSHARD_ZSTD_ENGINE");
+    } catch { /* no env permission: auto */ }
+    if (env && env !== "auto" && env !== "libzstd" && env !== "node") {
+      throw new ActshardError(`ACTSHARD_ZSTD_ENGINE=${env} is not a zstd engine`, {
+        kind: "usage",
+        where: "ACTSHARD_ZSTD_ENGINE",
+        hint: "use auto (default), libzstd or node",
+      });
+    }
+    choice = (env || "auto") as ZstdEngineChoice;
+  }
+  if (choice === "node") return new ZstdWorker(level);
+  const mt = openLibzstdEngine({ level, threads: opts.threads });
+  if (typeof mt !== "string") return mt;
+  if (choice === "libzstd") {
+    throw new ActshardError(`multithreaded libzstd cannot be used: ${mt}`, {
+      kind: "usage",
+      where: "ACTSHARD_ZSTD_ENGINE=libzstd",
+      hint:
+        "install libzstd (apt install libzstd1, brew install zstd) or set ACTSHARD_ZSTD_LIB to its path, " +
+        "or unset ACTSHARD_ZSTD_ENGINE to fall back to node:zlib",
+    });
+  }
+  return new ZstdWorker(level);
+}
 
 /**
  * Default zstd level: 1. On float activations zstd's gain is entropy coding of exponent bytes and zero runs, which
@@ -35,8 +94,9 @@ interface Reply {
   error?: string;
 }
 
-/** A Worker holding one streaming zstd context at a time. */
-export class ZstdWorker {
+/** The node:zlib engine: a Worker holding one streaming zstd context at a time (single-threaded frames). */
+export class ZstdWorker implements ZstdEngine {
+  readonly name = "node:zlib (single thread)";
   #w: Worker;
   #next = 0;
   #waiting = new Map<number, { ok: (r: Reply) => void; err: (e: unknown) => void }>();
@@ -71,7 +131,7 @@ export class ZstdWorker {
   }
 
   /** A compressor for one shard (one frame). Only one may be open at a time. */
-  compressor(sink: ByteSink, chunkBytes: number): Compressor {
+  compressor(sink: ByteSink, chunkBytes: number, _buffers?: (size: number) => Uint8Array): Compressor {
     if (this.#busy) throw new ActshardError("zstd worker already has an open frame", { kind: "internal" });
     this.#busy = true;
     this.#w.postMessage({ op: "begin", level: this.level });

@@ -53,8 +53,9 @@ async function handle(m: Msg): Promise<void> {
       const out = take();
       ctx.postMessage({ id: m.id, out, input: m.data }, [out.buffer, m.data.buffer]);
     } else {
-      // Deno 2.9's node:zlib follows the frame with an empty 9-byte frame (28b52ffd 2000010000) on end(); every
-      // data byte is in the first frame, so single-frame readers read the whole shard.
+      // Some Deno versions' node:zlib followed the frame with an empty 9-byte frame (28b52ffd 2000010000) on
+      // end() (2.9.6 does not); either way every data byte is in the first frame, so single-frame readers read
+      // the whole shard.
       await new Promise<void>((res, rej) => {
         z.once("end", () => res());
         z.once("error", rej);
