@@ -31,7 +31,6 @@ const ROOT = fileURLToPath(new URL("..", import.meta.url));
  */
 export const PENDING_DOC_TESTS: readonly string[] = [
   "lib/pipeline/extract.ts",
-  "lib/pipeline/extract_loop.ts",
   "lib/shard/verify.ts",
 ];
 

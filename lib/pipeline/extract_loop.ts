@@ -7,12 +7,30 @@
  * @example
  * ```ts
  * import { extractRemaining, finishRun, openRun } from "./extract_loop.ts";
- * import type { PreparedRun } from "./prepare.ts";
- * import type { ResumeDecision } from "./resume.ts";
- * declare const run: PreparedRun, decision: ResumeDecision;
+ * import { prepareRun } from "./prepare.ts";
+ * import { decideResume } from "./resume.ts";
+ * import { parseExtractFlags } from "../cli/extract_flags.ts";
+ * import type { ExtractConfig } from "./config.ts";
+ * import { syntheticArcTasks } from "../arc/synthetic.ts";
+ * import { writeTinyModel } from "../model/tiny.ts";
+ * const dir = await Deno.makeTempDir();
+ * await writeTinyModel(`${dir}/model`, { hidden: 32, layers: 2 });
+ * await Deno.writeTextFile(`${dir}/tasks.json`, JSON.stringify(syntheticArcTasks({ nTasks: 2 })));
+ * const config = parseExtractFlags([
+ *   ...["--model_path", `${dir}/model`, "--dataset_path", `${dir}/tasks.json`, "--output_dir", `${dir}/out`],
+ *   ...["--layers_to_extract", "0", "1", "--predictions_per_task", "1"],
+ * ]) as ExtractConfig;
+ * const run = await prepareRun(config);
+ * const sampleIdx = run.items.map((p) => p.sample_idx);
+ * const decision = await decideResume(run.outDir, run.fingerprint, {
+ *   overwrite: false,
+ *   sampleIdx,
+ *   layers: run.layers.length,
+ * });
  * const t0 = performance.now();
- * const r = await openRun(run.config, {}, run, decision, false, console.error);
- * console.log(finishRun(r, await extractRemaining(r), t0, t0));
+ * const r = await openRun(run.config, { progress: { write: () => {} } }, run, decision, false, () => {});
+ * console.log(finishRun(r, await extractRemaining(r), t0, t0).status); // complete
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 import type { ExtractConfig } from "./config.ts";
