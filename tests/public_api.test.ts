@@ -14,47 +14,6 @@ const ENTRY_POINTS: string[] = Object.values(
     .exports,
 );
 
-/**
- * Symbols (or `Symbol.member`) whose JSDoc lives in a file another branch is rewriting right now
- * (lib/shard/verify.ts; lib/pipeline/extract.ts; writer.ts and reader.ts have landed): the text to paste is in
- * docs/api-jsdoc-pending.md. Remove an entry once its JSDoc has landed — the test fails on entries that are no longer needed.
- */
-const PENDING = new Set<string>([
-  "verifyDataset@example",
-  "VerifyIssue.level",
-  "VerifyIssue.shard",
-  "VerifyIssue.message",
-  "ShardCheck.name",
-  "ShardCheck.bytes",
-  "ShardCheck.records",
-  "ShardCheck.ok",
-  "VerifyReport.ok",
-  "VerifyReport.root",
-  "VerifyReport.hasMetadata",
-  "VerifyReport.hasChecksums",
-  "VerifyReport.shards",
-  "VerifyReport.records",
-  "VerifyReport.bytes",
-  "VerifyReport.layers",
-  "VerifyReport.dtypes",
-  "VerifyReport.hidden",
-  "VerifyReport.nonFinite",
-  "VerifyReport.issues",
-  "runExtract@example",
-  "ExtractSummary.resumed",
-  "ExtractSummary.prompts_skipped",
-  "ExtractSummary.records",
-  "ExtractSummary.shards",
-  "ExtractSummary.layers",
-  "ExtractSummary.loop_s",
-  "ExtractSummary.forward_s",
-]);
-/** Files holding PENDING symbols: `deno doc --lint`'s missing-jsdoc findings there are the same gaps. */
-const PENDING_FILES = [
-  "lib/shard/verify.ts",
-  "lib/pipeline/extract.ts",
-];
-
 interface JsDoc {
   doc?: string;
   tags?: { kind: string }[];
@@ -130,23 +89,14 @@ Deno.test("public API: entry points are mod.ts, the PJRT binding and the GCS emu
 Deno.test("public API: every exported symbol has JSDoc, an @example where it runs code, and documented members", async () => {
   const all = new Map<string, string>();
   for (const entry of ENTRY_POINTS) for (const [k, v] of await gaps(entry)) all.set(k, v);
-  const missing = [...all].filter(([k]) => !PENDING.has(k)).map(([k, v]) => `${k} (${v})`);
+  const missing = [...all].map(([k, v]) => `${k} (${v})`);
   assertEquals(missing, [], `undocumented public API:\n  ${missing.join("\n  ")}`);
-  const stale = [...PENDING].filter((k) => !all.has(k));
-  assertEquals(
-    stale,
-    [],
-    `documented now: remove from PENDING in tests/public_api.test.ts: ${stale.join(", ")}`,
-  );
 });
 
-Deno.test("public API: deno doc --lint reports nothing beyond the PENDING gaps", async () => {
+Deno.test("public API: deno doc --lint reports nothing", async () => {
   const r = await denoDoc(["--lint", ...ENTRY_POINTS]);
   const findings = [...r.stderr.matchAll(/^error\[([\w-]+)\][^\n]*\n\s*--> ([^\n]+?):\d+:\d+$/gm)]
     .map(([, code, file]) => ({ code, file: relative(ROOT, file) }));
   if (r.code !== 0) assert(findings.length > 0, `deno doc --lint failed without findings: ${r.stderr}`);
-  const unexpected = findings.filter((f) =>
-    !(f.code === "missing-jsdoc" && PENDING.size > 0 && PENDING_FILES.includes(f.file))
-  );
-  assertEquals(unexpected, []);
+  assertEquals(findings, []);
 });

@@ -8,8 +8,15 @@
  * ```ts
  * import { runExtract } from "./extract.ts";
  * import { parseExtractFlags } from "../cli/extract_flags.ts";
- * const config = parseExtractFlags(["--model_path", "tiny", "--dataset_path", "tasks.json", "--n_tasks", "2"]);
- * if (!("help" in config)) console.log(await runExtract(config));
+ * import { syntheticArcTasks } from "../arc/synthetic.ts";
+ * import { writeTinyModel } from "../model/tiny.ts";
+ * const dir = await Deno.makeTempDir();
+ * await writeTinyModel(`${dir}/model`, { hidden: 32, layers: 2 });
+ * await Deno.writeTextFile(`${dir}/tasks.json`, JSON.stringify(syntheticArcTasks({ nTasks: 2 })));
+ * const config = parseExtractFlags(["--model_path", `${dir}/model`, "--dataset_path", `${dir}/tasks.json`,
+ *   "--output_dir", `${dir}/acts`, "--layers_to_extract", "0", "1", "--predictions_per_task", "1"]);
+ * if (!("help" in config)) console.log((await runExtract(config, { log: () => {} })).status); // "complete"
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 import { lockOutputDir } from "./lock.ts";
@@ -38,22 +45,29 @@ export interface ExtractSummary {
   output_dir: string;
   /** "complete" after a run; "already_complete" when the output was complete before it started. */
   status: "complete" | "already_complete";
+  /** True when the run continued an earlier one. */
   resumed: boolean;
   /** Where the resumed run's state came from: the local output dir, or GCS (the local dir held no run). */
   resumed_from?: "local" | "gcs";
   /** Prompts of this worker, and how many were durable before this run. */
   prompts: number;
+  /** Prompts already durable, not recomputed. */
   prompts_skipped: number;
+  /** Records in the dataset (prompts × layers). */
   records: number;
+  /** Shards in the dataset. */
   shards: number;
   /** Total bytes of the dataset's shard files. */
   bytes: number;
   /** Real tokens this run pushed through the model. */
   tokens: number;
+  /** The layers extracted. */
   layers: number[];
   /** Seconds: the whole call, the forward/write loop, and time spent awaiting forwards. */
   wall_s: number;
+  /** Seconds in the forward/write loop. */
   loop_s: number;
+  /** Seconds awaiting forwards. */
   forward_s: number;
   /** gs://bucket/prefix of the uploaded dataset, when uploading. */
   gcs_url?: string;
@@ -86,7 +100,27 @@ export interface ExtractHooks {
 
 const GB = 1024 ** 3;
 
-/** Run the extract job described by `config`. */
+/**
+ * Run the extract job described by `config`.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert";
+ * import { runExtract } from "./extract.ts";
+ * import { parseExtractFlags } from "../cli/extract_flags.ts";
+ * import { syntheticArcTasks } from "../arc/synthetic.ts";
+ * import { writeTinyModel } from "../model/tiny.ts";
+ * const dir = await Deno.makeTempDir();
+ * await writeTinyModel(`${dir}/model`, { hidden: 32, layers: 2 });
+ * await Deno.writeTextFile(`${dir}/tasks.json`, JSON.stringify(syntheticArcTasks({ nTasks: 2 })));
+ * const config = parseExtractFlags(["--model_path", `${dir}/model`, "--dataset_path", `${dir}/tasks.json`,
+ *   "--output_dir", `${dir}/acts`, "--layers_to_extract", "0", "1", "--predictions_per_task", "1"]);
+ * assert(!("help" in config));
+ * const summary = await runExtract(config, { log: () => {}, progress: { write: () => {} } });
+ * assert(summary.status === "complete" && summary.records === 2 * summary.prompts);
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ */
 export async function runExtract(config: ExtractConfig, hooks: ExtractHooks = {}): Promise<ExtractSummary> {
   const t0 = performance.now();
   const run = await prepareRun(config);

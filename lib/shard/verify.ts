@@ -11,9 +11,17 @@
  * @example
  * ```ts
  * import { verifyDataset } from "./verify.ts";
+ * import { ShardWriter } from "./writer.ts";
  * import { LocalStore } from "../storage/local.ts";
- * const report = await verifyDataset(new LocalStore("activations_arc"));
- * console.log(report.ok, report.issues.length);
+ * const dir = await Deno.makeTempDir();
+ * const w = await ShardWriter.open({ dir, format: "pickle", codec: "gzip", dtype: "float32",
+ *   shardSizeBytes: 1 << 20, base: {} });
+ * await w.write([{ task_id: "t", sample_idx: 0, layer: 0, prompt: "p",
+ *   activation: new Float32Array(4), shape: [1, 4] }]);
+ * await w.close();
+ * const report = await verifyDataset(new LocalStore(dir));
+ * console.log(report.ok, report.issues.length); // true 0
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 import type { BlobStore, ObjectInfo } from "../storage/types.ts";
@@ -31,41 +39,60 @@ import { SHARD_FILE_RE } from "./writer.ts";
 
 /** One finding. Errors make the dataset fail verification. */
 export interface VerifyIssue {
+  /** error: fails verification; warning/note: reported only. */
   level: "error" | "warning" | "note";
+  /** The shard it is about, if any. */
   shard?: string;
+  /** One line saying what is wrong. */
   message: string;
 }
 
 /** What was checked for one shard. */
 export interface ShardCheck {
+  /** Shard location relative to the root. */
   name: string;
   /** "object-info": size + crc32c from the store only; "streamed": re-hashed and decoded. */
   method: "object-info" | "streamed" | "missing";
+  /** Bytes checked. */
   bytes: number;
+  /** Records decoded (0 for object-info). */
   records: number;
+  /** Whether every check of this shard passed. */
   ok: boolean;
 }
 
 /** The result of {@link verifyDataset}. */
 export interface VerifyReport {
+  /** No error-level issue. */
   ok: boolean;
+  /** The store's URL. */
   root: string;
+  /** metadata.json was found. */
   hasMetadata: boolean;
+  /** metadata.json lists sha256/crc32c (actshard-written; the seed's files have none). */
   hasChecksums: boolean;
+  /** Per-shard results. */
   shards: ShardCheck[];
+  /** Records over all shards. */
   records: number;
+  /** Shard bytes over all shards. */
   bytes: number;
+  /** Per layer: records, prompts, sample range. */
   layers: Record<
     string,
     { records: number; samples: number; sample_idx_min: number; sample_idx_max: number }
   >;
+  /** Stored dtypes seen. */
   dtypes: string[];
+  /** Hidden sizes seen (one, in a consistent dataset). */
   hidden: number[];
+  /** NaN/Inf values found in decoded activations. */
   nonFinite: number;
   /** False when the dataset is not a finished run (in progress, interrupted, no shards, no metadata.json). */
   complete: boolean;
   /** Why it is incomplete (empty when complete). */
   incomplete: string[];
+  /** Every finding, in order. */
   issues: VerifyIssue[];
 }
 
@@ -77,7 +104,28 @@ export interface VerifyOptions {
   allowExtra?: boolean;
 }
 
-/** Verify the dataset at `store`. Never throws for data problems (they become issues); throws for bad input. */
+/**
+ * Verify the dataset at `store`. Never throws for data problems (they become issues); throws for bad input.
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert";
+ * import { verifyDataset } from "./verify.ts";
+ * import { ShardWriter } from "./writer.ts";
+ * import { openStore } from "../storage/open.ts";
+ * const dir = await Deno.makeTempDir();
+ * const w = await ShardWriter.open({ dir, format: "pickle", codec: "zstd", dtype: "float16",
+ *   shardSizeBytes: 1 << 20, base: {} });
+ * await w.write([{ task_id: "t", sample_idx: 0, layer: 0, prompt: "p",
+ *   activation: new Float32Array(4), shape: [1, 4] }]);
+ * await w.close();
+ * const report = await verifyDataset(await openStore(dir), { deep: true });
+ * assert(report.ok && report.complete && report.records === 1);
+ * await Deno.writeFile(`${dir}/shard_0001.pkl.zst`, new Uint8Array(3)); // corrupt it
+ * assert(!(await verifyDataset(await openStore(dir))).ok);
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ */
 export async function verifyDataset(store: BlobStore, opts: VerifyOptions = {}): Promise<VerifyReport> {
   const objects = await store.list();
   const byName = new Map<string, ObjectInfo>(objects.map((o) => [o.name, o]));
