@@ -16,7 +16,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 import numpy as np
 
 from .checksum import check_shard
-from .codecs import codec_of, decompress
+from .codecs import decompress, shard_kind
 from .errors import ActshardError
 from .pickle_shard import load_pickle_shard
 from .safetensors_shard import iter_safetensors
@@ -115,19 +115,17 @@ class Dataset:
         raw = self.store.read(loc)
         if self.verify:
             check_shard(raw, entry, where)
-        base = loc.rsplit("/", 1)[-1]
-        payload = decompress(raw, codec_of(base), where)
+        fmt, codec = shard_kind(loc.rsplit("/", 1)[-1], entry, where)
+        payload = decompress(raw, codec, where)
         del raw
-        if ".pkl" in base:
+        if fmt == "pickle":
             yield from _pickle_records(payload, where, loc)
-        elif ".safetensors" in base:
+        else:
             for facts, a, dt in iter_safetensors(payload, where):
                 extra = facts.get("extra") if isinstance(facts.get("extra"), dict) else {}
                 yield Record(task_id=str(facts.get("task_id", "")), sample_idx=int(facts["sample_idx"]),
                              layer=int(facts["layer"]), activation=a, shape=tuple(a.shape),
                              prompt=str(facts.get("prompt", "")), dtype=dt, shard=loc, extra=extra)
-        else:
-            raise ActshardError("unknown shard format (expected .pkl or .safetensors)", where)
 
 
 def _shard_may_match(entry: dict, layers, sample_idx) -> bool:

@@ -167,6 +167,24 @@ def test_unknown_metadata_fields_are_ignored(base_dataset, base_records, tmp_pat
     assert by_key(ds).keys() == base_records.keys()
 
 
+@pytest.mark.parametrize("field,value,match", [
+    ("codec", "brotli", r'metadata.json says codec "brotli", which this actshard does not know \(it knows gzip, zstd, none\)'),
+    ("format", "arrow", r'metadata.json says format "arrow", which this actshard does not know'),
+    ("format", "safetensors", r"file name says pickle/gzip but metadata.json says safetensors/gzip"),
+    ("codec", "zstd", r"file name says pickle/gzip but metadata.json says pickle/zstd"),
+])
+def test_shards_are_decoded_by_their_metadata_entry(base_dataset, tmp_path, field, value, match):
+    # metadata.json is the index: its entry's format/codec pick the decoder (the file name only for seed
+    # entries), as in the TypeScript reader; what this reader does not know, or a name that disagrees, is one line.
+    root, meta = _copy(base_dataset, tmp_path / "ds")
+    assert all(s["format"] == "pickle" and s["codec"] == "gzip" for s in meta["shards"])
+    meta["shards"][0][field] = value
+    (root / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ActshardError, match=match) as e:
+        list(actshard.open_dataset(str(root)).records())
+    assert "\n" not in str(e.value) and meta["shards"][0]["filename"] in str(e.value)
+
+
 @pytest.mark.parametrize("bad,match", [
     (b"{not json", "not valid JSON"),
     (b'{"total_shards": 1}', "no shards list"),
