@@ -68,7 +68,7 @@ export {
 } from "./lib/backend/pjrt/index.ts";
 export type { FindPluginOptions, PluginKind } from "./lib/backend/pjrt/discover.ts";
 
-// Datasets on disk or GCS: write, read, verify, merge, upload.
+// Datasets on disk or GCS: write, read, verify, merge, re-shard, upload.
 export { type ShardFormat, ShardWriter, type ShardWriterOptions } from "./lib/shard/writer.ts";
 export type { Codec } from "./lib/shard/codecs.ts";
 export { Dataset, type ReadRecord, type RecordFilter } from "./lib/shard/reader.ts";
@@ -81,6 +81,7 @@ export {
   type VerifyReport,
 } from "./lib/shard/verify.ts";
 export { mergeDatasets, type MergedWorker } from "./lib/pipeline/merge.ts";
+export { reshardDataset, type ReshardOptions, type ReshardResult } from "./lib/shard/reshard.ts";
 export type { BlobStore, ObjectInfo } from "./lib/storage/types.ts";
 export { openStore } from "./lib/storage/open.ts";
 export type { RetryPolicy } from "./lib/storage/gcs_transport.ts";

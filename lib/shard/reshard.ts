@@ -49,8 +49,11 @@ export interface ReshardOptions {
   input: string;
   /** The local directory to write (not gs://: upload it afterwards); must differ from `input`. */
   output: string;
+  /** The output's shard format. */
   format: ShardFormat;
+  /** The output's codec. */
   codec: Codec;
+  /** The output's stored dtype (pickle cannot hold bfloat16). */
   dtype: ActivationDType;
   /** Bound on each shard's uncompressed payload, GB (GiB: 2^30 bytes). */
   shardSizeGb: number;
@@ -67,9 +70,11 @@ export interface ReshardOptions {
 
 /** What {@link reshardDataset} wrote. */
 export interface ReshardResult {
+  /** The output directory. */
   output: string;
   /** Records written (all of the input's). */
   records: number;
+  /** Shards written. */
   shards: number;
   /** The input was not a finished run (`allowIncomplete`): the output's status stays `in_progress`. */
   incomplete: boolean;
@@ -81,6 +86,24 @@ export interface ReshardResult {
  * Convert `input` into `output` as a stream; throws an ActshardError (one line at the CLI) for an unfinished
  * input without `allowIncomplete`, or an output that holds a dataset without `overwrite`. A failed conversion
  * leaves no partial shard (the open one is removed).
+ *
+ * @example Usage
+ * ```ts
+ * import assert from "node:assert";
+ * import { reshardDataset } from "./reshard.ts";
+ * import { ShardWriter } from "./writer.ts";
+ * const input = await Deno.makeTempDir(), output = await Deno.makeTempDir();
+ * const w = await ShardWriter.open({ dir: input, format: "pickle", codec: "gzip", dtype: "float32",
+ *   shardSizeBytes: 1 << 20, base: {} });
+ * await w.write([{ task_id: "t0", sample_idx: 0, layer: 3, activation: new Float32Array(8), shape: [2, 4],
+ *   prompt: "p" }]);
+ * await w.close();
+ * const r = await reshardDataset({ input, output, format: "safetensors", codec: "zstd", dtype: "bfloat16",
+ *   shardSizeGb: 1 });
+ * assert(r.records === 1 && r.shards === 1 && !r.incomplete);
+ * await Deno.remove(input, { recursive: true });
+ * await Deno.remove(output, { recursive: true });
+ * ```
  */
 export async function reshardDataset(o: ReshardOptions): Promise<ReshardResult> {
   const src = await Dataset.open(o.input);
