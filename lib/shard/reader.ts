@@ -27,13 +27,7 @@ import { ActshardError } from "../errors.ts";
 import { openShardStream } from "./read_stream.ts";
 import { codecSpec } from "./codecs.ts";
 import { type DatasetMetadata, METADATA_NAME, readMetadata, shardLocation } from "./metadata.ts";
-import {
-  type DecodedRecord,
-  isShardFileName,
-  type ShardItem,
-  shardKind,
-  type ShardKindFields,
-} from "./formats/mod.ts";
+import { isShardFileName, type ShardItem, shardKind, type ShardKindFields } from "./formats/mod.ts";
 
 /** A record as read back: float32 values plus the dtype it was stored in and its shard. */
 export interface ReadRecord extends ActivationRecord {
