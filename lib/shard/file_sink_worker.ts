@@ -65,28 +65,20 @@ ctx.onmessage = (ev: MessageEvent<{ op: "port"; port: MessagePort } | Msg>) => {
 
 function handle(m: Msg): void {
   if (m.op === "open") {
+    const o: OpenFile = {
+      f: null as unknown as Deno.FsFile,
+      path: m.path,
+      writes: Promise.resolve(),
+      sha: createHash("sha256"),
+      crc: 0,
+      bytes: 0,
+    };
     try {
-      const f = Deno.openSync(m.path, { write: true, create: true, truncate: true });
-      files.set(m.file, {
-        f,
-        path: m.path,
-        writes: Promise.resolve(),
-        sha: createHash("sha256"),
-        crc: 0,
-        bytes: 0,
-      });
+      o.f = Deno.openSync(m.path, { write: true, create: true, truncate: true });
     } catch (e) {
-      const f = null as unknown as Deno.FsFile;
-      files.set(m.file, {
-        f,
-        path: m.path,
-        writes: Promise.resolve(),
-        sha: createHash("sha256"),
-        crc: 0,
-        bytes: 0,
-      });
-      files.get(m.file)!.error = `cannot create ${m.path}: ${errorText(e)}`;
+      o.error = `cannot create ${m.path}: ${errorText(e)}`; // answered to this file's next message
     }
+    files.set(m.file, o);
     return;
   }
   const o = files.get(m.file);
