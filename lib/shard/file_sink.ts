@@ -1,7 +1,8 @@
 /**
  * FileSink: shard files written, hashed (SHA-256 and CRC-32C of the file bytes) and fsynced by Workers, so the
- * main thread only encodes and hands bytes over. A pool of CRC Workers (crc_worker.ts) computes the CRC-32C of
- * each chunk that arrives without one, in parallel; the sink Worker (file_sink_worker.ts) takes every message
+ * main thread only encodes and hands bytes over. Each chunk that arrives without its CRC-32C gets one from ISA-L
+ * in the sink Worker where ISA-L loads, else from a pool of CRC Workers (crc_worker.ts, JS) in parallel; the
+ * sink Worker (file_sink_worker.ts) takes every message
  * back in order, combines the chunk CRCs into the file's (crc_combine.ts), computes SHA-256 (serial by nature)
  * and writes. One sink serves a writer's shards one after another; a shard's fsync overlaps the next shard's
  * writes. Memory: at most {@link IN_FLIGHT} chunks queued at the Workers.
@@ -19,16 +20,19 @@
  * ```
  */
 import { ActshardError } from "../errors.ts";
+import { isalUpdate } from "../util/crc32c_isal.ts";
 
 /** Chunks queued at the Worker before `write` waits (backpressure). */
 const IN_FLIGHT = 8;
 
 /**
- * CRC Workers per sink for `cores` cores: one per core, at most 4. One Worker does ≈ 1.5 GB/s (JS slicing-by-16,
- * ≈ 0.65 s/GB); four keep the CRC past 5 GB/s, beyond the sink's own serial SHA-256 (≈ 1.6 GB/s), so more would
- * only cost memory and start-up.
+ * CRC Workers per sink for `cores` cores. None where ISA-L's CRC-32C loads (crc32c_isal.ts: ≈ 50 GB/s, so the
+ * sink Worker computes each chunk's CRC itself in ≈ 0.02 s/GB). Otherwise one per core, at most 4: one Worker
+ * does ≈ 1.5 GB/s (JS slicing-by-16, ≈ 0.65 s/GB); four keep the CRC past 5 GB/s, beyond the sink's own serial
+ * SHA-256 (≈ 1.8 GB/s), so more would only cost memory and start-up.
  */
 export function crcPoolSize(cores: number = navigator.hardwareConcurrency ?? 1): number {
+  if (isalUpdate()) return 0;
   return Math.max(1, Math.min(4, cores));
 }
 
@@ -108,10 +112,13 @@ export class FileSink {
     return i >= 0 ? this.#free.splice(i, 1)[0] : new Uint8Array(size);
   }
 
-  /** Send `msg` in order: through a CRC Worker (round robin) when it is a write without its CRC. */
+  /**
+   * Send `msg` in order: through a CRC Worker (round robin) when it is a write without its CRC and there is a
+   * pool (otherwise the sink Worker computes the CRC).
+   */
   #post(msg: Record<string, unknown>, transfer: ArrayBuffer[] = []): void {
     const m = { ...msg, seq: this.#seq++ };
-    if (msg.op === "write" && msg.crc === undefined) {
+    if (msg.op === "write" && msg.crc === undefined && this.#crc.length > 0) {
       this.#crc[this.#nextCrc++ % this.#crc.length].postMessage(m, transfer);
     } else this.#w.postMessage(m, transfer);
   }

@@ -5,8 +5,8 @@
  * file's. Messages arrive from the main thread and, for writes whose CRC the pool computed, from the pool's
  * ports; each carries `seq`, its place in the sender's order, and they are handled in that order:
  * - `{op: "open", file, path}`: create/truncate `path` as file `file`;
- * - `{op: "write", file, id, data, crc}` → `{id, input}`: hash and append `data` (`crc` = its CRC-32C; `input`
- *   handed back for reuse);
+ * - `{op: "write", file, id, data, crc}` → `{id, input}`: hash and append `data` (`crc` = its CRC-32C, computed
+ *   here when absent; `input` handed back for reuse);
  * - `{op: "finish", file, id}` → `{id, bytes, crc, sha256}` once the file is fsynced and closed. The fsync runs
  *   on Deno's blocking pool and does not hold up later messages: the next shard's writes proceed meanwhile;
  * - `{op: "abort", file, id}` → `{id}`: close the file (then the sender removes it).
@@ -14,12 +14,13 @@
  */
 import { createHash, type Hash } from "node:crypto";
 import { crc32cCombine } from "./crc_combine.ts";
+import { crc32c } from "../util/crc32c.ts";
 
 type Msg =
   & { seq: number }
   & (
     | { op: "open"; file: number; path: string }
-    | { op: "write"; file: number; id: number; data: Uint8Array; crc: number }
+    | { op: "write"; file: number; id: number; data: Uint8Array; crc?: number }
     | { op: "finish"; file: number; id: number }
     | { op: "abort"; file: number; id: number }
   );
@@ -97,7 +98,8 @@ function handle(m: Msg): void {
   if (m.op === "write") {
     try {
       o.sha.update(m.data);
-      o.crc = crc32cCombine(o.crc, m.crc, m.data.length);
+      // No CRC and no CRC pool (file_sink.ts): ISA-L loaded, so it is cheapest here.
+      o.crc = crc32cCombine(o.crc, m.crc ?? crc32c(m.data), m.data.length);
       o.bytes += m.data.length;
       const data = m.data;
       o.writes = o.writes.then(() => writeAll(o.f, data)).then(
