@@ -166,3 +166,64 @@ Deno.test("truncated pickle is a data error", async () => {
     for await (const _ of readShard(new LocalStore(d.path), "shard_0001.pkl")) { /* */ }
   }, (e: unknown) => e instanceof ActshardError && e.kind === "data");
 });
+
+Deno.test("pickle decode: each record's activation owns its memory (decoded twice: two arrays; records spanning read chunks equal)", async () => {
+  const { PICKLE_FORMAT } = await import("../lib/shard/formats/pickle.ts");
+  const { encodeActivation: enc } = await import("../lib/util/dtype.ts");
+  const { PickleShardEncoder } = await import("../lib/shard/pickle_writer.ts");
+  const e = new PickleShardEncoder("float32");
+  const recs = [0, 1, 2].map((s) => ({
+    ...promptRecords(s, [3])[0],
+    activation: new Float32Array(4099).map((_, i) => i * 0.25 + s),
+    shape: [1, 4099] as [number, number],
+  }));
+  const parts = [e.begin(), ...recs.flatMap((r) => [...e.record(r)]), e.end()].map((p) => p.slice());
+  const bytes = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let o = 0;
+  for (const p of parts) bytes.set(p, (o += p.length) - p.length);
+  // Cut into odd-sized chunks so that every array's bytes span chunk boundaries at odd offsets.
+  const chunks: Uint8Array[] = [];
+  for (let i = 0; i < bytes.length; i += 3001) chunks.push(bytes.slice(i, i + 3001));
+  const stream = new ReadableStream<Uint8Array>({
+    pull(c) {
+      const next = chunks.shift();
+      if (next) c.enqueue(next);
+      else c.close();
+    },
+  });
+  const items = [];
+  for await (const it of PICKLE_FORMAT.decode(stream, "test")) items.push(it);
+  assertEquals(items.length, 3);
+  for (const [k, it] of items.entries()) {
+    const a = (await it.record()).activation, b = (await it.record()).activation;
+    assertEquals(Array.from(a), Array.from(recs[k].activation), `record ${k}`);
+    assert(a.buffer !== b.buffer, "decoding a record twice gives two arrays");
+    a.fill(-1);
+    assertEquals(Array.from(b), Array.from(recs[k].activation), "mutating one leaves the other");
+    assertEquals(enc(b, "float32").byteOffset, b.byteOffset);
+  }
+});
+
+Deno.test({
+  name: "pickle decode: two records sharing one ndarray object (pickle memo) get arrays of their own",
+  ignore: ignoreWithoutPython(["numpy"]),
+  async fn() {
+    await using d = await tempDir();
+    const path = `${d.path}/shared.pkl`;
+    await python(
+      "python3",
+      `import pickle, sys, numpy as np
+a = np.arange(1000, dtype=np.float32).reshape(1, 1000)
+rec = lambda s: {'task_id': 't', 'sample_idx': s, 'activation': a, 'shape': (1, 1000), 'prompt': 'p'}
+with open(sys.argv[1], 'wb') as f:
+    pickle.dump({5: [rec(0), rec(1)]}, f, protocol=4)`,
+      [path],
+    );
+    const recs = [];
+    for await (const r of readShard(new LocalStore(d.path), "shared.pkl")) recs.push(r);
+    assertEquals(recs.length, 2);
+    assert(recs[0].activation.buffer !== recs[1].activation.buffer, "no shared buffer");
+    recs[0].activation.fill(0);
+    assertEquals(recs[1].activation[999], 999);
+  },
+});

@@ -88,6 +88,17 @@ export class ByteSource {
     return out;
   }
 
+  /**
+   * Exactly `n` already-buffered bytes in a buffer of their own (offset 0, nothing else refers to it): the
+   * bytes joined across chunks are that already, a view into one chunk is copied. One copy either way, where
+   * `take(n).slice()` would copy a joined result twice.
+   */
+  takeOwned(n: number): Uint8Array {
+    const spans = this.#chunks.length > 0 && this.#chunks[0].length < n;
+    const out = this.take(n);
+    return spans ? out : out.slice();
+  }
+
   /** One byte, or -1 at end of stream. */
   async byte(): Promise<number> {
     if (this.#avail < 1 && !(await this.fill(1))) return -1;

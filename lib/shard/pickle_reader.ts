@@ -83,6 +83,11 @@ async function* unpickleFrom(src: ByteSource, where: string): AsyncGenerator<Pic
   };
   const readN = async (n: number): Promise<Uint8Array> =>
     src.available >= n ? src.take(n) : await src.read(n);
+  // bytes objects (numpy's array data) get a buffer of their own: one copy, and the array may use it as is.
+  const readOwned = async (n: number): Promise<Uint8Array> => {
+    if (src.available < n && !(await src.fill(n))) await src.read(n); // throws the short-stream error
+    return src.takeOwned(n);
+  };
   const u32 = async () => {
     const b = await readN(4);
     return (b[0] | (b[1] << 8) | (b[2] << 16)) + b[3] * 2 ** 24;
@@ -218,14 +223,14 @@ async function* unpickleFrom(src: ByteSource, where: string): AsyncGenerator<Pic
         stack.push(latin1.decode(await readN(await u32())));
         break;
       case 0x43: // SHORT_BINBYTES
-        stack.push((await readN((await readN(1))[0])).slice());
+        stack.push(await readOwned((await readN(1))[0]));
         break;
       case 0x42:
-        stack.push((await readN(await u32())).slice());
+        stack.push(await readOwned(await u32()));
         break;
       case 0x8e:
       case 0x96: // BINBYTES8 / BYTEARRAY8
-        stack.push((await readN(await u64())).slice());
+        stack.push(await readOwned(await u64()));
         break;
       case 0x7d: // EMPTY_DICT
         stack.push({});

@@ -91,11 +91,17 @@ export function encodeActivation(values: Float32Array, dtype: ActivationDType): 
   return new Uint8Array(out.buffer);
 }
 
-/** Decode stored little-endian bytes into float32 values. */
-export function decodeActivation(bytes: Uint8Array, dtype: ActivationDType): Float32Array {
+/**
+ * Decode stored little-endian bytes into float32 values. `owned`: the caller gives `bytes`' buffer away
+ * (nothing else uses it), so aligned float32 bytes become the result without a copy.
+ */
+export function decodeActivation(bytes: Uint8Array, dtype: ActivationDType, owned = false): Float32Array {
   const n = bytes.byteLength / dtypeSize(dtype);
-  // float32: exactly one copy into a buffer of its own (an unaligned view's slice already is one).
-  if (dtype === "float32") return new Float32Array(bytes.slice().buffer);
+  if (dtype === "float32") {
+    if (owned && bytes.byteOffset % 4 === 0) return new Float32Array(bytes.buffer, bytes.byteOffset, n);
+    // Otherwise exactly one copy into a buffer of its own (an unaligned view's slice already is one).
+    return new Float32Array(bytes.slice().buffer);
+  }
   const aligned = bytes.byteOffset % 4 === 0 ? bytes : bytes.slice();
   const src = new Uint16Array(aligned.buffer, aligned.byteOffset, n);
   const out = new Float32Array(n);

@@ -20,6 +20,13 @@ import type { DecodedRecord, ShardFormatSpec, ShardItem } from "./spec.ts";
 
 const NUMPY_DTYPES: Record<string, ActivationDType> = { f4: "float32", f2: "float16" };
 
+/**
+ * Array data buffers already handed out as a record's activation. The unpickler gives every bytes object a
+ * buffer of its own, which the first record built on it takes without a copy; a pickle that shares one bytes
+ * object between arrays (memo), or a record decoded twice, gets copies after that.
+ */
+const claimed = new WeakSet<ArrayBufferLike>();
+
 /** An unpickled numpy array as float32 values (big-endian, float64 and Fortran order converted). */
 function ndToFloat32(a: NdArray, where: string): { values: Float32Array; dtype: ActivationDType } {
   const dtype = NUMPY_DTYPES[a.descr];
@@ -43,7 +50,12 @@ function ndToFloat32(a: NdArray, where: string): { values: Float32Array; dtype: 
   if (a.descr === "f8") {
     const c = data.slice();
     values = Float32Array.from(new Float64Array(c.buffer, 0, n));
-  } else values = decodeActivation(data, dtype);
+  } else {
+    const own = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength &&
+      !claimed.has(data.buffer);
+    values = decodeActivation(data, dtype, own);
+    if (values.buffer === data.buffer) claimed.add(data.buffer);
+  }
   if (a.fortran && a.shape.length === 2) {
     const [r, c] = a.shape;
     const t = new Float32Array(n);
