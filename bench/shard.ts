@@ -221,7 +221,7 @@ export async function run(): Promise<void> {
         await Deno.remove(out, { recursive: true });
       }
     }
-    await runShardStage(groups, base);
+    await runShardStage(groups, base, () => pythonBaseline(groups, dir));
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

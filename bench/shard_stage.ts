@@ -45,6 +45,11 @@ async function diskSpeed(src: string, dir: string): Promise<number> {
   return data.length / MB / s;
 }
 
+/** Flush every dirty page to disk (`sync`; a no-op where there is no sync command). */
+async function syncDisks(): Promise<void> {
+  await new Deno.Command("sync").output().catch(() => {});
+}
+
 /** Run the shard stage's `main` in a child process; its wall and CPU seconds (module loading excluded). */
 async function shardStage(
   input: string,
@@ -75,11 +80,13 @@ async function shardStage(
  * Print the shard-stage comparison; `base` is the python baseline's MB/s and CPU-s/GB (null: no python with
  * numpy). Besides the wall-clock ratio, the CPU ratio (python's CPU-s/GB over ours, times the cores) estimates
  * the wall ratio on an idle box of this many cores (an upper estimate: it assumes ours keeps every core busy):
- * on a loaded box the two runs, minutes apart, see different shares of the CPUs.
+ * on a loaded box the two runs, minutes apart, see different shares of the CPUs. `remeasure` runs the baseline
+ * again before each row, so each row is compared with python at that moment.
  */
 export async function runShardStage(
   groups: ActivationRecord[][],
   base: { mbps: number; cpuPerGb: number } | null,
+  remeasure?: () => Promise<{ mbps: number; cpuPerGb: number } | null>,
 ): Promise<void> {
   const cores = navigator.hardwareConcurrency;
   const payload = groups.reduce((s, g) => s + g.reduce((t, r) => t + r.activation.byteLength, 0), 0);
@@ -89,14 +96,29 @@ export async function runShardStage(
     await writeInput(plain, groups, "none");
     await writeInput(gz, groups, "gzip");
     const disks: number[] = [];
-    const disk = () => diskSpeed(join(plain, "shard_0001.pkl"), root).then((d) => (disks.push(d), d));
+    // The disk swings several-fold from one second to the next here: the median of 3 writes, each after a sync.
+    const disk = async () => {
+      const three: number[] = [];
+      for (let k = 0; k < 3; k++) {
+        await syncDisks();
+        three.push(await diskSpeed(join(plain, "shard_0001.pkl"), root));
+      }
+      const d = three.sort((a, b) => a - b)[1];
+      disks.push(d);
+      return d;
+    };
     console.log(
       `shard stage (the stage's main() in a child process: read, decode, encode, compress, hash, write, fsync, ` +
         `metadata), ${
           (payload / MB).toFixed(0)
         } MB float32, 2 reps each; "disk" = the same bytes written in ` +
-        `1 MiB writes + fsync right before each rep (this box's disk is shared and swings several-fold)` +
-        (base ? `; python baseline ${base.mbps.toFixed(1)} MB/s, ${base.cpuPerGb.toFixed(1)} CPU-s/GB` : ""),
+        `1 MiB writes + fsync right before each rep (the median of 3, each after a sync: this box's disk is shared and swings several-fold)` +
+        (base
+          ? `; python baseline ${base.mbps.toFixed(1)} MB/s, ${
+            base.cpuPerGb.toFixed(1)
+          } CPU-s/GB, measured again ` +
+            `right before each row (each row's ratio is to that figure)`
+          : ""),
     );
     for (
       const [label, input, codec, target] of [
@@ -106,18 +128,22 @@ export async function runShardStage(
         ["pickle.gz → zstd", gz, "zstd", ""],
       ] as const
     ) {
+      // The python baseline again right before each row (the box's load drifts over the minutes a row takes).
+      const py = (base && remeasure ? await remeasure() : null) ?? base;
       const runs: { wall: number; cpu: number; disk: number }[] = [];
       for (let i = 0; i < 2; i++) {
+        // Each measurement starts with no dirty pages (sync), so neither pays for the other's writeback.
         const d = await disk();
+        await syncDisks();
         runs.push({ ...await shardStage(input, join(root, `out-${i}`), codec), disk: d });
       }
       const best = runs.reduce((a, b) => (a.wall < b.wall ? a : b));
       const mbps = payload / MB / best.wall;
       const cpuPerGb = best.cpu / (payload / 1e9);
       // Idle-box estimate: ours spreads over all cores (it runs ≥ 4 busy threads), python's writer uses one.
-      const vsPy = base
-        ? `  ${(mbps / base.mbps).toFixed(1)}× python (CPU: ${
-          (cores * base.cpuPerGb / cpuPerGb).toFixed(1)
+      const vsPy = py
+        ? `  ${(mbps / py.mbps).toFixed(1)}× python at ${py.mbps.toFixed(1)} MB/s (CPU: ${
+          (cores * py.cpuPerGb / cpuPerGb).toFixed(1)
         }× on ${cores} idle cores)`
         : "";
       const vsDisk = runs.map((r) => (payload / MB / r.wall / r.disk).toFixed(2)).join(", ");
