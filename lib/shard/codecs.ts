@@ -27,6 +27,7 @@ import { type CompressEngine, compressMember } from "./gzip_member.ts";
 import { crc32c } from "../util/crc32c.ts";
 import { openZstdEngine, type ZstdEngine } from "./zstd_stream.ts";
 import { zlibStream } from "./zlib_stream.ts";
+import { type Stage, stageBytes } from "./staging.ts";
 
 /** What the codec table holds for one codec. */
 export interface CodecSpec {
@@ -240,8 +241,7 @@ function gzipCompressor(sink: ByteSink, opts: CompressorOptions): Compressor {
 
 /** Cuts a byte stream into fixed-size chunks and hands each to `emit` (awaited: backpressure). */
 class Chunker implements Compressor {
-  #buf: Uint8Array;
-  #n = 0;
+  #st: Stage;
   #emitted = false;
   constructor(
     size: number,
@@ -252,28 +252,22 @@ class Chunker implements Compressor {
     /** When set, a flushed buffer is handed over (e.g. transferred to a Worker) and this supplies the next. */
     private fresh?: (size: number) => Uint8Array,
   ) {
-    this.#buf = fresh ? fresh(size) : new Uint8Array(size);
+    this.#st = { buf: fresh ? fresh(size) : new Uint8Array(size), n: 0 };
   }
-  async write(chunk: Uint8Array): Promise<void> {
-    let off = 0;
-    while (off < chunk.length) {
-      const take = Math.min(chunk.length - off, this.#buf.length - this.#n);
-      this.#buf.set(chunk.subarray(off, off + take), this.#n);
-      this.#n += take;
-      off += take;
-      if (this.#n === this.#buf.length) await this.#flush();
-    }
+  write(chunk: Uint8Array): Promise<void> {
+    return stageBytes(this.#st, chunk, () => this.#flush());
   }
   async #flush(): Promise<void> {
-    const b = this.#buf.subarray(0, this.#n);
-    if (this.fresh) this.#buf = this.fresh(this.#buf.length);
-    this.#n = 0;
+    const st = this.#st;
+    const b = st.buf.subarray(0, st.n);
+    if (this.fresh) st.buf = this.fresh(st.buf.length);
+    st.n = 0;
     this.#emitted = true;
     await this.emit(b);
   }
   async finish(): Promise<void> {
     try {
-      if (this.#n > 0 || (!this.#emitted && this.emitEmpty)) await this.#flush();
+      if (this.#st.n > 0 || (!this.#emitted && this.emitEmpty)) await this.#flush();
       await this.drain();
     } finally {
       this.release();

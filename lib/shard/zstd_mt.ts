@@ -30,6 +30,7 @@
  */
 import { ActshardError } from "../errors.ts";
 import type { ByteSink, Compressor } from "./codecs.ts";
+import { type Stage, stageBytes } from "./staging.ts";
 
 /** A zstd engine: one frame per shard, one shard at a time (both engines, see zstd_stream.ts). */
 export interface ZstdEngine {
@@ -244,9 +245,8 @@ class LibzstdEngine implements ZstdEngine {
     let aborted = false;
     // Input goes to libzstd in chunks of 4 × chunkBytes (1 MiB by default): a nonblocking call costs ≈ 50–80 µs
     // of dispatch here, which at 256 KiB per call would rival the main thread's time to fill the next chunk.
-    const stageBytes = 4 * chunkBytes;
-    let stage = this.#chunk(stageBytes);
-    let n = 0;
+    const stageSize = 4 * chunkBytes;
+    const st: Stage = { buf: this.#chunk(stageSize), n: 0 };
     let out = outBuffer(chunkBytes);
     outBuf.set(out);
     /** The previous chunk's feed: one call sequence at a time, in order. */
@@ -256,7 +256,7 @@ class LibzstdEngine implements ZstdEngine {
       // A new frame: drop any state an aborted one left, then one empty ZSTD_e_continue on this thread (starts
       // the frame with its source size unknown, and creates libzstd's threads on first use).
       this.#check(this.lib.symbols.ZSTD_CCtx_reset(this.cctx, ZSTD_reset_session_only), "ZSTD_CCtx_reset");
-      inBuf.set(stage, 0);
+      inBuf.set(st.buf, 0);
       this.#check(
         this.lib.symbols.compressStream2Now(this.cctx, outBuf.ptr, inBuf.ptr, ZSTD_e_continue),
         "ZSTD_compressStream2",
@@ -294,9 +294,9 @@ class LibzstdEngine implements ZstdEngine {
       if (this.#free.length < 2) this.#free.push(data);
     };
     const flush = async () => {
-      const data = stage, len = n;
-      stage = this.#chunk(stageBytes);
-      n = 0;
+      const data = st.buf, len = st.n;
+      st.buf = this.#chunk(stageSize);
+      st.n = 0;
       const previous = feeding;
       // At most one chunk waits behind the one being fed (two chunks of memory here).
       await previous;
@@ -304,22 +304,13 @@ class LibzstdEngine implements ZstdEngine {
       feeding.catch(() => {});
     };
     return {
-      write: async (chunk: Uint8Array) => {
-        let off = 0;
-        while (off < chunk.length) {
-          const k = Math.min(chunk.length - off, stage.length - n);
-          stage.set(chunk.subarray(off, off + k), n);
-          n += k;
-          off += k;
-          if (n === stage.length) await flush();
-        }
-      },
+      write: (chunk: Uint8Array) => stageBytes(st, chunk, flush),
       finish: async () => {
         try {
-          if (n > 0) await flush();
+          if (st.n > 0) await flush();
           await feeding;
           if (!started) start();
-          inBuf.set(stage, 0);
+          inBuf.set(st.buf, 0);
           while (await call(ZSTD_e_end) !== 0 && !aborted) await deliver(false);
           await deliver(true);
         } finally {

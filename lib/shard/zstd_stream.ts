@@ -25,6 +25,7 @@
  */
 import { ActshardError } from "../errors.ts";
 import type { ByteSink, Compressor } from "./codecs.ts";
+import { type Stage, stageBytes } from "./staging.ts";
 import { openLibzstdEngine, type ZstdEngine } from "./zstd_mt.ts";
 
 export type { ZstdEngine } from "./zstd_mt.ts";
@@ -135,8 +136,7 @@ export class ZstdWorker implements ZstdEngine {
     if (this.#busy) throw new ActshardError("zstd worker already has an open frame", { kind: "internal" });
     this.#busy = true;
     this.#w.postMessage({ op: "begin", level: this.level });
-    let buf = this.#buffer(chunkBytes);
-    let n = 0;
+    const st: Stage = { buf: this.#buffer(chunkBytes), n: 0 };
     let chain: Promise<void> = Promise.resolve();
     const inFlight: Promise<void>[] = [];
     const deliver = (p: Promise<Reply>) => {
@@ -147,28 +147,19 @@ export class ZstdWorker implements ZstdEngine {
       chain.catch(() => {});
     };
     const flush = async () => {
-      deliver(this.#send("write", buf.subarray(0, n)));
+      deliver(this.#send("write", st.buf.subarray(0, st.n)));
       inFlight.push(chain);
-      buf = this.#buffer(chunkBytes);
-      n = 0;
+      st.buf = this.#buffer(chunkBytes);
+      st.n = 0;
       // A few chunks queued at the Worker, so it never waits for this thread's hashing and writing (with one
       // chunk in flight the two threads mostly took turns); memory stays bounded at IN_FLIGHT + 1 chunks.
       while (inFlight.length > IN_FLIGHT) await inFlight.shift();
     };
     return {
-      write: async (chunk: Uint8Array) => {
-        let off = 0;
-        while (off < chunk.length) {
-          const k = Math.min(chunk.length - off, buf.length - n);
-          buf.set(chunk.subarray(off, off + k), n);
-          n += k;
-          off += k;
-          if (n === buf.length) await flush();
-        }
-      },
+      write: (chunk: Uint8Array) => stageBytes(st, chunk, flush),
       finish: async () => {
         try {
-          if (n > 0) await flush();
+          if (st.n > 0) await flush();
           deliver(this.#send("end"));
           await chain;
         } finally {
