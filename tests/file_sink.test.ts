@@ -71,3 +71,48 @@ Deno.test("FileSink: a CRC pool of 1 or 3 Workers gives the same file, CRC-32C a
     }
   }
 });
+
+Deno.test("FileSink: SHA-256 by 1, 2 or 3 hash Workers reading files back (files alternating, each past 4 MiB) matches the bytes", async () => {
+  await using d = await tempDir();
+  const chunk = (f: number, i: number) => new Uint8Array(700_001).map((_, j) => (f * 31 + i * 7 + j) & 255);
+  for (const hashWorkers of [1, 2, 3]) {
+    const sink = new FileSink({ hashWorkers });
+    try {
+      const files = [0, 1, 2, 3].map((f) => ({ f, out: sink.open(`${d.path}/h${hashWorkers}-${f}`) }));
+      const done: Promise<{ bytes: number; crc32c: number; sha256: string }>[] = [];
+      for (const { f, out } of files) {
+        // Files 0 and 1 interleave; the rest one after another, each finished while the next is written.
+        const n = 8 + f; // 5.6–7.7 MB: the hash Worker catches up in 4 MiB reads, then reads the tail at finish
+        for (let i = 0; i < n; i++) await out.write(chunk(f, i));
+        done.push(out.finish());
+      }
+      const got = await Promise.all(done);
+      for (const [f, g] of got.entries()) {
+        const bytes = await Deno.readFile(`${d.path}/h${hashWorkers}-${f}`);
+        assertEquals(g, { bytes: bytes.length, crc32c: crc32c(bytes), sha256: await sha256Hex(bytes) });
+      }
+    } finally {
+      sink.close();
+    }
+  }
+});
+
+Deno.test("FileSink: a file cut short under the sink fails its finish with one io error (the hash reads it back)", async () => {
+  await using d = await tempDir();
+  const sink = new FileSink();
+  try {
+    const path = `${d.path}/cut`;
+    const f = sink.open(path);
+    for (let i = 0; i < 4; i++) await f.write(new Uint8Array(500_000).fill(i));
+    // Let the writes land, then cut the file: the hash Worker has read nothing yet (under 4 MiB pending).
+    for (let t = 0; t < 100 && (await Deno.stat(path).catch(() => ({ size: 0 }))).size < 2_000_000; t++) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await Deno.truncate(path, 100);
+    const e = await f.finish().then(() => null, (e) => e);
+    assert(e instanceof ActshardError && e.kind === "io", String(e));
+    assert(!e.line().includes("\n") && e.message.includes(`reading back ${path} to hash it`), e.message);
+  } finally {
+    sink.close();
+  }
+});

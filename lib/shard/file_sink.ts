@@ -2,10 +2,11 @@
  * FileSink: shard files written, hashed (SHA-256 and CRC-32C of the file bytes) and fsynced by Workers, so the
  * main thread only encodes and hands bytes over. Each chunk that arrives without its CRC-32C gets one from ISA-L
  * in the sink Worker where ISA-L loads, else from a pool of CRC Workers (crc_worker.ts, JS) in parallel; the
- * sink Worker (file_sink_worker.ts) takes every message
- * back in order, combines the chunk CRCs into the file's (crc_combine.ts), computes SHA-256 (serial by nature)
- * and writes. One sink serves a writer's shards one after another; a shard's fsync overlaps the next shard's
- * writes. Memory: at most {@link IN_FLIGHT} chunks queued at the Workers.
+ * sink Worker (file_sink_worker.ts) takes every message back in order, combines the chunk CRCs into the file's
+ * (crc_combine.ts) and writes. SHA-256, serial within a file, is computed by hash Workers (hash_worker.ts) that
+ * read each file back behind the writes, files alternating between them. One sink serves a writer's shards one
+ * after another; a shard's fsync and the end of its hash overlap the next shard's writes. Memory: at most
+ * {@link IN_FLIGHT} chunks queued at the Workers, and a 4 MiB read buffer per hash Worker.
  *
  * @example
  * ```ts
@@ -34,6 +35,14 @@ const IN_FLIGHT = 8;
 export function crcPoolSize(cores: number = navigator.hardwareConcurrency ?? 1): number {
   if (isalUpdate()) return 0;
   return Math.max(1, Math.min(4, cores));
+}
+
+/**
+ * SHA-256 Workers per sink (hash_worker.ts): two where there are two cores or more, so that a shard is still
+ * being hashed (≈ 1.3–1.8 GB/s on one core) while the next is written; one on one core.
+ */
+export function hashPoolSize(cores: number = navigator.hardwareConcurrency ?? 1): number {
+  return cores >= 2 ? 2 : 1;
 }
 
 /** What a finished file holds. */
@@ -68,6 +77,7 @@ interface Reply {
 export class FileSink {
   #w: Worker;
   #crc: Worker[] = [];
+  #hash: Worker[] = [];
   #nextCrc = 0;
   /** Order of every message to the sink Worker (it reorders what the CRC Workers forward). */
   #seq = 0;
@@ -76,9 +86,13 @@ export class FileSink {
   #waiting = new Map<number, { ok: (r: Reply) => void; err: (e: unknown) => void }>();
   #free: Uint8Array[] = [];
 
-  /** `crcWorkers`: size of the CRC pool (default {@link crcPoolSize}). */
-  constructor(opts: { crcWorkers?: number } = {}) {
-    // The sink Worker (SHA-256, writes, replies) first, then the CRC pool (the bench names threads by this order).
+  /**
+   * `crcWorkers`: size of the CRC pool (default {@link crcPoolSize}); `hashWorkers`: SHA-256 Workers (default
+   * {@link hashPoolSize}, at least 1).
+   */
+  constructor(opts: { crcWorkers?: number; hashWorkers?: number } = {}) {
+    // The sink Worker (order, writes, replies) first, then the CRC pool, then the hash Workers (the bench names
+    // threads by this order).
     // A chunk without a CRC goes to a CRC Worker, which forwards it with its CRC to the sink through a
     // MessagePort; everything else goes to the sink directly. Each message carries its place in the sink's order.
     this.#w = new Worker(new URL("./file_sink_worker.ts", import.meta.url), { type: "module" });
@@ -88,6 +102,13 @@ export class FileSink {
       this.#w.postMessage({ op: "port", port: ch.port2 }, [ch.port2]);
       crc.postMessage({ op: "port", port: ch.port1 }, [ch.port1]);
       this.#crc.push(crc);
+    }
+    for (let i = 0; i < Math.max(1, opts.hashWorkers ?? hashPoolSize()); i++) {
+      const hash = new Worker(new URL("./hash_worker.ts", import.meta.url), { type: "module" });
+      const ch = new MessageChannel();
+      this.#w.postMessage({ op: "hasher", port: ch.port2 }, [ch.port2]);
+      hash.postMessage({ op: "port", port: ch.port1 }, [ch.port1]);
+      this.#hash.push(hash);
     }
     this.#w.onmessage = (ev: MessageEvent<Reply>) => {
       const r = this.#waiting.get(ev.data.id)!;
@@ -171,8 +192,9 @@ export class FileSink {
   }
 
   close(): void {
-    for (const w of this.#crc) w.terminate();
+    for (const w of [...this.#crc, ...this.#hash]) w.terminate();
     this.#crc = [];
+    this.#hash = [];
     this.#w.terminate();
   }
 }

@@ -1,18 +1,20 @@
 /**
- * Worker behind {@link FileSink} (file_sink.ts): owns the shard files being written, so hashing and write
- * syscalls never run on the main thread, which only encodes records and hands bytes over. It computes SHA-256
- * and combines chunk CRC-32Cs (computed by the CRC pool, crc_worker.ts, or by the compression Workers) into each
- * file's. Messages arrive from the main thread and, for writes whose CRC the pool computed, from the pool's
- * ports; each carries `seq`, its place in the sender's order, and they are handled in that order:
+ * Worker behind {@link FileSink} (file_sink.ts): owns the shard files being written, so write syscalls and
+ * hashing never run on the main thread, which only encodes records and hands bytes over. It puts chunks in
+ * order, combines their CRC-32Cs (computed here by ISA-L, or by the CRC pool, crc_worker.ts, or by the
+ * compression Workers) into each file's, and writes; each file's SHA-256 is computed by a hash Worker
+ * (hash_worker.ts, files alternating between them) reading the file back behind the writes. Messages arrive from
+ * the main thread and, for writes whose CRC the pool computed, from the pool's ports; each carries `seq`, its
+ * place in the sender's order, and they are handled in that order:
  * - `{op: "open", file, path}`: create/truncate `path` as file `file`;
- * - `{op: "write", file, id, data, crc}` → `{id, input}`: hash and append `data` (`crc` = its CRC-32C, computed
- *   here when absent; `input` handed back for reuse);
- * - `{op: "finish", file, id}` → `{id, bytes, crc, sha256}` once the file is fsynced and closed. The fsync runs
- *   on Deno's blocking pool and does not hold up later messages: the next shard's writes proceed meanwhile;
+ * - `{op: "write", file, id, data, crc}` → `{id, input}`: append `data` (`crc` = its CRC-32C, computed here when
+ *   absent; `input` handed back for reuse);
+ * - `{op: "finish", file, id}` → `{id, bytes, crc, sha256}` once the file is fsynced, hashed and closed. The
+ *   fsync and the hash's tail do not hold up later messages: the next shard's writes proceed meanwhile;
  * - `{op: "abort", file, id}` → `{id}`: close the file (then the sender removes it).
  * Any failure answers `{id, error}` and poisons the file (later messages for it answer the same error).
+ * First come the ports: `{op: "port", port}` from each CRC Worker, `{op: "hasher", port}` to each hash Worker.
  */
-import { createHash, type Hash } from "node:crypto";
 import { crc32cCombine } from "./crc_combine.ts";
 import { crc32c } from "../util/crc32c.ts";
 
@@ -28,12 +30,26 @@ type Msg =
 interface OpenFile {
   f: Deno.FsFile;
   path: string;
-  /** Writes run on Deno's blocking pool, in order, while this thread hashes the next chunk. */
+  /** Writes run on Deno's blocking pool, in order, while this thread takes the next chunk. */
   writes: Promise<void>;
-  sha: Hash;
+  /** The hash Worker reading this file back; `written`: bytes whose write has returned (it may read those). */
+  hasher: MessagePort | null;
+  written: number;
   crc: number;
   bytes: number;
   error?: string;
+}
+
+/** Ports to the hash Workers; a file goes to `hashers[file % length]`. */
+const hashers: MessagePort[] = [];
+/** Files whose SHA-256 is awaited from a hash Worker. */
+const hashWaiting = new Map<number, (r: { sha256?: string; error?: string }) => void>();
+
+/** The file's SHA-256 once its hash Worker has read all `bytes` of it (after the last write returned). */
+function hashOf(o: OpenFile, file: number): Promise<{ sha256?: string; error?: string }> {
+  const p = new Promise<{ sha256?: string; error?: string }>((ok) => hashWaiting.set(file, ok));
+  o.hasher!.postMessage({ op: "end", file, bytes: o.written });
+  return p;
 }
 
 // deno-lint-ignore no-explicit-any
@@ -64,11 +80,20 @@ function arrive(m: Msg): void {
   }
 }
 
-// Messages come from the main thread and through the CRC Workers' ports (file_sink.ts); each port arrives first.
-ctx.onmessage = (ev: MessageEvent<{ op: "port"; port: MessagePort } | Msg>) => {
+// Messages come from the main thread and through the CRC Workers' ports (file_sink.ts); the ports arrive first.
+ctx.onmessage = (
+  ev: MessageEvent<{ op: "port"; port: MessagePort } | { op: "hasher"; port: MessagePort } | Msg>,
+) => {
   const m = ev.data;
   if (m.op === "port") m.port.onmessage = (e: MessageEvent<Msg>) => arrive(e.data);
-  else arrive(m);
+  else if (m.op === "hasher") {
+    hashers.push(m.port);
+    m.port.onmessage = (e: MessageEvent<{ file: number; sha256?: string; error?: string }>) => {
+      const done = hashWaiting.get(e.data.file);
+      hashWaiting.delete(e.data.file);
+      done?.(e.data);
+    };
+  } else arrive(m);
 };
 
 function handle(m: Msg): void {
@@ -77,12 +102,15 @@ function handle(m: Msg): void {
       f: null as unknown as Deno.FsFile,
       path: m.path,
       writes: Promise.resolve(),
-      sha: createHash("sha256"),
+      hasher: null,
+      written: 0,
       crc: 0,
       bytes: 0,
     };
     try {
       o.f = Deno.openSync(m.path, { write: true, create: true, truncate: true });
+      o.hasher = hashers[m.file % hashers.length];
+      o.hasher.postMessage({ op: "open", file: m.file, path: m.path });
     } catch (e) {
       o.error = `cannot create ${m.path}: ${errorText(e)}`; // answered to this file's next message
     }
@@ -96,6 +124,7 @@ function handle(m: Msg): void {
       try {
         o?.f?.close();
       } catch { /* already closed */ }
+      o?.hasher?.postMessage({ op: "abort", file: m.file });
       ctx.postMessage({ id: m.id });
     };
     return void (o ? o.writes.then(close, close) : close());
@@ -104,13 +133,16 @@ function handle(m: Msg): void {
   if (o.error) return ctx.postMessage({ id: m.id, error: o.error });
   if (m.op === "write") {
     try {
-      o.sha.update(m.data);
       // No CRC and no CRC pool (file_sink.ts): ISA-L loaded, so it is cheapest here.
       o.crc = crc32cCombine(o.crc, m.crc ?? crc32c(m.data), m.data.length);
       o.bytes += m.data.length;
       const data = m.data;
       o.writes = o.writes.then(() => writeAll(o.f, data)).then(
-        () => ctx.postMessage({ id: m.id, input: data }, [data.buffer]),
+        () => {
+          o.written += data.length;
+          o.hasher!.postMessage({ op: "upto", file: m.file, bytes: o.written });
+          ctx.postMessage({ id: m.id, input: data }, [data.buffer]);
+        },
         (e) => {
           o.error ??= `writing ${o.path}: ${errorText(e)}`;
           ctx.postMessage({ id: m.id, error: o.error });
@@ -123,18 +155,22 @@ function handle(m: Msg): void {
     return;
   }
   files.delete(m.file);
+  // fsync and the hash's tail run together, once the last write has returned.
+  const file = m.file;
   o.writes.then(() => {
     if (o.error) throw new Error(o.error);
-    return o.f.sync();
+    return Promise.all([o.f.sync(), hashOf(o, file)]);
   }).then(
-    () => {
+    ([, h]) => {
       o.f.close();
-      ctx.postMessage({ id: m.id, bytes: o.bytes, crc: o.crc, sha256: o.sha.digest("hex") });
+      if (h.error) ctx.postMessage({ id: m.id, error: h.error });
+      else ctx.postMessage({ id: m.id, bytes: o.bytes, crc: o.crc, sha256: h.sha256 });
     },
     (e) => {
       try {
         o.f.close();
       } catch { /* already closed */ }
+      o.hasher?.postMessage({ op: "abort", file });
       ctx.postMessage({ id: m.id, error: o.error ?? `fsync of ${o.path}: ${errorText(e)}` });
     },
   );
