@@ -252,3 +252,39 @@ Deno.test("reader: a consumer that stops early (break, or a decode error) releas
     assertEquals(open, 0, `${format}/${codec}: streams left open after a decode error`);
   }
 });
+
+Deno.test("safetensors decode: each record's activation owns its memory (decoded twice: two arrays), whatever the read chunks", async () => {
+  const { SAFETENSORS_FORMAT } = await import("../lib/shard/formats/safetensors.ts");
+  await using d = await tempDir();
+  for (const dtype of ["float32", "bfloat16"] as const) {
+    const meta = await writeDataset(`${d.path}/${dtype}`, 3, [4, 5], {
+      format: "safetensors",
+      codec: "none",
+      dtype,
+    });
+    const bytes = await Deno.readFile(`${d.path}/${dtype}/${meta.shards[0].filename}`);
+    const chunks: Uint8Array[] = [];
+    for (let i = 0; i < bytes.length; i += 1001) chunks.push(bytes.slice(i, i + 1001));
+    const stream = new ReadableStream<Uint8Array>({
+      pull(c) {
+        const next = chunks.shift();
+        if (next) c.enqueue(next);
+        else c.close();
+      },
+    });
+    let n = 0;
+    for await (const it of SAFETENSORS_FORMAT.decode(stream, "test")) {
+      const a = (await it.record()).activation, b = (await it.record()).activation;
+      const want = decodeActivation(
+        encodeActivation(promptRecords(it.sample_idx, [it.layer])[0].activation, dtype),
+        dtype,
+      );
+      assertEquals(Array.from(a), Array.from(want), `${dtype} record ${n}`);
+      assert(a.buffer !== b.buffer, "decoding a record twice gives two arrays");
+      a.fill(-1);
+      assertEquals(Array.from(b), Array.from(want), "mutating one leaves the other");
+      n++;
+    }
+    assertEquals(n, 6);
+  }
+});

@@ -64,6 +64,12 @@ export class ByteSource {
     return this.take(n);
   }
 
+  /** {@link read}, into a buffer of its own ({@link takeOwned}). */
+  async readOwned(n: number): Promise<Uint8Array> {
+    if (this.#avail < n && !(await this.fill(n))) await this.read(n); // throws the short-stream error
+    return this.takeOwned(n);
+  }
+
   /** Exactly `n` already-buffered bytes (call {@link fill} first). */
   take(n: number): Uint8Array {
     this.offset += n;

@@ -84,10 +84,7 @@ async function* unpickleFrom(src: ByteSource, where: string): AsyncGenerator<Pic
   const readN = async (n: number): Promise<Uint8Array> =>
     src.available >= n ? src.take(n) : await src.read(n);
   // bytes objects (numpy's array data) get a buffer of their own: one copy, and the array may use it as is.
-  const readOwned = async (n: number): Promise<Uint8Array> => {
-    if (src.available < n && !(await src.fill(n))) await src.read(n); // throws the short-stream error
-    return src.takeOwned(n);
-  };
+  const readOwned = (n: number): Promise<Uint8Array> => src.readOwned(n);
   const u32 = async () => {
     const b = await readN(4);
     return (b[0] | (b[1] << 8) | (b[2] << 16)) + b[3] * 2 ** 24;

@@ -91,6 +91,23 @@ export function encodeActivation(values: Float32Array, dtype: ActivationDType): 
   return new Uint8Array(out.buffer);
 }
 
+/** Buffers {@link decodeOwnedActivation} has already handed out as a result. */
+const claimed = new WeakSet<ArrayBufferLike>();
+
+/**
+ * {@link decodeActivation} for bytes the decoder read into a buffer of their own (offset 0, the whole buffer):
+ * the first call on a buffer takes it as the float32 result without a copy; any later call on the same buffer
+ * (a record decoded twice, a pickle that shares one bytes object between arrays) gets a copy, so no two results
+ * share memory.
+ */
+export function decodeOwnedActivation(bytes: Uint8Array, dtype: ActivationDType): Float32Array {
+  const own = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength &&
+    !claimed.has(bytes.buffer);
+  const out = decodeActivation(bytes, dtype, own);
+  if (out.buffer === bytes.buffer) claimed.add(bytes.buffer);
+  return out;
+}
+
 /**
  * Decode stored little-endian bytes into float32 values. `owned`: the caller gives `bytes`' buffer away
  * (nothing else uses it), so aligned float32 bytes become the result without a copy.

@@ -13,19 +13,12 @@
  */
 import type { ActivationDType } from "../../types.ts";
 import { ActshardError } from "../../errors.ts";
-import { decodeActivation } from "../../util/dtype.ts";
+import { decodeOwnedActivation } from "../../util/dtype.ts";
 import { type NdArray, unpickleRecords } from "../pickle_reader.ts";
 import { PickleShardEncoder } from "../pickle_writer.ts";
 import type { DecodedRecord, ShardFormatSpec, ShardItem } from "./spec.ts";
 
 const NUMPY_DTYPES: Record<string, ActivationDType> = { f4: "float32", f2: "float16" };
-
-/**
- * Array data buffers already handed out as a record's activation. The unpickler gives every bytes object a
- * buffer of its own, which the first record built on it takes without a copy; a pickle that shares one bytes
- * object between arrays (memo), or a record decoded twice, gets copies after that.
- */
-const claimed = new WeakSet<ArrayBufferLike>();
 
 /** An unpickled numpy array as float32 values (big-endian, float64 and Fortran order converted). */
 function ndToFloat32(a: NdArray, where: string): { values: Float32Array; dtype: ActivationDType } {
@@ -51,10 +44,8 @@ function ndToFloat32(a: NdArray, where: string): { values: Float32Array; dtype: 
     const c = data.slice();
     values = Float32Array.from(new Float64Array(c.buffer, 0, n));
   } else {
-    const own = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength &&
-      !claimed.has(data.buffer);
-    values = decodeActivation(data, dtype, own);
-    if (values.buffer === data.buffer) claimed.add(data.buffer);
+    // The unpickler gives every bytes object a buffer of its own: the first record on it takes it as is.
+    values = decodeOwnedActivation(data, dtype);
   }
   if (a.fortran && a.shape.length === 2) {
     const [r, c] = a.shape;

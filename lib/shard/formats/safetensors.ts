@@ -16,7 +16,7 @@
 import type { ActivationDType } from "../../types.ts";
 import type { BlobStore } from "../../storage/types.ts";
 import { ActshardError } from "../../errors.ts";
-import { decodeActivation, encodeActivation } from "../../util/dtype.ts";
+import { decodeOwnedActivation, encodeActivation } from "../../util/dtype.ts";
 import {
   encodeSafetensorsHeader,
   parseSafetensorsJson,
@@ -87,7 +87,7 @@ function tensorItem(
     task_id,
     sample_idx,
     layer,
-    activation: decodeActivation(bytes, t.stored),
+    activation: decodeOwnedActivation(bytes, t.stored),
     shape: [t.shape[0], t.shape[1] ?? 1],
     prompt: f.prompt ?? "",
     ...(f.extra ? { extra: f.extra } : {}),
@@ -114,7 +114,7 @@ async function* decodeSafetensors(
     const h = parseShardHeader(await src.read(readHeaderLength(await src.read(8), corrupt(where))), where);
     for (const t of h.tensors) {
       // the header's ranges tile the data section (checked), so the bytes come in order, back to back
-      const data = await src.read(t.end - t.begin);
+      const data = await src.readOwned(t.end - t.begin); // a buffer of its own: the record may take it
       yield tensorItem(t, tensorFacts(h, t.name), () => data);
     }
     if (!(await src.atEnd())) throw corrupt(where)("trailing bytes after the last tensor");
