@@ -117,19 +117,17 @@ Deno.test("reshardDataset: an unfinished input is refused before the output is l
   assertEquals(meta.config?.resharded_from_status, "in_progress");
 });
 
+/** Options converting `input` into uncompressed float32 pickle shards of ≤ 1 GB in `output`. */
+function plainPickle(input: string, output: string) {
+  return { input, output, format: "pickle", codec: "none", dtype: "float32", shardSizeGb: 1 } as const;
+}
+
 Deno.test("reshardDataset: an output holding a dataset is replaced only with overwrite", async () => {
   await using d = await tempDir();
   const src = join(d.path, "src"), dst = join(d.path, "dst");
   await writeDataset(src, 2, LAYERS, { codec: "none" });
   await writeDataset(dst, 4, LAYERS, { format: "safetensors", codec: "none" });
-  const opts = {
-    input: src,
-    output: dst,
-    format: "pickle",
-    codec: "none",
-    dtype: "float32",
-    shardSizeGb: 1,
-  } as const;
+  const opts = plainPickle(src, dst);
   const e = await refusal(reshardDataset(opts));
   assertEquals(e.message, "output already holds a dataset");
   assertEquals((await readMetadata(new LocalStore(dst))).total_samples, 8, "untouched");
@@ -146,14 +144,7 @@ Deno.test("reshardDataset: an input that fails mid-read leaves no temp file in t
   const last = join(src, meta.shards[meta.shards.length - 1].filename);
   const bytes = await Deno.readFile(last);
   await Deno.writeFile(last, bytes.subarray(0, bytes.length >> 1));
-  const failed = await reshardDataset({
-    input: src,
-    output: dst,
-    format: "pickle",
-    codec: "none",
-    dtype: "float32",
-    shardSizeGb: 1,
-  }).then(() => null, (e) => e);
+  const failed = await reshardDataset(plainPickle(src, dst)).then(() => null, (e) => e);
   assert(failed !== null, "a truncated input shard fails the conversion");
   const left: string[] = [];
   for await (const e of Deno.readDir(dst)) left.push(e.name);

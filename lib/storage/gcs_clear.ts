@@ -7,7 +7,15 @@
  * @example
  * ```ts
  * import { clearDataset } from "./gcs_clear.ts";
- * // const { deleted, left } = await clearDataset(store);
+ * import { GcsStore } from "./gcs.ts";
+ * import { startGcsEmulator } from "./gcs_emulator/server.ts";
+ * const emu = await startGcsEmulator({ autoCreateBuckets: true });
+ * const store = await GcsStore.open("my-bucket", "run", { apiEndpoint: emu.url });
+ * const x = new TextEncoder().encode("x");
+ * for (const name of ["metadata.json", "shard_0001.pkl.gz", "notes.txt"]) await store.writeSmall(name, x);
+ * const { deleted, left } = await clearDataset(store);
+ * console.log(deleted, left); // 2 ["notes.txt"]
+ * await emu.close();
  * ```
  */
 import type { GcsStore } from "./gcs.ts";

@@ -14,9 +14,14 @@
  * @example
  * ```ts
  * import { PrefixLease } from "./gcs_lease.ts";
- * // const lease = await PrefixLease.acquire(store, { outputDir: "out" });
- * // ... write shards and metadata.json ...
- * // await lease.release();
+ * import { GcsStore } from "./gcs.ts";
+ * import { startGcsEmulator } from "./gcs_emulator/server.ts";
+ * const emu = await startGcsEmulator({ autoCreateBuckets: true });
+ * const store = await GcsStore.open("my-bucket", "run", { apiEndpoint: emu.url });
+ * const lease = await PrefixLease.acquire(store, { outputDir: "out" });
+ * // ... write shards and metadata.json: a second run on this prefix is refused meanwhile ...
+ * await lease.release();
+ * await emu.close();
  * ```
  */
 import { ActshardError } from "../errors.ts";
