@@ -26,6 +26,7 @@ import { runExtract } from "../lib/pipeline/extract.ts";
 import type { Backend, TokenBatch } from "../lib/types.ts";
 import { activation } from "../tests/_shard_fixtures.ts";
 import { crcPoolSize, hashPoolSize } from "../lib/shard/file_sink.ts";
+import { convertPoolSize } from "../lib/shard/convert_pool.ts";
 
 const HIDDEN = 896;
 const BATCH = 4;
@@ -82,7 +83,7 @@ interface CaseResult {
  * then on. The profile's "where the time goes": `deno` is the main thread (the thread whose id is the pid),
  * `worker-N` the Workers in creation order (a ShardWriter creates its file sink's Worker first, then the sink's
  * CRC pool — `crcPoolSize()` Workers, none where ISA-L loads —, then its hash Workers — `hashPoolSize()` —,
- * then its codec Workers), other `deno` threads libzstd's compression
+ * then, for float16/bfloat16, its conversion pool — `convertPoolSize()` —, then its codec Workers), other `deno` threads libzstd's compression
  * threads (created from the main thread, whose name they inherit), `tokio-*` Deno's blocking pool (write
  * syscalls, fsync, and the nonblocking libzstd calls that feed those threads).
  */
@@ -113,25 +114,29 @@ export class ThreadCpu {
    * writes are chained, so they are serial whichever pool threads run them). A hash Worker is serial over its
    * files, so it counts by itself (the two take alternate shards: each carries about half of the SHA-256).
    */
-  busiest(): number {
+  busiest(convertWorkers = 0): number {
     let io = 0, max = 0;
-    const crcWorkers = crcPoolSize();
+    const crcWorkers = crcPoolSize(), first = 2 + crcWorkers + hashPoolSize();
     for (const { name, cpu } of this.#last.values()) {
       const worker = name.startsWith("worker-") ? Number(name.slice(7)) : 0;
-      // Pools that grow with the cores are not serial stages: libzstd's threads, the sink's CRC Workers.
-      const pooled = name === "zstd-mt" || (worker >= 2 && worker <= 1 + crcWorkers);
+      // Pools that grow with the cores are not serial stages: libzstd's threads, the sink's CRC Workers, the
+      // conversion Workers.
+      const pooled = name === "zstd-mt" || (worker >= 2 && worker <= 1 + crcWorkers) ||
+        (worker >= first && worker < first + convertWorkers);
       if (name.startsWith("tokio")) io += cpu;
       else if (!name.startsWith("V8") && !pooled) max = Math.max(max, cpu);
     }
     return Math.max(io, max);
   }
   /**
-   * CPU seconds per role: main, sink (worker-1), crc (the sink's CRC pool), hash (its SHA-256 Workers), codec
-   * (other Workers, libzstd's threads), io (blocking pool), v8 (GC/JIT).
+   * CPU seconds per role: main, sink (worker-1), crc (the sink's CRC pool), hash (its SHA-256 Workers), conv
+   * (the float16/bfloat16 conversion pool, `convertWorkers` of them), codec (other Workers, libzstd's threads),
+   * io (blocking pool), v8 (GC/JIT).
    */
-  byName(): Record<string, number> {
+  byName(convertWorkers = 0): Record<string, number> {
     const out: Record<string, number> = {};
     const crcWorkers = crcPoolSize(), hashWorkers = hashPoolSize();
+    const first = 2 + crcWorkers + hashWorkers;
     for (const { name, cpu } of this.#last.values()) {
       const worker = name.startsWith("worker-") ? Number(name.slice(7)) : 0;
       const key = name === "deno"
@@ -142,6 +147,8 @@ export class ThreadCpu {
         ? "crc"
         : worker > 1 + crcWorkers && worker <= 1 + crcWorkers + hashWorkers
         ? "hash"
+        : worker >= first && worker < first + convertWorkers
+        ? "conv"
         : worker > 0 || name === "zstd-mt"
         ? "codec"
         : name.startsWith("tokio")
@@ -206,8 +213,8 @@ async function child(root: string, format: string, codec: string, dtype: string)
       wall: s.loop_s,
       cpu: (u.user + u.system) / 1e6,
       outMb: s.bytes / 1e6,
-      threads: threads!.byName(),
-      busiest: threads!.busiest(),
+      threads: threads!.byName(dtype === "float32" ? 0 : convertPoolSize()),
+      busiest: threads!.busiest(dtype === "float32" ? 0 : convertPoolSize()),
     };
     console.log(JSON.stringify(r));
   } finally {
@@ -246,9 +253,9 @@ function fmtCase(rs: CaseResult[]): string {
   } CPU-s/GB${span(cpg, 2).padEnd(14)} ${(4 * rs[0].outMb / rs[0].mb).toFixed(2)} B/value  ${profile(rs)}`;
 }
 
-/** Where the CPU went, per GB of float32 in, averaged over the reps: main/sink/crc/hash/codec/io/v8. */
+/** Where the CPU went, per GB of float32 in, averaged over the reps: main/sink/crc/hash/conv/codec/io/v8. */
 function profile(rs: CaseResult[]): string {
-  const roles = ["main", "sink", "crc", "hash", "codec", "io", "v8"];
+  const roles = ["main", "sink", "crc", "hash", "conv", "codec", "io", "v8"];
   return roles.map((k) => {
     const v = rs.reduce((s, r) => s + (r.threads[k] ?? 0) / (r.mb / 1e3), 0) / rs.length;
     return `${k} ${v.toFixed(2)}`;
@@ -269,7 +276,8 @@ export async function run(): Promise<void> {
         `activations (14 layers × hidden ${HIDDEN}, batch ${BATCH}) per case, ${REPS} reps [min–max]; ` +
         `MB/s and CPU-s are per GB of float32 in; the profile splits CPU-s/GB by thread: main (records, ` +
         `encoding), sink (file Worker: ordering, CRC-32C, writes), crc (the JS CRC-32C pool, where ISA-L does ` +
-        `not load), hash (the SHA-256 Workers, reading shards back), codec (libzstd's ` +
+        `not load), hash (the SHA-256 Workers, reading shards back), conv (the float16/bfloat16 conversion ` +
+        `Workers), codec (libzstd's ` +
         `threads, or the node:zlib zstd Worker; gzip Workers), io (Deno's blocking pool: write syscalls, ` +
         `fsync, libzstd calls), v8 (GC, JIT)`,
     );

@@ -128,7 +128,7 @@ export class PickleShardEncoder {
   }
 
   /** One record: [opcodes up to the array bytes, array bytes, the rest]. */
-  record(r: ActivationRecord): Uint8Array[] {
+  record(r: ActivationRecord, stored?: Uint8Array): Uint8Array[] {
     const o = this.#ops;
     let list = this.#lists.get(r.layer);
     if (list === undefined) {
@@ -145,7 +145,7 @@ export class PickleShardEncoder {
     this.#shape(r.shape);
     o.get(MEMO_DTYPE).str(NUMPY_CODE[this.dtype]).op(0x89, 0x88, 0x87, 0x52);
     o.op(0x28, 0x4b, 3).str("<").op(0x4e, 0x4e, 0x4e).int(-1).int(-1).op(0x4b, 0, 0x74, 0x62);
-    const data = encodeActivation(r.activation, this.dtype);
+    const data = stored ?? encodeActivation(r.activation, this.dtype);
     o.op(0x89).bytesHeader(data.length);
     const head = o.take();
     o.op(0x74, 0x62); // TUPLE BUILD

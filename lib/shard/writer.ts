@@ -22,6 +22,7 @@ import type { ActivationDType, ActivationRecord } from "../types.ts";
 import { ActshardError, isDiskFull } from "../errors.ts";
 import { type Codec, codecSpec, type Compressor, createCompressor, type SharedCodec } from "./codecs.ts";
 import { FileSink, type SinkFile, type SunkFile } from "./file_sink.ts";
+import { ConvertPool, convertPoolSize } from "./convert_pool.ts";
 import { dtypeSize } from "../util/dtype.ts";
 import { type DatasetMetadata, newMetadata, type ShardEntry, writeMetadataAtomic } from "./metadata.ts";
 import {
@@ -99,6 +100,8 @@ export class ShardWriter {
   /** The codec's Workers, shared by every shard of this writer. */
   #codec: SharedCodec | undefined;
   #sink = new FileSink();
+  /** float16/bfloat16 on 2+ cores: the conversion runs on Workers (convert_pool.ts), not on this thread. */
+  #convert: ConvertPool | null = null;
   #metaChain: Promise<void> = Promise.resolve();
   /** The shard commit in flight (fsync → rename → metadata → callback), if any. */
   #committing: Promise<void> = Promise.resolve();
@@ -116,6 +119,8 @@ export class ShardWriter {
     if (!(opts.shardSizeBytes > 0)) {
       throw new ActshardError("shard size must be positive", { kind: "usage", where: "--shard_size_gb" });
     }
+    const converters = opts.dtype === "float32" ? 0 : convertPoolSize();
+    if (converters > 0) this.#convert = new ConvertPool(opts.dtype as "float16" | "bfloat16", converters);
   }
 
   /** Open a writer on `dir` (created if needed), removing stale temp files and unlisted shard files. */
@@ -169,10 +174,22 @@ export class ShardWriter {
     if (this.#cur && this.#cur.records > 0 && groupBytes <= limit && this.#cur.payload + groupBytes > limit) {
       await this.#commit();
     }
-    for (const r of group) {
+    // Conversions run ahead of the encoding, a few records deep (memory: ≈ 2 × pool size activations).
+    const pool = this.#convert;
+    const ahead = pool ? 2 * convertPoolSize() : 0;
+    const stored: Promise<Uint8Array>[] = [];
+    const startUpTo = (i: number) => {
+      while (pool && stored.length < Math.min(group.length, i + ahead)) {
+        const p = pool.convert(group[stored.length].activation);
+        p.catch(() => {}); // awaited below, in order; a failure there fails the write
+        stored.push(p);
+      }
+    };
+    for (const [i, r] of group.entries()) {
+      startUpTo(i);
       const b = r.activation.length * size;
       if (this.#cur && this.#cur.records > 0 && this.#cur.payload + b > limit) await this.#commit();
-      await this.#writeRecord(r);
+      await this.#writeRecord(r, pool ? await stored[i] : undefined);
     }
   }
 
@@ -199,7 +216,7 @@ export class ShardWriter {
     return s;
   }
 
-  async #writeRecord(r: ActivationRecord): Promise<void> {
+  async #writeRecord(r: ActivationRecord, stored?: Uint8Array): Promise<void> {
     const expect = r.shape.reduce((a, b) => a * b, 1);
     if (expect !== r.activation.length) {
       throw new ActshardError(`record shape ${r.shape} does not match ${r.activation.length} values`, {
@@ -216,7 +233,7 @@ export class ShardWriter {
       }
     }
     const s = this.#cur!;
-    await s.enc.record(r);
+    await s.enc.record(r, stored);
     s.payload += r.activation.length * dtypeSize(this.opts.dtype);
     s.records++;
     s.perLayer.set(r.layer, (s.perLayer.get(r.layer) ?? 0) + 1);
@@ -364,6 +381,7 @@ export class ShardWriter {
   #release(): void {
     this.#codec?.close();
     this.#sink.close();
+    this.#convert?.close();
   }
 
   /** Drop the partial shard; committed shards stay (status stays in_progress). */

@@ -97,8 +97,8 @@ export const PICKLE_FORMAT: ShardFormatSpec = {
     const enc = new PickleShardEncoder(ctx.dtype);
     return {
       begin: () => ctx.out(enc.begin()),
-      async record(r) {
-        for (const part of enc.record(r)) await ctx.out(part);
+      async record(r, stored) {
+        for (const part of enc.record(r, stored)) await ctx.out(part);
       },
       finish: () => ctx.out(enc.end()),
       abort: () => Promise.resolve(),

@@ -170,7 +170,7 @@ export const SAFETENSORS_FORMAT: ShardFormatSpec = {
       async begin() {
         body = await Deno.open(ctx.scratchPath, { read: true, write: true, create: true, truncate: true });
       },
-      async record(r) {
+      async record(r, stored) {
         const name = tensorName(r.layer, r.sample_idx);
         if (names.has(name)) {
           throw new ActshardError(`duplicate record layer ${r.layer} sample ${r.sample_idx} in one shard`, {
@@ -180,7 +180,7 @@ export const SAFETENSORS_FORMAT: ShardFormatSpec = {
           });
         }
         names.add(name);
-        const data = encodeActivation(r.activation, ctx.dtype);
+        const data = stored ?? encodeActivation(r.activation, ctx.dtype);
         tensors.push({
           name,
           dtype: ST_DTYPE[ctx.dtype],

@@ -58,8 +58,11 @@ export interface EncoderContext {
 export interface ShardEncoder {
   /** Write what precedes the first record. */
   begin(): Promise<void>;
-  /** Encode one record (its shape already checked against its values). */
-  record(r: ActivationRecord): Promise<void>;
+  /**
+   * Encode one record (its shape already checked against its values). `stored`: its activation already in the
+   * shard's dtype (little-endian bytes, converted by the writer's pool), else the encoder converts it.
+   */
+  record(r: ActivationRecord, stored?: Uint8Array): Promise<void>;
   /** Write everything still owed (tail, or staged body) to `out`; the writer then finishes the codec. */
   finish(): Promise<void>;
   /** Drop the shard: close and remove any scratch file. Never throws. */
