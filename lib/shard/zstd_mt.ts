@@ -29,6 +29,7 @@
  * ```
  */
 import { ActshardError } from "../errors.ts";
+import { libraryCandidates } from "../util/native_lib.ts";
 import type { ByteSink, Compressor } from "./codecs.ts";
 import { type Stage, stageBytes } from "./staging.ts";
 
@@ -80,22 +81,12 @@ const SYMBOLS = {
 type Libzstd = Deno.DynamicLibrary<typeof SYMBOLS>;
 
 /** Where libzstd is looked for: `ACTSHARD_ZSTD_LIB`, else the platform's usual names. */
-export function libzstdCandidates(os: typeof Deno.build.os = Deno.build.os): string[] {
-  const env = envGet("ACTSHARD_ZSTD_LIB");
-  if (env) return [env];
-  if (os === "darwin") {
-    return ["libzstd.1.dylib", "/opt/homebrew/lib/libzstd.1.dylib", "/usr/local/lib/libzstd.1.dylib"];
-  }
-  if (os === "windows") return ["zstd.dll", "libzstd.dll"];
-  return ["libzstd.so.1", "libzstd.so"];
-}
-
-function envGet(name: string): string | undefined {
-  try {
-    return Deno.env.get(name);
-  } catch {
-    return undefined; // no env permission: defaults
-  }
+export function libzstdCandidates(os?: typeof Deno.build.os): string[] {
+  return libraryCandidates("ACTSHARD_ZSTD_LIB", {
+    linux: ["libzstd.so.1", "libzstd.so"],
+    darwin: ["libzstd.1.dylib", "/opt/homebrew/lib/libzstd.1.dylib", "/usr/local/lib/libzstd.1.dylib"],
+    windows: ["zstd.dll", "libzstd.dll"],
+  }, os);
 }
 
 /** Open libzstd, or say why not (no FFI permission, no library, too old). */

@@ -27,6 +27,7 @@ import { ActshardError } from "../errors.ts";
 import type { ByteSink, Compressor } from "./codecs.ts";
 import { type Stage, stageBytes } from "./staging.ts";
 import { openLibzstdEngine, type ZstdEngine } from "./zstd_mt.ts";
+import { envGet } from "../util/native_lib.ts";
 
 export type { ZstdEngine } from "./zstd_mt.ts";
 
@@ -48,10 +49,7 @@ export function openZstdEngine(opts: ZstdEngineOptions = {}): ZstdEngine {
   const level = opts.level ?? ZSTD_DEFAULT_LEVEL;
   let choice = opts.engine;
   if (!choice) {
-    let env: string | undefined;
-    try {
-      env = Deno.env.get("ACTSHARD_ZSTD_ENGINE");
-    } catch { /* no env permission: auto */ }
+    const env = envGet("ACTSHARD_ZSTD_ENGINE"); // no env permission: auto
     if (env && env !== "auto" && env !== "libzstd" && env !== "node") {
       throw new ActshardError(`ACTSHARD_ZSTD_ENGINE=${env} is not a zstd engine`, {
         kind: "usage",

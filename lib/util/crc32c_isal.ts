@@ -15,6 +15,7 @@
  */
 
 import { usageError } from "../errors.ts";
+import { envGet, libraryCandidates } from "./native_lib.ts";
 
 const SYMBOLS = {
   // uint32_t crc32_iscsi(unsigned char *buffer, int len, uint32_t init_crc): the running CRC's inverted form in
@@ -30,23 +31,13 @@ export type Update = (state: number, data: Uint8Array) => number;
 
 let loaded: { update: Update | null; engine: string } | null = null;
 
-function envGet(name: string): string | undefined {
-  try {
-    return Deno.env.get(name);
-  } catch {
-    return undefined; // no env permission: defaults
-  }
-}
-
 /** Where ISA-L is looked for: `ACTSHARD_ISAL_LIB`, else the platform's usual names. */
-export function isalCandidates(os: string = globalThis.Deno?.build.os ?? "linux"): string[] {
-  const env = envGet("ACTSHARD_ISAL_LIB");
-  if (env) return [env];
-  if (os === "darwin") {
-    return ["libisal.2.dylib", "/opt/homebrew/lib/libisal.2.dylib", "/usr/local/lib/libisal.2.dylib"];
-  }
-  if (os === "windows") return ["isa-l.dll", "libisal.dll"];
-  return ["libisal.so.2", "libisal.so"];
+export function isalCandidates(os?: string): string[] {
+  return libraryCandidates("ACTSHARD_ISAL_LIB", {
+    linux: ["libisal.so.2", "libisal.so"],
+    darwin: ["libisal.2.dylib", "/opt/homebrew/lib/libisal.2.dylib", "/usr/local/lib/libisal.2.dylib"],
+    windows: ["isa-l.dll", "libisal.dll"],
+  }, os);
 }
 
 /**
