@@ -62,6 +62,17 @@ export async function writeDataset(
   return await w.close();
 }
 
+/** `bytes` as a stream of `size`-byte chunks (the last shorter): decoders must not care where reads cut. */
+export function chunkedStream(bytes: Uint8Array, size: number): ReadableStream<Uint8Array> {
+  let o = 0;
+  return new ReadableStream<Uint8Array>({
+    pull(c) {
+      if (o >= bytes.length) return c.close();
+      c.enqueue(bytes.slice(o, o += size));
+    },
+  });
+}
+
 /** Run a Python snippet; returns stdout (throws with stderr on failure). */
 export async function python(exe: string, code: string, args: string[] = []): Promise<string> {
   const out = await new Deno.Command(exe, {

@@ -1,7 +1,14 @@
 import { assert, assertEquals } from "./_assert.ts";
 import { tempDir } from "./_shared.ts";
 import { ignoreWithoutPython } from "./_python.ts";
-import { activation, promptRecords, python, sha256Hex, writeDataset } from "./_shard_fixtures.ts";
+import {
+  activation,
+  chunkedStream,
+  promptRecords,
+  python,
+  sha256Hex,
+  writeDataset,
+} from "./_shard_fixtures.ts";
 import { decodeActivation, encodeActivation, f16BitsToF32, f32ToF16Bits } from "../lib/util/dtype.ts";
 import { Dataset } from "../lib/shard/reader.ts";
 import { createCompressor, decompressStream } from "../lib/shard/codecs.ts";
@@ -262,17 +269,8 @@ Deno.test("safetensors decode: each record's activation owns its memory (decoded
       dtype,
     });
     const bytes = await Deno.readFile(`${d.path}/${dtype}/${meta.shards[0].filename}`);
-    const chunks: Uint8Array[] = [];
-    for (let i = 0; i < bytes.length; i += 1001) chunks.push(bytes.slice(i, i + 1001));
-    const stream = new ReadableStream<Uint8Array>({
-      pull(c) {
-        const next = chunks.shift();
-        if (next) c.enqueue(next);
-        else c.close();
-      },
-    });
     let n = 0;
-    for await (const it of SAFETENSORS_FORMAT.decode(stream, "test")) {
+    for await (const it of SAFETENSORS_FORMAT.decode(chunkedStream(bytes, 1001), "test")) {
       const a = (await it.record()).activation, b = (await it.record()).activation;
       const want = decodeActivation(
         encodeActivation(promptRecords(it.sample_idx, [it.layer])[0].activation, dtype),

@@ -1,7 +1,7 @@
 import { assert, assertEquals, assertRejects } from "./_assert.ts";
 import { sharedPath, sharedTest, tempDir } from "./_shared.ts";
 import { ignoreWithoutPython } from "./_python.ts";
-import { promptRecords, python, PYTHONS, sha256Hex, writeDataset } from "./_shard_fixtures.ts";
+import { chunkedStream, promptRecords, python, PYTHONS, sha256Hex, writeDataset } from "./_shard_fixtures.ts";
 import { Dataset, readShard } from "../lib/shard/reader.ts";
 import { LocalStore } from "../lib/storage/local.ts";
 import { encodeActivation } from "../lib/util/dtype.ts";
@@ -181,18 +181,9 @@ Deno.test("pickle decode: each record's activation owns its memory (decoded twic
   const bytes = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   let o = 0;
   for (const p of parts) bytes.set(p, (o += p.length) - p.length);
-  // Cut into odd-sized chunks so that every array's bytes span chunk boundaries at odd offsets.
-  const chunks: Uint8Array[] = [];
-  for (let i = 0; i < bytes.length; i += 3001) chunks.push(bytes.slice(i, i + 3001));
-  const stream = new ReadableStream<Uint8Array>({
-    pull(c) {
-      const next = chunks.shift();
-      if (next) c.enqueue(next);
-      else c.close();
-    },
-  });
   const items = [];
-  for await (const it of PICKLE_FORMAT.decode(stream, "test")) items.push(it);
+  // Odd-sized chunks: every array's bytes span chunk boundaries at odd offsets.
+  for await (const it of PICKLE_FORMAT.decode(chunkedStream(bytes, 3001), "test")) items.push(it);
   assertEquals(items.length, 3);
   for (const [k, it] of items.entries()) {
     const a = (await it.record()).activation, b = (await it.record()).activation;
