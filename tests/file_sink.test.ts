@@ -24,8 +24,18 @@ Deno.test("FileSink: bytes, CRC-32C and SHA-256 of what it wrote (known CRCs com
     const [fa, fb] = await Promise.all([a.finish(), b.finish()]);
     const bytesA = await Deno.readFile(`${d.path}/a`), bytesB = await Deno.readFile(`${d.path}/b`);
     assertEquals(bytesA.length, parts.reduce((s, p) => s + p.length, 0));
-    assertEquals(fa, { bytes: bytesA.length, crc32c: crc32c(bytesA), sha256: await sha256Hex(bytesA) });
-    assertEquals(fb, { bytes: 400, crc32c: crc32c(bytesB), sha256: await sha256Hex(bytesB) });
+    assertEquals(fa, {
+      bytes: bytesA.length,
+      crc32c: crc32c(bytesA),
+      sha256: await sha256Hex(bytesA),
+      flushedEarly: 0, // under 32 MiB: no early writeback
+    });
+    assertEquals(fb, {
+      bytes: 400,
+      crc32c: crc32c(bytesB),
+      sha256: await sha256Hex(bytesB),
+      flushedEarly: 0,
+    });
     let o = 0;
     for (const p of parts) {
       assertEquals(bytesA.subarray(o, o + p.length), p);
@@ -65,7 +75,12 @@ Deno.test("FileSink: a CRC pool of 1 or 3 Workers gives the same file, CRC-32C a
       for (const [i, p] of parts.entries()) await f.write(p.slice(), i % 5 === 4 ? crc32c(p) : undefined);
       const got = await f.finish();
       assertEquals(await Deno.readFile(`${d.path}/f${crcWorkers}`), want, `${crcWorkers} CRC Workers`);
-      assertEquals(got, { bytes: want.length, crc32c: crc32c(want), sha256: await sha256Hex(want) });
+      assertEquals(got, {
+        bytes: want.length,
+        crc32c: crc32c(want),
+        sha256: await sha256Hex(want),
+        flushedEarly: 0,
+      });
     } finally {
       sink.close();
     }
@@ -79,7 +94,7 @@ Deno.test("FileSink: SHA-256 by 1, 2 or 3 hash Workers reading files back (files
     const sink = new FileSink({ hashWorkers });
     try {
       const files = [0, 1, 2, 3].map((f) => ({ f, out: sink.open(`${d.path}/h${hashWorkers}-${f}`) }));
-      const done: Promise<{ bytes: number; crc32c: number; sha256: string }>[] = [];
+      const done: Promise<{ bytes: number; crc32c: number; sha256: string; flushedEarly: number }>[] = [];
       for (const { f, out } of files) {
         // Files 0 and 1 interleave; the rest one after another, each finished while the next is written.
         const n = 8 + f; // 5.6–7.7 MB: the hash Worker catches up in 4 MiB reads, then reads the tail at finish
@@ -89,7 +104,12 @@ Deno.test("FileSink: SHA-256 by 1, 2 or 3 hash Workers reading files back (files
       const got = await Promise.all(done);
       for (const [f, g] of got.entries()) {
         const bytes = await Deno.readFile(`${d.path}/h${hashWorkers}-${f}`);
-        assertEquals(g, { bytes: bytes.length, crc32c: crc32c(bytes), sha256: await sha256Hex(bytes) });
+        assertEquals(g, {
+          bytes: bytes.length,
+          crc32c: crc32c(bytes),
+          sha256: await sha256Hex(bytes),
+          flushedEarly: 0,
+        });
       }
     } finally {
       sink.close();
@@ -112,6 +132,34 @@ Deno.test("FileSink: a file cut short under the sink fails its finish with one i
     const e = await f.finish().then(() => null, (e) => e);
     assert(e instanceof ActshardError && e.kind === "io", String(e));
     assert(!e.line().includes("\n") && e.message.includes(`reading back ${path} to hash it`), e.message);
+  } finally {
+    sink.close();
+  }
+});
+
+Deno.test("FileSink: writeback of a large file starts behind the writes (flushedEarly), same bytes and hashes; an abort during it closes cleanly", async () => {
+  await using d = await tempDir();
+  const sink = new FileSink();
+  try {
+    const MiB = 1 << 20, chunks = 100;
+    const want = new Uint8Array(chunks * MiB).map((_, i) => (i * 2654435761) >>> 27);
+    const f = sink.open(`${d.path}/big`);
+    for (let i = 0; i < chunks; i++) await f.write(want.slice(i * MiB, (i + 1) * MiB));
+    const r = await f.finish();
+    const got = await Deno.readFile(`${d.path}/big`);
+    assertEquals(got.length, want.length);
+    assert(got.every((v, i) => v === want[i]), "file bytes differ");
+    assertEquals({ bytes: r.bytes, crc32c: r.crc32c, sha256: r.sha256 }, {
+      bytes: want.length,
+      crc32c: crc32c(want),
+      sha256: await sha256Hex(want),
+    });
+    // One flush in flight at a time, each started after 32 MiB more: at least the first 32 MiB, never past the end.
+    assert(r.flushedEarly >= 32 * MiB && r.flushedEarly <= want.length, `flushedEarly ${r.flushedEarly}`);
+    const g = sink.open(`${d.path}/aborted`);
+    for (let i = 0; i < 40; i++) await g.write(want.slice(i * MiB, (i + 1) * MiB));
+    await g.abort(); // resolves once the Worker closed both handles (an early flush may be in flight)
+    await Deno.remove(`${d.path}/aborted`);
   } finally {
     sink.close();
   }

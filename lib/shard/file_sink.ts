@@ -15,7 +15,7 @@
  * const sink = new FileSink();
  * const f = sink.open(`${dir}/x.bin`);
  * await f.write(new Uint8Array(1000));
- * console.log(await f.finish()); // { bytes: 1000, crc32c: …, sha256: "…" } once durable
+ * console.log(await f.finish()); // { bytes: 1000, crc32c: …, sha256: "…", flushedEarly: 0 } once durable
  * sink.close();
  * await Deno.remove(dir, { recursive: true });
  * ```
@@ -50,6 +50,11 @@ export interface SunkFile {
   bytes: number;
   crc32c: number;
   sha256: string;
+  /**
+   * Bytes whose writeback the sink started before the finish, while later bytes were still coming (so that the
+   * final fsync waits only for the tail; file_sink_worker.ts's `flushBehind`): a figure, not part of the file.
+   */
+  flushedEarly: number;
 }
 
 /** One file being written through a {@link FileSink}. */
@@ -70,6 +75,7 @@ interface Reply {
   bytes?: number;
   crc?: number;
   sha256?: string;
+  flushedEarly?: number;
   error?: string;
 }
 
@@ -181,7 +187,7 @@ export class FileSink {
         const r = await call({ op: "finish", file });
         await Promise.all(inFlight.splice(0)).catch(() => {});
         if (failed) throw failed;
-        return { bytes: r.bytes!, crc32c: r.crc!, sha256: r.sha256! };
+        return { bytes: r.bytes!, crc32c: r.crc!, sha256: r.sha256!, flushedEarly: r.flushedEarly ?? 0 };
       },
       async abort() {
         inFlight.length = 0;
