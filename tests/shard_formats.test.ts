@@ -11,6 +11,8 @@ import {
 } from "./_shard_fixtures.ts";
 import { decodeActivation, encodeActivation, f16BitsToF32, f32ToF16Bits } from "../lib/util/dtype.ts";
 import { Dataset } from "../lib/shard/reader.ts";
+import { ShardWriter } from "../lib/shard/writer.ts";
+import { ActshardError } from "../lib/errors.ts";
 import { createCompressor, decompressStream } from "../lib/shard/codecs.ts";
 import { encodeNpy } from "../lib/shard/npy.ts";
 
@@ -283,5 +285,39 @@ Deno.test("safetensors decode: each record's activation owns its memory (decoded
       n++;
     }
     assertEquals(n, 6);
+  }
+});
+
+Deno.test("reader: an uncompressed shard past several 4 MiB read chunks (odd tail) decodes as written, pickle and safetensors; cut short it is one data error", async () => {
+  await using d = await tempDir();
+  for (const format of ["pickle", "safetensors"] as const) {
+    const dir = `${d.path}/${format}`;
+    // 12 prompts × 3 layers × 37–39 tokens × 2049 float32 ≈ 11 MB: two full 4 MiB reads and a tail.
+    const w = await ShardWriter.open({
+      dir,
+      format,
+      codec: "none",
+      dtype: "float32",
+      shardSizeBytes: 1 << 30,
+      base: { shard_size_gb: 1 },
+    });
+    const written = Array.from({ length: 12 }, (_, s) => promptRecords(s, [1, 2, 3], 37, 2049));
+    for (const g of written) await w.write(g);
+    await w.close();
+    const ds = await Dataset.open(dir);
+    const file = `${dir}/${ds.shards[0]}`;
+    const size = (await Deno.stat(file)).size;
+    assert(size > 2 * (4 << 20) && size % (4 << 20) !== 0, `size ${size}`);
+    const got = [];
+    for await (const r of ds.records()) got.push(r);
+    assertEquals(got.map((r) => [r.sample_idx, r.layer]), written.flat().map((r) => [r.sample_idx, r.layer]));
+    for (const [i, r] of written.flat().entries()) {
+      assertEquals(got[i].activation, r.activation, `${format} ${i}`);
+    }
+    await Deno.truncate(file, size - 5000);
+    const e = await (async () => {
+      for await (const _ of (await Dataset.open(dir)).records());
+    })().catch((e) => e);
+    assert(e instanceof ActshardError && e.kind === "data", `${format}: ${e}`);
   }
 });

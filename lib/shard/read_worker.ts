@@ -4,9 +4,12 @@
  * large chunks (≥ 4 MiB, so most records of a shard lie inside one chunk and are decoded without a join).
  * Messages: `{op: "open", path, codec}`; then each `{op: "pull"}` → `{chunk}` (transferred), `{done: true}` or
  * `{error}`.
+ *
+ * An uncompressed shard is read with Deno's own file reads, each chunk read straight into the buffer handed
+ * over; the codecs (and node:fs, node:zlib) are imported only for a compressed one. Loading them took this
+ * Worker ≈ 40 ms to its first chunk against ≈ 15 without, and the `shard` stage waits for that first chunk.
  */
-import { createReadStream } from "node:fs";
-import { type Codec, codecSpec } from "./codecs.ts";
+import type { Codec } from "./codecs.ts";
 
 const CHUNK = 4 << 20;
 
@@ -15,7 +18,24 @@ const ctx = self as any;
 let source: AsyncIterator<Uint8Array> | null = null;
 let queue: Promise<void> = Promise.resolve();
 
-async function* decoded(path: string, codec: Codec): AsyncGenerator<Uint8Array> {
+/** An uncompressed file in {@link CHUNK}-byte reads (the last one shorter). */
+async function* plain(path: string): AsyncGenerator<Uint8Array> {
+  using f = await Deno.open(path, { read: true });
+  for (;;) {
+    const buf = new Uint8Array(CHUNK);
+    let n = 0;
+    while (n < CHUNK) {
+      const k = await f.read(buf.subarray(n));
+      if (k === null) break;
+      n += k;
+    }
+    if (n > 0) yield n === CHUNK ? buf : buf.slice(0, n);
+    if (n < CHUNK) return;
+  }
+}
+
+async function* decompressed(path: string, codec: Codec): AsyncGenerator<Uint8Array> {
+  const [{ createReadStream }, { codecSpec }] = await Promise.all([import("node:fs"), import("./codecs.ts")]);
   const file = createReadStream(path, { highWaterMark: CHUNK });
   const z = codecSpec(codec).decompressor(1 << 20);
   const stream = z ? file.pipe(z) : file;
@@ -59,6 +79,6 @@ async function pull(): Promise<void> {
 
 ctx.onmessage = (ev: MessageEvent<{ op: "open"; path: string; codec: Codec } | { op: "pull" }>) => {
   const m = ev.data;
-  if (m.op === "open") source = decoded(m.path, m.codec);
+  if (m.op === "open") source = m.codec === "none" ? plain(m.path) : decompressed(m.path, m.codec);
   else queue = queue.then(pull);
 };

@@ -153,7 +153,45 @@ async function clearOutputMetadata(output: string, overwrite: boolean): Promise<
 /** Stream every record of `src` into a new writer, a prompt's records together; the input's status carried. */
 async function copyRecords(src: Dataset, o: ReshardOptions, incomplete: boolean): Promise<ReshardResult> {
   const { format, codec, dtype } = o;
-  const w = await ShardWriter.open({
+  // The first record is asked for before the writer opens, so the input's read Worker starts while the
+  // writer's Workers do (each takes tens of ms to load).
+  const input = src.records()[Symbol.asyncIterator]();
+  const first = input.next();
+  first.catch(() => {}); // awaited below; a failure before then must not go unhandled
+  let w: ShardWriter;
+  try {
+    w = await openWriter(src, o, incomplete);
+  } catch (e) {
+    await input.return?.();
+    throw e;
+  }
+  let group: ActivationRecord[] = [];
+  let records = 0;
+  try {
+    // Consecutive records of the same prompt stay together (one shard unless a prompt alone is too big).
+    for (let n = await first; !n.done; n = await input.next()) {
+      const r = n.value;
+      if (group.length && (group[0].sample_idx !== r.sample_idx || group[0].task_id !== r.task_id)) {
+        await w.write(group);
+        group = [];
+      }
+      group.push(withoutReadFields(r));
+      records++;
+    }
+    if (group.length) await w.write(group);
+  } catch (e) {
+    await w.abort();
+    await input.return?.();
+    throw e;
+  }
+  const metadata = await w.close({ incomplete });
+  return { output: o.output, records, shards: metadata.total_shards, incomplete, metadata };
+}
+
+/** The output's writer: fresh metadata that carries the input's config and says where it came from. */
+function openWriter(src: Dataset, o: ReshardOptions, incomplete: boolean): Promise<ShardWriter> {
+  const { format, codec, dtype } = o;
+  return ShardWriter.open({
     dir: o.output,
     format,
     codec,
@@ -174,25 +212,6 @@ async function copyRecords(src: Dataset, o: ReshardOptions, incomplete: boolean)
       },
     },
   });
-  let group: ActivationRecord[] = [];
-  let records = 0;
-  try {
-    // Consecutive records of the same prompt stay together (one shard unless a prompt alone is too big).
-    for await (const r of src.records()) {
-      if (group.length && (group[0].sample_idx !== r.sample_idx || group[0].task_id !== r.task_id)) {
-        await w.write(group);
-        group = [];
-      }
-      group.push(withoutReadFields(r));
-      records++;
-    }
-    if (group.length) await w.write(group);
-  } catch (e) {
-    await w.abort();
-    throw e;
-  }
-  const metadata = await w.close({ incomplete });
-  return { output: o.output, records, shards: metadata.total_shards, incomplete, metadata };
 }
 
 /** A read record as the writer takes it (without the reader's `dtype` and `shard`). */
