@@ -152,7 +152,6 @@ async function clearOutputMetadata(output: string, overwrite: boolean): Promise<
 
 /** Stream every record of `src` into a new writer, a prompt's records together; the input's status carried. */
 async function copyRecords(src: Dataset, o: ReshardOptions, incomplete: boolean): Promise<ReshardResult> {
-  const { format, codec, dtype } = o;
   // The first record is asked for before the writer opens, so the input's read Worker starts while the
   // writer's Workers do (each takes tens of ms to load).
   const input = src.records()[Symbol.asyncIterator]();
