@@ -321,3 +321,50 @@ Deno.test("reader: an uncompressed shard past several 4 MiB read chunks (odd tai
     assert(e instanceof ActshardError && e.kind === "data", `${format}: ${e}`);
   }
 });
+
+Deno.test("reader: the next shard is opened ahead, but its failure comes at its turn, after every record before it", async () => {
+  await using d = await tempDir();
+  const meta = await writeDataset(d.path, 60, [1, 2], { codec: "none", shardSizeBytes: 16 << 10 });
+  assert(meta.shards.length >= 4, `${meta.shards.length} shards`);
+  const before = meta.shards.slice(0, 2).reduce((n, s) => n + s.n_records, 0);
+  await Deno.remove(`${d.path}/${meta.shards[2].filename}`);
+  const got: number[] = [];
+  const e = await (async () => {
+    for await (const r of (await Dataset.open(d.path)).records()) got.push(r.sample_idx);
+  })().catch((e) => e);
+  assertEquals(got.length, before, "every record of the shards before the missing one");
+  assert(e instanceof ActshardError && `${e.where}`.includes(meta.shards[2].filename), `${e} at ${e?.where}`);
+});
+
+Deno.test("ShardReaders: one Worker reads shard after shard; a stream cancelled mid-file leaves no stale bytes in the next one on that Worker; two at once take two", async () => {
+  const { ShardReaders } = await import("../lib/shard/read_stream.ts");
+  await using d = await tempDir();
+  const files = [0, 1, 2].map((f) => {
+    const b = new Uint8Array((13 << 20) + 12345 * f).map((_, i) => (i * 31 + f * 101) >>> 3);
+    Deno.writeFileSync(`${d.path}/f${f}`, b);
+    return b;
+  });
+  const readAll = async (s: ReadableStream<Uint8Array>) =>
+    new Uint8Array(await new Response(s).arrayBuffer());
+  const readers = new ShardReaders();
+  try {
+    // Cancelled after its first chunk, with later reads of it still in flight at the Worker.
+    const first = readers.stream(`${d.path}/f0`, "none").getReader();
+    assert(!(await first.read()).done);
+    await first.cancel();
+    for (const f of [1, 2, 0]) {
+      const got = await readAll(readers.stream(`${d.path}/f${f}`, "none"));
+      assert(got.length === files[f].length && got.every((v, i) => v === files[f][i]), `file ${f} differs`);
+    }
+    assertEquals(readers.started, 1);
+    // Two streams open at once (a dataset's reader opens the next shard ahead): a second Worker, then reuse.
+    const [a, b] = [readers.stream(`${d.path}/f1`, "none"), readers.stream(`${d.path}/f2`, "none")];
+    const [ga, gb] = await Promise.all([readAll(a), readAll(b)]);
+    assertEquals([ga.length, gb.length], [files[1].length, files[2].length]);
+    assert(ga.every((v, i) => v === files[1][i]) && gb.every((v, i) => v === files[2][i]), "bytes differ");
+    await readAll(readers.stream(`${d.path}/f0`, "none"));
+    assertEquals(readers.started, 2);
+  } finally {
+    readers.close();
+  }
+});

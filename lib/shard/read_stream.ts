@@ -3,6 +3,11 @@
  * chunks, while this thread decodes records (and, in the `shard` stage, the writer's Workers compress): the read
  * path runs in parallel with the rest. Other stores (gs://) stream through node:zlib on this thread.
  *
+ * Starting a Worker costs ≈ 30 ms of CPU (its runtime, then its teardown), which in a dataset of small shards
+ * was most of the read: 16 MiB shards read at ≈ 0.6 GB/s against ≈ 2 GB/s for one large one. A
+ * {@link ShardReaders} keeps its Workers for one shard after another (a dataset's reader holds one while it
+ * reads).
+ *
  * @example
  * ```ts
  * import { openShardStream } from "./read_stream.ts";
@@ -27,49 +32,133 @@ const AHEAD = 3;
 
 /**
  * The decompressed bytes of shard `name` of `store`, with `codec` (the reader takes it from the shard's
- * metadata.json entry; default: from the name's suffix).
+ * metadata.json entry; default: from the name's suffix). `readers`: Workers to read a local shard with (kept
+ * for the next shard once this stream ends); default: a Worker of its own, gone when the stream ends.
  */
 export async function openShardStream(
   store: BlobStore,
   name: string,
   codec: Codec = codecFromName(name.split("/").pop()!),
+  readers?: ShardReaders,
 ): Promise<ReadableStream<Uint8Array>> {
   if (!(store instanceof LocalStore)) return decompressStream(codec, await store.openRead(name));
   const path = join(store.dir, ...name.split("/"));
   // Fail as the store does for a missing file (one clear error), before any Worker starts.
   await (await store.openRead(name)).cancel();
-  const w = new Worker(new URL("./read_worker.ts", import.meta.url), { type: "module" });
-  w.postMessage({ op: "open", path, codec });
-  let waiting: { ok: (m: Reply) => void }[] = [];
-  w.onmessage = (ev: MessageEvent<Reply>) => waiting.shift()?.ok(ev.data);
-  const next = () => {
-    const p = new Promise<Reply>((ok) => waiting.push({ ok }));
-    w.postMessage({ op: "pull" });
-    return p;
-  };
-  const ahead: Promise<Reply>[] = [];
-  const stop = () => {
-    w.terminate();
-    waiting = [];
-  };
-  return new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      while (ahead.length < AHEAD) ahead.push(next());
-      const r = await ahead.shift()!;
-      if (r.error !== undefined) {
-        stop();
-        controller.error(new Error(r.error));
-      } else if (r.done) {
-        stop();
-        controller.close();
-      } else controller.enqueue(r.chunk!);
-    },
-    cancel: stop,
-  }, { highWaterMark: 0 });
+  const own = readers ?? new ShardReaders();
+  return own.stream(path, codec, readers ? undefined : () => own.close());
 }
 
 interface Reply {
+  stream: number;
   chunk?: Uint8Array;
   done?: boolean;
   error?: string;
+}
+
+/** One read Worker; each stream it serves has an id, and its replies carry it. */
+class ReadWorker {
+  readonly w = new Worker(new URL("./read_worker.ts", import.meta.url), { type: "module" });
+  /** The stream being served and the replies it awaits, in order. */
+  stream = -1;
+  waiting: ((r: Reply) => void)[] = [];
+  constructor() {
+    this.w.onmessage = (ev: MessageEvent<Reply>) => {
+      if (ev.data.stream === this.stream) this.waiting.shift()?.(ev.data); // else: a stream given up on
+    };
+  }
+}
+
+/**
+ * Read Workers for shards read one after another (or two at once: the next one opened ahead); each stream takes
+ * an idle Worker, or starts one, and gives it back when it ends or is cancelled. `close` terminates them.
+ *
+ * @example
+ * ```ts
+ * import { openShardStream, ShardReaders } from "./read_stream.ts";
+ * import { ShardWriter } from "./writer.ts";
+ * import { LocalStore } from "../storage/local.ts";
+ * const dir = await Deno.makeTempDir();
+ * const w = await ShardWriter.open({ dir, format: "pickle", codec: "none", dtype: "float32", shardSizeBytes: 64, base: {} });
+ * for (let i = 0; i < 3; i++) {
+ *   await w.write([{ task_id: "t", sample_idx: i, layer: 0, prompt: "p", activation: new Float32Array(16), shape: [1, 16] }]);
+ * }
+ * const meta = await w.close();
+ * const readers = new ShardReaders();
+ * for (const s of meta.shards) {
+ *   let n = 0;
+ *   for await (const c of await openShardStream(new LocalStore(dir), s.filename, "none", readers)) n += c.length;
+ *   console.log(s.filename, n); // one Worker read all three
+ * }
+ * readers.close();
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ */
+export class ShardReaders {
+  #idle: ReadWorker[] = [];
+  #all: ReadWorker[] = [];
+  #next = 0;
+  #closed = false;
+
+  /** A stream of `path`'s decoded bytes on one of these Workers; `ended` runs once it has given it back. */
+  stream(path: string, codec: Codec, ended?: () => void): ReadableStream<Uint8Array> {
+    const rw = this.#idle.pop() ?? this.#spawn();
+    const id = this.#next++;
+    rw.stream = id;
+    rw.waiting = [];
+    rw.w.postMessage({ op: "open", stream: id, path, codec });
+    const next = () => {
+      const p = new Promise<Reply>((ok) => rw.waiting.push(ok));
+      rw.w.postMessage({ op: "pull", stream: id });
+      return p;
+    };
+    const ahead: Promise<Reply>[] = [];
+    let given = false;
+    const giveBack = () => {
+      if (given) return;
+      given = true;
+      rw.stream = -1; // late replies for this stream are dropped
+      rw.waiting = [];
+      rw.w.postMessage({ op: "close", stream: id });
+      if (this.#closed) rw.w.terminate();
+      else this.#idle.push(rw);
+      ended?.();
+    };
+    return new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        while (ahead.length < AHEAD) ahead.push(next());
+        const r = await ahead.shift()!;
+        if (r.error !== undefined) {
+          giveBack();
+          controller.error(new Error(r.error));
+        } else if (r.done) {
+          giveBack();
+          controller.close();
+        } else controller.enqueue(r.chunk!);
+      },
+      cancel: giveBack,
+    }, { highWaterMark: 0 });
+  }
+
+  /** Workers started so far (each is reused by later streams once its stream ends). */
+  get started(): number {
+    return this.#all.length;
+  }
+
+  #spawn(): ReadWorker {
+    const rw = new ReadWorker();
+    this.#all.push(rw);
+    return rw;
+  }
+
+  /** Terminate every Worker (a stream still open fails its next read). */
+  close(): void {
+    this.#closed = true;
+    for (const rw of this.#all) {
+      rw.w.terminate();
+      for (const ok of rw.waiting.splice(0)) ok({ stream: rw.stream, error: "the shard reader was closed" });
+    }
+    this.#all = [];
+    this.#idle = [];
+  }
 }

@@ -2,8 +2,10 @@
  * Worker behind {@link openShardStream} (read_stream.ts): reads one local shard file and decompresses it off the
  * main thread (node:zlib streams read multi-member gzip and multi-frame zstd), handing over decoded bytes in
  * large chunks (≥ 4 MiB, so most records of a shard lie inside one chunk and are decoded without a join).
- * Messages: `{op: "open", path, codec}`; then each `{op: "pull"}` → `{chunk}` (transferred), `{done: true}` or
- * `{error}`.
+ * Messages, each naming the stream it is for (a Worker serves one shard after another, read_stream.ts's
+ * `ShardReaders`): `{op: "open", stream, path, codec}` (ends the stream before it); then each
+ * `{op: "pull", stream}` → `{stream, chunk}` (transferred), `{stream, done: true}` or `{stream, error}`;
+ * `{op: "close", stream}` releases the file.
  *
  * An uncompressed shard is read with Deno's own file reads, each chunk read straight into the buffer handed
  * over; the codecs (and node:fs, node:zlib) are imported only for a compressed one. Loading them took this
@@ -15,7 +17,8 @@ const CHUNK = 4 << 20;
 
 // deno-lint-ignore no-explicit-any
 const ctx = self as any;
-let source: AsyncIterator<Uint8Array> | null = null;
+/** The stream being served; pulls run one at a time, in order. */
+let current: { stream: number; source: AsyncGenerator<Uint8Array> } | null = null;
 let queue: Promise<void> = Promise.resolve();
 
 /** An uncompressed file in {@link CHUNK}-byte reads (the last one shorter). */
@@ -67,18 +70,37 @@ async function* decompressed(path: string, codec: Codec): AsyncGenerator<Uint8Ar
   if (n > 0) yield take();
 }
 
-async function pull(): Promise<void> {
+async function pull(stream: number): Promise<void> {
+  const c = current;
+  if (!c || c.stream !== stream) return ctx.postMessage({ stream, error: "stream closed" });
   try {
-    const r = await source!.next();
-    if (r.done) ctx.postMessage({ done: true });
-    else ctx.postMessage({ chunk: r.value }, [r.value.buffer]);
+    const r = await c.source.next();
+    if (r.done) ctx.postMessage({ stream, done: true });
+    else ctx.postMessage({ stream, chunk: r.value }, [r.value.buffer]);
   } catch (e) {
-    ctx.postMessage({ error: e instanceof Error ? e.message : String(e) });
+    ctx.postMessage({ stream, error: e instanceof Error ? e.message : String(e) });
   }
 }
 
-ctx.onmessage = (ev: MessageEvent<{ op: "open"; path: string; codec: Codec } | { op: "pull" }>) => {
+/** End the current stream (its generator's `finally` closes the file, once a read in progress returns). */
+function release(): void {
+  current?.source.return(undefined).catch(() => {});
+  current = null;
+}
+
+type Msg =
+  | { op: "open"; stream: number; path: string; codec: Codec }
+  | { op: "pull"; stream: number }
+  | { op: "close"; stream: number };
+
+ctx.onmessage = (ev: MessageEvent<Msg>) => {
   const m = ev.data;
-  if (m.op === "open") source = m.codec === "none" ? plain(m.path) : decompressed(m.path, m.codec);
-  else queue = queue.then(pull);
+  if (m.op === "open") {
+    release();
+    current = {
+      stream: m.stream,
+      source: m.codec === "none" ? plain(m.path) : decompressed(m.path, m.codec),
+    };
+  } else if (m.op === "pull") queue = queue.then(() => pull(m.stream));
+  else if (current?.stream === m.stream) release();
 };

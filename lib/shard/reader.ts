@@ -24,7 +24,7 @@ import type { ActivationDType, ActivationRecord } from "../types.ts";
 import type { BlobStore } from "../storage/types.ts";
 import { openStore } from "../storage/open.ts";
 import { ActshardError } from "../errors.ts";
-import { openShardStream } from "./read_stream.ts";
+import { openShardStream, ShardReaders } from "./read_stream.ts";
 import { codecSpec } from "./codecs.ts";
 import { type DatasetMetadata, METADATA_NAME, readMetadata, shardLocation } from "./metadata.ts";
 import { isShardFileName, type ShardItem, shardKind, type ShardKindFields } from "./formats/mod.ts";
@@ -74,10 +74,38 @@ export async function* readShard(
   filter?: RecordFilter,
   entry?: ShardKindFields,
 ): AsyncIterable<ReadRecord> {
+  yield* decodeShard(store, name, filter, entry, openStream(store, name, entry));
+}
+
+/**
+ * Shard `name`'s decoded bytes (local: read and decompressed in a Worker, in parallel with the decoding). The
+ * promise is marked handled: one opened ahead of its turn fails there, when it is awaited, not before.
+ */
+function openStream(
+  store: BlobStore,
+  name: string,
+  entry?: ShardKindFields,
+  readers?: ShardReaders,
+): Promise<ReadableStream<Uint8Array>> {
+  const opening = (async () => {
+    const { codec } = shardKind(name, entry, whereOf(store, name));
+    return await openShardStream(store, name, codec, readers);
+  })();
+  opening.catch(() => {});
+  return opening;
+}
+
+/** The records of shard `name`, decoded from its stream once `opening` gives it. */
+async function* decodeShard(
+  store: BlobStore,
+  name: string,
+  filter: RecordFilter | undefined,
+  entry: ShardKindFields | undefined,
+  opening: Promise<ReadableStream<Uint8Array>>,
+): AsyncIterable<ReadRecord> {
   const where = whereOf(store, name);
-  const { format, codec } = shardKind(name, entry, where);
-  // Local shards are read and decompressed in a Worker, in parallel with the decoding below.
-  const stream = await openShardStream(store, name, codec);
+  const { format } = shardKind(name, entry, where);
+  const stream = await opening;
   yield* records(format.decode(stream, where), filter, name);
 }
 
@@ -164,20 +192,42 @@ export class Dataset {
    * then only the matching tensors), never whole.
    */
   async *records(filter?: RecordFilter): AsyncIterable<ReadRecord> {
-    const wanted = this.metadata && filter?.layer !== undefined;
-    for (const [i, name] of this.shards.entries()) {
-      if (wanted) {
-        const e = this.metadata!.shards[i];
-        if (Array.isArray(e.layers) && !e.layers.includes(filter!.layer!)) continue;
+    const plan = this.shards.map((name, i) => ({ name, e: this.metadata?.shards[i] }))
+      .filter(({ e }) => mayHold(e, filter));
+    const ranged = (p: { name: string; e?: ShardKindFields }) =>
+      filter?.sample_idx !== undefined && isRangeReadable(p.name, p.e);
+    // Local shards are read by Workers kept from one shard to the next (read_stream.ts: starting one costs
+    // ≈ 30 ms of CPU). The next shard's stream is opened when this one's decoding starts, on the second Worker.
+    const readers = new ShardReaders();
+    let next: Promise<ReadableStream<Uint8Array>> | null = null;
+    try {
+      for (const [k, p] of plan.entries()) {
+        if (ranged(p)) {
+          yield* readShardRanged(this.store, p.name, filter, p.e);
+          continue;
+        }
+        const opening = next ?? openStream(this.store, p.name, p.e, readers);
+        const q = plan[k + 1];
+        next = q && !ranged(q) ? openStream(this.store, q.name, q.e, readers) : null;
+        yield* decodeShard(this.store, p.name, filter, p.e, opening);
       }
-      const e = this.metadata?.shards[i];
-      if (
-        e && filter?.sample_idx !== undefined && typeof e.sample_idx_min === "number" &&
-        (filter.sample_idx < e.sample_idx_min || filter.sample_idx > e.sample_idx_max)
-      ) continue;
-      if (filter?.sample_idx !== undefined && isRangeReadable(name, e)) {
-        yield* readShardRanged(this.store, name, filter, e);
-      } else yield* readShard(this.store, name, filter, e);
+    } finally {
+      // A consumer that stopped early (or a failure): release the stream opened ahead.
+      if (next) await next.then((s) => s.cancel(), () => {}).catch(() => {});
+      readers.close();
     }
   }
+}
+
+/** False when `e`'s metadata rules out any record the filter keeps (its layers, its sample_idx range). */
+function mayHold(
+  e: DatasetMetadata["shards"][number] | undefined,
+  filter: RecordFilter | undefined,
+): boolean {
+  if (!e || !filter) return true;
+  if (filter.layer !== undefined && Array.isArray(e.layers) && !e.layers.includes(filter.layer)) return false;
+  return !(
+    filter.sample_idx !== undefined && typeof e.sample_idx_min === "number" &&
+    (filter.sample_idx < e.sample_idx_min || filter.sample_idx > e.sample_idx_max)
+  );
 }
