@@ -162,3 +162,23 @@ Deno.test("pickle + bfloat16 is refused up front", async () => {
     /bfloat16/,
   );
 });
+
+Deno.test("a writer that fails to open (bad shard size, a directory it cannot make) leaves no Worker running: the process exits", async () => {
+  // Run in a child: a leaked Worker keeps a process alive, which is what a CLI run (or a library user) sees.
+  const writer = new URL("../lib/shard/writer.ts", import.meta.url).href;
+  const code = `
+    const { ShardWriter } = await import(${JSON.stringify(writer)});
+    for (const [dir, dtype, shardSizeBytes] of [["/tmp/x", "float32", 0], ["/proc/no/such/dir", "float16", 10]]) {
+      await ShardWriter.open({ dir, format: "pickle", codec: "zstd", dtype, shardSizeBytes, base: {} })
+        .then(() => console.log("opened"), (e) => console.log("refused:", e.message));
+    }`;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--ext=ts", code],
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(60_000),
+  }).output();
+  const text = new TextDecoder().decode(out.stdout);
+  assert(out.success, `exit ${out.code} (killed by the timeout: a Worker outlived the failure)\n${text}`);
+  assertEquals(text.trim().split("\n").map((l) => l.split(":")[0]), ["refused", "refused"]);
+});

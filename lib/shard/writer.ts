@@ -99,7 +99,8 @@ export class ShardWriter {
   #nextId: number;
   /** The codec's Workers, shared by every shard of this writer. */
   #codec: SharedCodec | undefined;
-  #sink = new FileSink();
+  /** Started last in the constructor, once the options are checked: its Workers would outlive a throw. */
+  #sink: FileSink;
   /** float16/bfloat16 on 2+ cores: the conversion runs on Workers (convert_pool.ts), not on this thread. */
   #convert: ConvertPool | null = null;
   #metaChain: Promise<void> = Promise.resolve();
@@ -121,23 +122,26 @@ export class ShardWriter {
     }
     const converters = opts.dtype === "float32" ? 0 : convertPoolSize();
     if (converters > 0) this.#convert = new ConvertPool(opts.dtype as "float16" | "bfloat16", converters);
+    this.#sink = new FileSink();
   }
 
   /** Open a writer on `dir` (created if needed), removing stale temp files and unlisted shard files. */
   static async open(opts: ShardWriterOptions): Promise<ShardWriter> {
     const w = new ShardWriter(opts);
-    await Deno.mkdir(opts.dir, { recursive: true });
-    const listed = new Set(w.#meta.shards.map((s) => s.path ?? s.filename));
-    for await (const e of Deno.readDir(opts.dir)) {
-      if (!e.isFile) continue;
-      const stale = e.name.endsWith(".tmp") && e.name.startsWith(".shard_") ||
-        (isShardFileName(e.name) && !listed.has(e.name));
-      if (stale) await Deno.remove(join(opts.dir, e.name));
-    }
+    // Any failure from here on (a directory that cannot be made or read; ACTSHARD_ZSTD_ENGINE=libzstd without
+    // libzstd) releases the Workers started so far: they would keep the process alive.
     try {
+      await Deno.mkdir(opts.dir, { recursive: true });
+      const listed = new Set(w.#meta.shards.map((s) => s.path ?? s.filename));
+      for await (const e of Deno.readDir(opts.dir)) {
+        if (!e.isFile) continue;
+        const stale = e.name.endsWith(".tmp") && e.name.startsWith(".shard_") ||
+          (isShardFileName(e.name) && !listed.has(e.name));
+        if (stale) await Deno.remove(join(opts.dir, e.name));
+      }
       w.#codec = codecSpec(opts.codec).shared({ gzipWorkers: opts.gzipWorkers, zstdLevel: opts.zstdLevel });
     } catch (e) {
-      w.#release(); // ACTSHARD_ZSTD_ENGINE=libzstd without libzstd: the sink's Workers must not outlive it
+      w.#release();
       throw e;
     }
     return w;
