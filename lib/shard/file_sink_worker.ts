@@ -18,6 +18,7 @@
  */
 import { crc32cCombine } from "./crc_combine.ts";
 import { crc32c } from "../util/crc32c.ts";
+import { dropCachedPages } from "../util/page_cache.ts";
 
 type Msg =
   & { seq: number }
@@ -212,6 +213,8 @@ function handle(m: Msg): void {
   }).then(
     ([, h]) => {
       o.f.close();
+      // Durable and hashed: its pages go back (page_cache.ts says why; an upload or verify reads from disk).
+      if (!h.error) dropCachedPages(o.path);
       if (h.error) ctx.postMessage({ id: m.id, error: h.error });
       else {
         const flushedEarly = Number.isFinite(o.flushed) ? o.flushed : 0;
