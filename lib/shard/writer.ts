@@ -99,7 +99,7 @@ export class ShardWriter {
   #nextId: number;
   /** The codec's Workers, shared by every shard of this writer. */
   #codec: SharedCodec | undefined;
-  /** Started last in the constructor, once the options are checked: its Workers would outlive a throw. */
+  /** Started in the constructor once the options are checked: its Workers would outlive a throw. */
   #sink: FileSink;
   /** float16/bfloat16 on 2+ cores: the conversion runs on Workers (convert_pool.ts), not on this thread. */
   #convert: ConvertPool | null = null;
@@ -120,9 +120,10 @@ export class ShardWriter {
     if (!(opts.shardSizeBytes > 0)) {
       throw new ActshardError("shard size must be positive", { kind: "usage", where: "--shard_size_gb" });
     }
+    // The sink's Workers before the conversion pool's (the ceiling bench names threads by creation order).
+    this.#sink = new FileSink();
     const converters = opts.dtype === "float32" ? 0 : convertPoolSize();
     if (converters > 0) this.#convert = new ConvertPool(opts.dtype as "float16" | "bfloat16", converters);
-    this.#sink = new FileSink();
   }
 
   /** Open a writer on `dir` (created if needed), removing stale temp files and unlisted shard files. */
