@@ -5,7 +5,8 @@
  *   gzip's default, as the seed's `gzip.open(path, 'wb')`), writer only (arrays already in memory);
  * - disk: the same number of bytes written in 1 MiB writes and fsynced (the durable-write speed);
  * - `deno task shard --input <pickle, no codec> --output … --codec C` (in a child process, whole stage: read,
- *   decode, encode, compress, hash, write, fsync, metadata), for C = none, zstd, gzip; and from a gzip input.
+ *   decode, encode, compress, hash, write, fsync, metadata), for C = none, zstd, gzip; from a gzip input; and
+ *   from 16 MiB shards into 16 MiB shards (the per-shard costs).
  * Figures: MB/s of float32 payload; ratios to the python baseline and the disk; CPU-s/GB of the child.
  */
 import { join } from "node:path";
@@ -13,15 +14,22 @@ import { ShardWriter } from "../lib/shard/writer.ts";
 import type { ActivationRecord } from "../lib/types.ts";
 
 const MB = 1e6;
+/** The small-shards row's shard size, in and out (16 MiB). */
+const SMALL_GB = 1 / 64;
 
-async function writeInput(dir: string, groups: ActivationRecord[][], codec: "none" | "gzip"): Promise<void> {
+async function writeInput(
+  dir: string,
+  groups: ActivationRecord[][],
+  codec: "none" | "gzip",
+  shardGb = 1,
+): Promise<void> {
   const w = await ShardWriter.open({
     dir,
     format: "pickle",
     codec,
     dtype: "float32",
-    shardSizeBytes: 2 ** 30,
-    base: { shard_size_gb: 1 },
+    shardSizeBytes: shardGb * 2 ** 30,
+    base: { shard_size_gb: shardGb },
   });
   for (const g of groups) await w.write(g);
   await w.close();
@@ -55,12 +63,15 @@ async function shardStage(
   input: string,
   output: string,
   codec: string,
+  extra: string[] = [],
 ): Promise<{ wall: number; cpu: number }> {
   const script = new URL("../scripts/shard.ts", import.meta.url).pathname;
   const code = `
         const { main } = await import(${JSON.stringify(script)});
     const t = performance.now(), u0 = process.cpuUsage();
-    const code = await main(${JSON.stringify(["--input", input, "--output", output, "--codec", codec])});
+    const code = await main(${
+    JSON.stringify(["--input", input, "--output", output, "--codec", codec, ...extra])
+  });
     const u = process.cpuUsage(u0);
     console.log(JSON.stringify({ code, wall: (performance.now() - t) / 1000, cpu: (u.user + u.system) / 1e6 }));
   `;
@@ -92,9 +103,10 @@ export async function runShardStage(
   const payload = groups.reduce((s, g) => s + g.reduce((t, r) => t + r.activation.byteLength, 0), 0);
   const root = await Deno.makeTempDir({ prefix: "actshard-bench-stage-" });
   try {
-    const plain = join(root, "in-none"), gz = join(root, "in-gzip");
+    const plain = join(root, "in-none"), gz = join(root, "in-gzip"), small = join(root, "in-small");
     await writeInput(plain, groups, "none");
     await writeInput(gz, groups, "gzip");
+    await writeInput(small, groups, "none", SMALL_GB);
     const disks: number[] = [];
     // The disk swings several-fold from one second to the next here: the median of 3 writes, each after a sync.
     const disk = async () => {
@@ -121,11 +133,13 @@ export async function runShardStage(
           : ""),
     );
     for (
-      const [label, input, codec, target] of [
-        ["pickle → none", plain, "none", "≥ 0.5× disk"],
-        ["pickle → zstd", plain, "zstd", "≥ 10× python"],
-        ["pickle → gzip", plain, "gzip", "≥ 3× python"],
-        ["pickle.gz → zstd", gz, "zstd", ""],
+      const [label, input, codec, target, extra] of [
+        ["pickle → none", plain, "none", "≥ 0.5× disk", []],
+        ["pickle → zstd", plain, "zstd", "≥ 10× python", []],
+        ["pickle → gzip", plain, "gzip", "≥ 3× python", []],
+        ["pickle.gz → zstd", gz, "zstd", "", []],
+        // Many small shards in and out: the per-shard costs (read Workers, commits) against the bytes.
+        ["16 MiB shards → none", small, "none", "", ["--shard_size_gb", String(SMALL_GB)]],
       ] as const
     ) {
       // The python baseline again right before each row (the box's load drifts over the minutes a row takes).
@@ -135,7 +149,7 @@ export async function runShardStage(
         // Each measurement starts with no dirty pages (sync), so neither pays for the other's writeback.
         const d = await disk();
         await syncDisks();
-        runs.push({ ...await shardStage(input, join(root, `out-${i}`), codec), disk: d });
+        runs.push({ ...await shardStage(input, join(root, `out-${i}`), codec, [...extra]), disk: d });
       }
       const best = runs.reduce((a, b) => (a.wall < b.wall ? a : b));
       const mbps = payload / MB / best.wall;
@@ -148,7 +162,7 @@ export async function runShardStage(
         : "";
       const vsDisk = runs.map((r) => (payload / MB / r.wall / r.disk).toFixed(2)).join(", ");
       console.log(
-        `  ${label.padEnd(18)} ${mbps.toFixed(0).padStart(5)} MB/s (reps ${
+        `  ${label.padEnd(20)} ${mbps.toFixed(0).padStart(5)} MB/s (reps ${
           runs.map((r) => (payload / MB / r.wall).toFixed(0)).join(", ")
         })  ×disk ${vsDisk}${vsPy}  ${cpuPerGb.toFixed(2)} CPU-s/GB` +
           (target ? `  (target ${target})` : ""),
