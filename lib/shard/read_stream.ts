@@ -112,7 +112,9 @@ export class ShardReaders {
       rw.w.postMessage({ op: "pull", stream: id });
       return p;
     };
-    const ahead: Promise<Reply>[] = [];
+    // The first reads are asked for now, not at the first pull: a shard opened ahead of its turn (the dataset
+    // reader's next one) is read and decompressed meanwhile, in parallel with the one being decoded.
+    const ahead: Promise<Reply>[] = Array.from({ length: AHEAD }, next);
     let given = false;
     const giveBack = () => {
       if (given) return;
