@@ -8,7 +8,7 @@
 import { gzipSync as fflateGzip } from "fflate";
 import { constants as zlibConstants, gzipSync as zlibGzip, zstdCompressSync } from "node:zlib";
 import { ShardWriter } from "../lib/shard/writer.ts";
-import { encodeActivation } from "../lib/util/dtype.ts";
+import { ACTIVATION_DTYPES, encodeActivation } from "../lib/util/dtype.ts";
 import type { ActivationRecord } from "../lib/types.ts";
 import { activation } from "../tests/_shard_fixtures.ts";
 import { runShardStage } from "./shard_stage.ts";
@@ -143,7 +143,7 @@ export function bytesPerValue(): void {
     `bytes per activation value (${values.length} activation-like values; gzip = level 6 Z_RLE, zstd = level 1, ` +
       `as the writer; "shuffle" = byte planes before zstd, measured only, not a codec):`,
   );
-  for (const dtype of ["float32", "float16", "bfloat16"] as const) {
+  for (const dtype of ACTIVATION_DTYPES) {
     const b = encodeActivation(values, dtype), w = dtype === "float32" ? 4 : 2;
     const per = (n: number) => (n / values.length).toFixed(2).padStart(5);
     const t = performance.now();

@@ -13,12 +13,10 @@ import { usageError } from "../lib/errors.ts";
 import { resolve } from "node:path";
 import { checkFormatDtype, FORMATS } from "../lib/shard/formats/mod.ts";
 import { type Codec, CODECS } from "../lib/shard/codecs.ts";
-import type { ActivationDType } from "../lib/types.ts";
+import { ACTIVATION_DTYPES } from "../lib/util/dtype.ts";
 import { mergeDatasets } from "../lib/pipeline/merge.ts";
 import { lockOutputDir } from "../lib/pipeline/lock.ts";
 import { reshardDataset } from "../lib/shard/reshard.ts";
-
-const DTYPES: readonly ActivationDType[] = ["float32", "float16", "bfloat16"];
 
 /** Run shard; returns the exit code. */
 export async function main(args: string[]): Promise<number> {
@@ -93,7 +91,7 @@ export async function main(args: string[]): Promise<number> {
     : f.values.compress_shards
     ? "gzip"
     : "none";
-  const dtype = choiceFlag("dtype", f.values.dtype, DTYPES);
+  const dtype = choiceFlag("dtype", f.values.dtype, ACTIVATION_DTYPES);
   checkFormatDtype(format, dtype); // e.g. pickle cannot hold bfloat16 (the format registry's rule)
   const r = await reshardDataset({
     input,

@@ -14,7 +14,7 @@
  * @module
  */
 import { usageError } from "../errors.ts";
-import type { ActivationDType } from "../types.ts";
+import { ACTIVATION_DTYPES } from "../util/dtype.ts";
 import type { ExtractConfig } from "../pipeline/config.ts";
 import { CODECS } from "../shard/codecs.ts";
 import { checkFormatDtype, dtypeRulesNote, FORMATS } from "../shard/formats/mod.ts";
@@ -23,8 +23,6 @@ import { choiceFlag, type FlagSpec, GCS_HELP, numberFlag, parseFlags } from "./f
 import { applyGcsNetworkFlags, GCS_NETWORK_FLAGS } from "./gcs_flags.ts";
 
 export type { ExtractConfig } from "../pipeline/config.ts";
-
-const DTYPES: readonly ActivationDType[] = ["float32", "float16", "bfloat16"];
 
 /** Default layers: 10..23 (the seed's, for Qwen2.5-0.5B's 24 blocks). */
 export const DEFAULT_LAYERS = "10-23";
@@ -119,8 +117,8 @@ export const EXTRACT_FLAGS: Record<string, FlagSpec> = {
   dtype: {
     type: "string",
     default: "float32",
-    metavar: DTYPES.join("|"),
-    help: `stored activation dtype${dtypeRulesNote(DTYPES)}`,
+    metavar: ACTIVATION_DTYPES.join("|"),
+    help: `stored activation dtype${dtypeRulesNote(ACTIVATION_DTYPES)}`,
   },
   keep_padding: { type: "boolean", help: "store padded batch length like the seed (default: real tokens)" },
   prompt_format: {
@@ -217,7 +215,7 @@ export function parseExtractFlags(args: string[]): ExtractConfig | { help: strin
   const nTasks = int("n_tasks", 0) ?? 0;
   const compress = v.compress_shards as boolean;
   const format = choiceFlag("format", v.format, FORMATS);
-  const dtype = choiceFlag("dtype", v.dtype, DTYPES);
+  const dtype = choiceFlag("dtype", v.dtype, ACTIVATION_DTYPES);
   checkFormatDtype(format, dtype); // e.g. pickle cannot hold bfloat16 (the format registry's rule)
   const codec = v.codec === undefined ? (compress ? "gzip" : "none") : choiceFlag("codec", v.codec, CODECS);
   const shardGb = numberFlag("shard_size_gb", v.shard_size_gb, { above: 0 }) as number;

@@ -11,6 +11,9 @@
  */
 import type { ActivationDType } from "../types.ts";
 
+/** Every stored dtype, in the order flags and tables list them (the formats' registry says which each holds). */
+export const ACTIVATION_DTYPES: readonly ActivationDType[] = ["float32", "float16", "bfloat16"];
+
 /** Bytes per stored element. */
 export function dtypeSize(dtype: ActivationDType): number {
   return dtype === "float32" ? 4 : 2;
