@@ -7,6 +7,7 @@
  */
 import { runCli } from "../lib/cli/run.ts";
 import { GCS_HELP, numberFlag, parseFlags } from "../lib/cli/flags.ts";
+import { applyGcsNetworkFlags, GCS_NETWORK_FLAGS } from "../lib/cli/gcs_flags.ts";
 import { usageError } from "../lib/errors.ts";
 import { Dataset, type RecordFilter } from "../lib/shard/reader.ts";
 import { encodeNpy } from "../lib/shard/npy.ts";
@@ -29,6 +30,7 @@ export async function main(args: string[]): Promise<number> {
       metavar: "FILE.npy",
       path: true,
     },
+    ...GCS_NETWORK_FLAGS,
   }, {
     positionals: "DIR|gs://BUCKET/PREFIX",
     positionalPaths: true,
@@ -39,6 +41,7 @@ export async function main(args: string[]): Promise<number> {
     console.log(f.help);
     return 0;
   }
+  applyGcsNetworkFlags(f.values);
   if (f.positionals.length !== 1) {
     throw usageError("give exactly one dataset: a directory or gs://BUCKET/PREFIX", "deno task read DIR");
   }

@@ -8,6 +8,7 @@
  */
 import { runCli } from "../lib/cli/run.ts";
 import { choiceFlag, GCS_HELP, numberFlag, parseFlags } from "../lib/cli/flags.ts";
+import { applyGcsNetworkFlags, GCS_NETWORK_FLAGS } from "../lib/cli/gcs_flags.ts";
 import { resolveUserPath } from "../lib/cli/paths.ts";
 import { usageError } from "../lib/errors.ts";
 import { resolve } from "node:path";
@@ -59,6 +60,7 @@ export async function main(args: string[]): Promise<number> {
       help:
         "merge the workers of a --num_workers run (their parent dir/gs:// prefix, or worker dirs) into --output",
     },
+    ...GCS_NETWORK_FLAGS,
   }, {
     description: "Re-shard or convert a dataset, or merge the outputs of N workers into one.",
     epilog: GCS_HELP,
@@ -67,6 +69,7 @@ export async function main(args: string[]): Promise<number> {
     console.log(f.help);
     return 0;
   }
+  applyGcsNetworkFlags(f.values);
   if (f.values.merge !== undefined) {
     return await merge(String(f.values.merge).split(",").map(resolveUserPath), f.values.output);
   }

@@ -6,6 +6,7 @@
  */
 import { runCli } from "../lib/cli/run.ts";
 import { GCS_HELP, parseFlags } from "../lib/cli/flags.ts";
+import { applyGcsNetworkFlags, GCS_NETWORK_FLAGS } from "../lib/cli/gcs_flags.ts";
 import { usageError } from "../lib/errors.ts";
 import { openStore } from "../lib/storage/open.ts";
 import { verifyDataset, type VerifyReport } from "../lib/shard/verify.ts";
@@ -23,6 +24,7 @@ export async function main(args: string[]): Promise<number> {
       help: "exit 0, not 3, for a clean dataset of a run that did not finish",
     },
     allow_extra: { type: "boolean", help: "shard files metadata.json does not list warn instead of failing" },
+    ...GCS_NETWORK_FLAGS,
   }, {
     positionals: "DIR|gs://BUCKET/PREFIX",
     positionalPaths: true,
@@ -35,6 +37,7 @@ export async function main(args: string[]): Promise<number> {
     console.log(f.help);
     return 0;
   }
+  applyGcsNetworkFlags(f.values);
   if (f.positionals.length !== 1) {
     throw usageError("give exactly one dataset: a directory or gs://BUCKET/PREFIX", "deno task verify DIR");
   }

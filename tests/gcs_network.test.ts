@@ -77,6 +77,36 @@ Deno.test("upload: an endpoint that stalls everything → one line, non-zero exi
   }
 });
 
+Deno.test("verify, read, shard of gs://: an endpoint that stalls everything → one line, non-zero exit, under their --gcs_* flags", async () => {
+  await using tmp = await tempDir();
+  const emu = await startGcsEmulator({ buckets: ["bkt"] });
+  try {
+    emu.faults.add({ op: "any", kind: "stall", times: Infinity });
+    const net = ["--gcs_stall_timeout_s", "0.3", "--gcs_retry_deadline_s", "2"];
+    for (
+      const [script, args] of [
+        ["verify.ts", ["gs://bkt/p"]],
+        ["read.ts", ["gs://bkt/p"]],
+        ["shard.ts", ["--input", "gs://bkt/p", "--output", join(tmp.path, "out")]],
+      ] as const
+    ) {
+      const t = performance.now();
+      const r = await runScript(script, [...args, ...net], { STORAGE_EMULATOR_HOST: emu.url });
+      const lines = errorLines(r.stderr);
+      assert(r.code !== 0, `${script}: exit 0\n${r.stderr}`);
+      assertEquals(lines.length, 1, `${script}: ${r.stderr}`);
+      assert(
+        /connection stalled: no byte sent or received for 0\.3 s/.test(lines[0]),
+        `${script}: ${lines[0]}`,
+      );
+      assert(/the retry deadline is 2 s/.test(lines[0]), `${script}: ${lines[0]}`);
+      assert(performance.now() - t < 30_000, `${script} took ${performance.now() - t} ms`);
+    }
+  } finally {
+    await emu.close();
+  }
+});
+
 Deno.test("reads: a truncated metadata.json GET and a reset shard download are resumed by Range", async () => {
   await using tmp = await tempDir();
   const emu = await startGcsEmulator({ buckets: ["bkt"] });
