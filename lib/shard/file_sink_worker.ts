@@ -83,8 +83,11 @@ const FLUSH_BEHIND_BYTES = 32 << 20;
 /** Start the writeback of what `o` wrote since the last call, once that is {@link FLUSH_BEHIND_BYTES}. */
 function flushBehind(o: OpenFile): void {
   if (!o.cache || o.error || o.written - o.flushed < FLUSH_BEHIND_BYTES) return;
-  o.cache.writeBack(o.flushed, o.written - o.flushed);
-  o.flushed = o.written;
+  if (o.cache.writeBack(o.flushed, o.written - o.flushed)) o.flushed = o.written;
+  else {
+    o.cache.close(); // refused (not a regular file?): the final fsync does it all, as without FFI
+    o.cache = null;
+  }
 }
 
 /** Messages that arrived ahead of their turn (bounded by the sender's chunks in flight). */
