@@ -144,7 +144,7 @@ function handle(m: Msg): void {
   const o = files.get(m.file);
   if (m.op === "abort") {
     files.delete(m.file);
-    const close = async () => {
+    const close = () => {
       o?.cache?.close();
       try {
         o?.f?.close();
@@ -197,7 +197,7 @@ function handle(m: Msg): void {
         ctx.postMessage({ id: m.id, bytes: o.bytes, crc: o.crc, sha256: h.sha256, flushedEarly: o.flushed });
       }
     },
-    async (e) => {
+    (e) => {
       o.cache?.close();
       try {
         o.f.close();
