@@ -54,3 +54,13 @@ export async function tempDir(
     },
   };
 }
+
+/** Whether `cmd --version` runs here (a CLI tool some tests need: zstd, fincore). */
+export function hasCommand(cmd: string): boolean {
+  try {
+    return new Deno.Command(cmd, { args: ["--version"], stdout: "null", stderr: "null" }).outputSync()
+      .success;
+  } catch {
+    return false;
+  }
+}

@@ -4,24 +4,15 @@
  * with a note, CI installs it (.ci/run: util-linux-extra) and requires it.
  */
 import { assert, assertEquals } from "./_assert.ts";
-import { tempDir } from "./_shared.ts";
+import { hasCommand, tempDir } from "./_shared.ts";
 import { dropCachedPages } from "../lib/util/page_cache.ts";
 import { FileSink } from "../lib/shard/file_sink.ts";
 
 const inCi = Deno.env.get("CI") === "true";
 
-function hasFincore(): boolean {
-  try {
-    return new Deno.Command("fincore", { args: ["--version"], stdout: "null", stderr: "null" }).outputSync()
-      .success;
-  } catch {
-    return false;
-  }
-}
-
 const missing = Deno.build.os !== "linux"
   ? "not Linux"
-  : hasFincore()
+  : hasCommand("fincore")
   ? null
   : "no fincore (util-linux-extra)";
 if (missing && !inCi) console.log(`page_cache: ${missing}: its tests are skipped (CI runs them)`);

@@ -1,5 +1,5 @@
 import { assert, assertEquals } from "./_assert.ts";
-import { tempDir } from "./_shared.ts";
+import { hasCommand, tempDir } from "./_shared.ts";
 import { ignoreWithoutPython } from "./_python.ts";
 import {
   activation,
@@ -174,18 +174,9 @@ Deno.test("zstd and none codecs round-trip", async () => {
   }
 });
 
-function hasZstdCli(): boolean {
-  try {
-    return new Deno.Command("zstd", { args: ["--version"], stdout: "null", stderr: "null" }).outputSync()
-      .success;
-  } catch {
-    return false;
-  }
-}
-
 Deno.test({
   name: "a zstd shard holds its data in one zstd frame (zstd -l), and the zstd CLI + pickle.load read it",
-  ignore: !hasZstdCli() || ignoreWithoutPython(["numpy"]),
+  ignore: !hasCommand("zstd") || ignoreWithoutPython(["numpy"]),
   async fn() {
     await using d = await tempDir();
     await writeDataset(d.path, 700, [1, 2], { codec: "zstd" }); // ≈ 1.6 MB: two 1 MiB chunks to the sink
