@@ -3,10 +3,10 @@
  * main thread only encodes and hands bytes over. Each chunk that arrives without its CRC-32C gets one from ISA-L
  * in the sink Worker where ISA-L loads, else from a pool of CRC Workers (crc_worker.ts, JS) in parallel; the
  * sink Worker (file_sink_worker.ts) takes every message back in order, combines the chunk CRCs into the file's
- * (crc_combine.ts) and writes. SHA-256, serial within a file, is computed by hash Workers (hash_worker.ts) that
- * read each file back behind the writes, files alternating between them. One sink serves a writer's shards one
- * after another; a shard's fsync and the end of its hash overlap the next shard's writes. Memory: at most
- * {@link IN_FLIGHT} chunks queued at the Workers, and a 4 MiB read buffer per hash Worker.
+ * (crc_combine.ts) and writes. SHA-256, serial within a file, is computed by hash Workers (hash_worker.ts), files
+ * alternating between them, on each chunk once written; the chunk then comes back for reuse. One sink serves a
+ * writer's shards one after another; a shard's fsync and the end of its hash overlap the next shard's writes.
+ * Memory: at most {@link IN_FLIGHT} chunks at the Workers (queued, being written or hashed).
  *
  * @example
  * ```ts

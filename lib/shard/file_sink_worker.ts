@@ -2,15 +2,16 @@
  * Worker behind {@link FileSink} (file_sink.ts): owns the shard files being written, so write syscalls and
  * hashing never run on the main thread, which only encodes records and hands bytes over. It puts chunks in
  * order, combines their CRC-32Cs (computed here by ISA-L, or by the CRC pool, crc_worker.ts, or by the
- * compression Workers) into each file's, and writes; each file's SHA-256 is computed by a hash Worker
- * (hash_worker.ts, files alternating between them) reading the file back behind the writes. Messages arrive from
- * the main thread and, for writes whose CRC the pool computed, from the pool's ports; each carries `seq`, its
- * place in the sender's order, and they are handled in that order:
+ * compression Workers) into each file's, and writes; each written chunk then goes to a hash Worker
+ * (hash_worker.ts, files alternating between them) for the file's SHA-256, and from there back to the sender.
+ * Messages arrive from the main thread and, for writes whose CRC the pool computed, from the pool's ports; each
+ * carries `seq`, its place in the sender's order, and they are handled in that order:
  * - `{op: "open", file, path}`: create/truncate `path` as file `file`;
  * - `{op: "write", file, id, data, crc}` → `{id, input}`: append `data` (`crc` = its CRC-32C, computed here when
- *   absent; `input` handed back for reuse);
+ *   absent); answered once written and hashed (`input` handed back for reuse);
  * - `{op: "finish", file, id}` → `{id, bytes, crc, sha256, flushedEarly}` once the file is fsynced, hashed and
- *   closed. The fsync and the hash's tail do not hold up later messages: the next shard's writes proceed
+ *   closed, and holds exactly the bytes written (its size is checked: a file cut short under the writer fails
+ *   here). The fsync and the hash's tail do not hold up later messages: the next shard's writes proceed
  *   meanwhile. `flushedEarly`: bytes whose writeback was started before the finish ({@link flushBehind});
  * - `{op: "abort", file, id}` → `{id}`: close the file (then the sender removes it).
  * Any failure answers `{id, error}` and poisons the file (later messages for it answer the same error).
@@ -34,7 +35,7 @@ interface OpenFile {
   path: string;
   /** Writes run on Deno's blocking pool, in order, while this thread takes the next chunk. */
   writes: Promise<void>;
-  /** The hash Worker reading this file back; `written`: bytes whose write has returned (it may read those). */
+  /** The hash Worker of this file; `written`: bytes whose write has returned. */
   hasher: MessagePort | null;
   written: number;
   /** Advice about the file's cached pages (null where it cannot be given), and the bytes sent to writeback. */
@@ -50,12 +51,17 @@ const hashers: MessagePort[] = [];
 /** Files whose SHA-256 is awaited from a hash Worker. */
 const hashWaiting = new Map<number, (r: { sha256?: string; error?: string }) => void>();
 
-/** The file's SHA-256 once its hash Worker has read all `bytes` of it (after the last write returned). */
+/** The file's SHA-256 once its hash Worker has hashed every chunk (sent after the last write returned). */
 function hashOf(o: OpenFile, file: number): Promise<{ sha256?: string; error?: string }> {
   const p = new Promise<{ sha256?: string; error?: string }>((ok) => hashWaiting.set(file, ok));
-  o.hasher!.postMessage({ op: "end", file, bytes: o.written });
+  o.hasher!.postMessage({ op: "end", file });
   return p;
 }
+
+/** What a hash Worker answers: a chunk hashed (back to its sender), or a file's digest. */
+type HashReply =
+  | { op: "hashed"; id: number; data: Uint8Array }
+  | { op: "digest"; file: number; sha256?: string; error?: string };
 
 // deno-lint-ignore no-explicit-any
 const ctx = self as any;
@@ -109,10 +115,12 @@ ctx.onmessage = (
   if (m.op === "port") m.port.onmessage = (e: MessageEvent<Msg>) => arrive(e.data);
   else if (m.op === "hasher") {
     hashers.push(m.port);
-    m.port.onmessage = (e: MessageEvent<{ file: number; sha256?: string; error?: string }>) => {
-      const done = hashWaiting.get(e.data.file);
-      hashWaiting.delete(e.data.file);
-      done?.(e.data);
+    m.port.onmessage = (e: MessageEvent<HashReply>) => {
+      const r = e.data;
+      if (r.op === "hashed") return ctx.postMessage({ id: r.id, input: r.data }, [r.data.buffer]);
+      const done = hashWaiting.get(r.file);
+      hashWaiting.delete(r.file);
+      done?.(r);
     };
   } else arrive(m);
 };
@@ -134,7 +142,7 @@ function handle(m: Msg): void {
       o.f = Deno.openSync(m.path, { write: true, create: true, truncate: true });
       o.cache = CachedFile.open(m.path);
       o.hasher = hashers[m.file % hashers.length];
-      o.hasher.postMessage({ op: "open", file: m.file, path: m.path });
+      o.hasher.postMessage({ op: "open", file: m.file });
     } catch (e) {
       o.error = `cannot create ${m.path}: ${errorText(e)}`; // answered to this file's next message
     }
@@ -166,8 +174,8 @@ function handle(m: Msg): void {
         () => {
           o.written += data.length;
           flushBehind(o);
-          o.hasher!.postMessage({ op: "upto", file: m.file, bytes: o.written });
-          ctx.postMessage({ id: m.id, input: data }, [data.buffer]);
+          // Hashed while hot in the cache; the hash Worker's reply answers the sender (HashReply).
+          o.hasher!.postMessage({ op: "data", file: m.file, id: m.id, data }, [data.buffer]);
         },
         (e) => {
           o.error ??= `writing ${o.path}: ${errorText(e)}`;
@@ -183,11 +191,19 @@ function handle(m: Msg): void {
   files.delete(m.file);
   // fsync and the hash's tail run together, once the last write has returned.
   const file = m.file;
-  o.writes.then(() => {
+  o.writes.then(async () => {
     if (o.error) throw new Error(o.error);
-    return Promise.all([o.f.sync(), hashOf(o, file)]);
+    const [, h] = await Promise.all([o.f.sync(), hashOf(o, file)]);
+    // The hash covers the bytes handed to write(); the file must hold exactly those (not changed under us).
+    const size = (await o.f.stat()).size;
+    if (size !== o.bytes) {
+      o.error =
+        `${o.path} holds ${size} bytes after its fsync, ${o.bytes} were written (changed under the writer?)`;
+      throw new Error(o.error);
+    }
+    return h;
   }).then(
-    ([, h]) => {
+    (h) => {
       o.f.close();
       // Durable and hashed: its pages go back (page_cache.ts says why; an upload or verify reads from disk).
       if (!h.error) o.cache?.drop();

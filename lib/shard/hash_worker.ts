@@ -1,89 +1,38 @@
 /**
- * A SHA-256 Worker of the file sink (see file_sink.ts): hashes a shard file by reading it back behind the sink
- * Worker, which writes it. SHA-256 of one file cannot be split, so it was the one serial stage that capped a
- * writer (≈ 1.3–1.8 GB/s on one core); read back here, the sink only orders and writes, and two of these take
- * alternate files, so shard N is still being hashed while shard N+1 is written. The bytes read are the ones
- * just written (page cache, ≈ 0.1 CPU-s/GB for the copy), and what is hashed is the file as the kernel has it.
+ * A SHA-256 Worker of the file sink (see file_sink.ts): hashes each shard file's bytes as the sink Worker writes
+ * them. SHA-256 of one file cannot be split, so it was the one serial stage that capped a writer (≈ 1.3–1.8 GB/s
+ * on one core); here, the sink only orders and writes, and two of these take alternate files, so shard N is
+ * still being hashed while shard N+1 is written. Each chunk comes here once its write has returned (it is hot in
+ * the CPU's cache) and goes back to the sink when hashed, which hands it back to the writer for reuse. It was
+ * read back from the file before: the same bytes out of the page cache (not the disk), for ≈ 0.2 CPU-s/GB of
+ * copies; a file changed under the writer is still caught, by its size at the finish (file_sink_worker.ts).
  *
  * Messages, from the sink Worker through a MessagePort, in order per file:
- * - `{op: "open", file, path}`: open `path` for reading (the sink has created it);
- * - `{op: "upto", file, bytes}`: the first `bytes` bytes are written (hashed once 4 MiB are pending);
- * - `{op: "end", file, bytes}` → `{file, sha256}` (hex) or `{file, error}`: hash up to `bytes`, close;
- * - `{op: "abort", file}`: close without an answer.
+ * - `{op: "open", file}`: start a file;
+ * - `{op: "data", file, id, data}` → `{op: "hashed", id, data}` (transferred back): the next bytes of the file;
+ * - `{op: "end", file}` → `{op: "digest", file, sha256}` (hex) or `{op: "digest", file, error}`;
+ * - `{op: "abort", file}`: drop the file without an answer.
  */
 import { createHash, type Hash } from "node:crypto";
 
 type Msg =
-  | { op: "open"; file: number; path: string }
-  | { op: "upto" | "end"; file: number; bytes: number }
-  | { op: "abort"; file: number };
+  | { op: "open" | "end" | "abort"; file: number }
+  | { op: "data"; file: number; id: number; data: Uint8Array };
 
-interface Hashing {
-  f: Deno.FsFile | null;
-  path: string;
-  sha: Hash;
-  hashed: number;
-  error?: string;
-}
-
-/** Read-back buffer, and the least a read catches up by (fewer, larger reads). */
-const READ_BYTES = 4 << 20;
-const buf = new Uint8Array(READ_BYTES);
-const files = new Map<number, Hashing>();
-const errorText = (e: unknown) => e instanceof Error ? e.message : String(e);
-
-/** Hash `h`'s file from where it stopped up to byte `upto`. */
-function catchUp(h: Hashing, upto: number): void {
-  if (h.error) return;
-  try {
-    while (h.hashed < upto) {
-      const want = Math.min(READ_BYTES, upto - h.hashed);
-      const n = h.f!.readSync(buf.subarray(0, want));
-      if (n === null || n === 0) throw new Error(`file ends at byte ${h.hashed}, ${upto} were written`);
-      h.sha.update(buf.subarray(0, n));
-      h.hashed += n;
-    }
-  } catch (e) {
-    h.error = `reading back ${h.path} to hash it: ${errorText(e)}`;
-  }
-}
-
-function close(h: Hashing): void {
-  try {
-    h.f?.close();
-  } catch { /* already closed */ }
-}
+const files = new Map<number, Hash>();
 
 function handle(port: MessagePort, m: Msg): void {
-  if (m.op === "open") {
-    const h: Hashing = { f: null, path: m.path, sha: createHash("sha256"), hashed: 0 };
-    try {
-      h.f = Deno.openSync(m.path, { read: true });
-    } catch (e) {
-      h.error = `opening ${m.path} to hash it: ${errorText(e)}`;
-    }
-    files.set(m.file, h);
-    return;
-  }
-  const h = files.get(m.file);
-  if (!h) {
-    return m.op === "end"
-      ? port.postMessage({ file: m.file, error: `file ${m.file} is not open` })
-      : undefined;
-  }
-  if (m.op === "abort") {
+  if (m.op === "open") files.set(m.file, createHash("sha256"));
+  else if (m.op === "data") {
+    files.get(m.file)?.update(m.data); // an unknown file (aborted) still gets its buffer back
+    port.postMessage({ op: "hashed", id: m.id, data: m.data }, [m.data.buffer]);
+  } else {
+    const sha = files.get(m.file);
     files.delete(m.file);
-    return close(h);
+    if (m.op === "abort") return;
+    if (sha) port.postMessage({ op: "digest", file: m.file, sha256: sha.digest("hex") });
+    else port.postMessage({ op: "digest", file: m.file, error: `file ${m.file} is not being hashed` });
   }
-  if (m.op === "upto") {
-    if (m.bytes - h.hashed >= READ_BYTES) catchUp(h, m.bytes);
-    return;
-  }
-  files.delete(m.file);
-  catchUp(h, m.bytes);
-  close(h);
-  if (h.error) port.postMessage({ file: m.file, error: h.error });
-  else port.postMessage({ file: m.file, sha256: h.sha.digest("hex") });
 }
 
 // deno-lint-ignore no-explicit-any
