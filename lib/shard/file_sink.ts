@@ -91,6 +91,8 @@ export class FileSink {
   #nextFile = 0;
   #waiting = new Map<number, { ok: (r: Reply) => void; err: (e: unknown) => void }>();
   #free: Uint8Array[] = [];
+  /** Sizes asked of {@link buffer}: only buffers of these are kept for reuse (not handed-over arrays). */
+  #sizes = new Set<number>();
 
   /**
    * `crcWorkers`: size of the CRC pool (default {@link crcPoolSize}); `hashWorkers`: SHA-256 Workers (default
@@ -119,7 +121,7 @@ export class FileSink {
     this.#w.onmessage = (ev: MessageEvent<Reply>) => {
       const r = this.#waiting.get(ev.data.id)!;
       this.#waiting.delete(ev.data.id);
-      if (ev.data.input && this.#free.length < IN_FLIGHT) {
+      if (ev.data.input && this.#free.length < IN_FLIGHT && this.#sizes.has(ev.data.input.length)) {
         this.#free.push(new Uint8Array(ev.data.input.buffer));
       }
       if (ev.data.error) {
@@ -135,6 +137,7 @@ export class FileSink {
 
   /** A buffer of `size` bytes, recycled from written chunks when one fits. */
   buffer(size: number): Uint8Array {
+    this.#sizes.add(size);
     const i = this.#free.findIndex((b) => b.length === size);
     return i >= 0 ? this.#free.splice(i, 1)[0] : new Uint8Array(size);
   }

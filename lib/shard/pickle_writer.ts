@@ -128,7 +128,7 @@ export class PickleShardEncoder {
   }
 
   /** One record: [opcodes up to the array bytes, array bytes, the rest]. */
-  record(r: ActivationRecord, stored?: Uint8Array): Uint8Array[] {
+  record(r: ActivationRecord, stored?: Uint8Array): [Uint8Array, Uint8Array, Uint8Array] {
     const o = this.#ops;
     let list = this.#lists.get(r.layer);
     if (list === undefined) {

@@ -171,13 +171,13 @@ async function copyRecords(src: Dataset, o: ReshardOptions, incomplete: boolean)
     for (let n = await first; !n.done; n = await input.next()) {
       const r = n.value;
       if (group.length && (group[0].sample_idx !== r.sample_idx || group[0].task_id !== r.task_id)) {
-        await w.write(group);
+        await w.write(group, { handOver: true }); // read for this alone: no copy of its bytes
         group = [];
       }
       group.push(withoutReadFields(r));
       records++;
     }
-    if (group.length) await w.write(group);
+    if (group.length) await w.write(group, { handOver: true });
   } catch (e) {
     await w.abort();
     await input.return?.();

@@ -161,18 +161,23 @@ export class ShardWriter {
     return this.#meta;
   }
 
-  /** Write one prompt's records (all its layers); kept in one shard unless they alone exceed the limit. */
-  async write(group: ActivationRecord[]): Promise<void> {
+  /**
+   * Write one prompt's records (all its layers); kept in one shard unless they alone exceed the limit.
+   * `handOver`: the records' activation buffers pass to the writer, which may transfer them to its Workers
+   * (they are then detached: the caller must not use them again); saves a copy of each byte where the bytes go
+   * out unchanged (float32, codec none). The `shard` stage's records, read for it alone, are handed over.
+   */
+  async write(group: ActivationRecord[], opts: { handOver?: boolean } = {}): Promise<void> {
     if (this.#closed) throw new ActshardError("ShardWriter is closed", { kind: "internal" });
     try {
       if (this.#failure) throw this.#failure;
-      await this.#writeGroup(group);
+      await this.#writeGroup(group, opts.handOver === true);
     } catch (e) {
       throw await this.#failed(e);
     }
   }
 
-  async #writeGroup(group: ActivationRecord[]): Promise<void> {
+  async #writeGroup(group: ActivationRecord[], handOver: boolean): Promise<void> {
     const size = dtypeSize(this.opts.dtype);
     const groupBytes = group.reduce((s, r) => s + r.activation.length * size, 0);
     const limit = this.opts.shardSizeBytes;
@@ -194,7 +199,7 @@ export class ShardWriter {
       startUpTo(i);
       const b = r.activation.length * size;
       if (this.#cur && this.#cur.records > 0 && this.#cur.payload + b > limit) await this.#commit();
-      await this.#writeRecord(r, pool ? await stored[i] : undefined);
+      await this.#writeRecord(r, pool ? await stored[i] : undefined, handOver);
     }
   }
 
@@ -212,7 +217,7 @@ export class ShardWriter {
     });
     s.enc = shardFormat(this.opts.format).encoder({
       dtype: this.opts.dtype,
-      out: (b) => s.comp.write(b),
+      out: (b, owned) => s.comp.write(b, owned),
       scratchPath: join(this.opts.dir, `.${name}.body.tmp`),
       shard: name,
     });
@@ -221,7 +226,7 @@ export class ShardWriter {
     return s;
   }
 
-  async #writeRecord(r: ActivationRecord, stored?: Uint8Array): Promise<void> {
+  async #writeRecord(r: ActivationRecord, stored: Uint8Array | undefined, handOver: boolean): Promise<void> {
     const expect = r.shape.reduce((a, b) => a * b, 1);
     if (expect !== r.activation.length) {
       throw new ActshardError(`record shape ${r.shape} does not match ${r.activation.length} values`, {
@@ -238,8 +243,9 @@ export class ShardWriter {
       }
     }
     const s = this.#cur!;
-    await s.enc.record(r, stored);
-    s.payload += r.activation.length * dtypeSize(this.opts.dtype);
+    const values = r.activation.length; // read first: a handed-over activation is detached by the encoding
+    await s.enc.record(r, stored, handOver);
+    s.payload += values * dtypeSize(this.opts.dtype);
     s.records++;
     s.perLayer.set(r.layer, (s.perLayer.get(r.layer) ?? 0) + 1);
     s.minIdx = Math.min(s.minIdx, r.sample_idx);

@@ -97,8 +97,12 @@ export const PICKLE_FORMAT: ShardFormatSpec = {
     const enc = new PickleShardEncoder(ctx.dtype);
     return {
       begin: () => ctx.out(enc.begin()),
-      async record(r, stored) {
-        for (const part of enc.record(r, stored)) await ctx.out(part);
+      async record(r, stored, handOver) {
+        const [head, data, tail] = enc.record(r, stored);
+        await ctx.out(head);
+        // The array bytes are ours to give up when handed over, or when they are not the activation's own.
+        await ctx.out(data, handOver === true || data.buffer !== r.activation.buffer);
+        await ctx.out(tail);
       },
       finish: () => ctx.out(enc.end()),
       abort: () => Promise.resolve(),

@@ -43,8 +43,11 @@ export interface ShardFormatSpec {
 export interface EncoderContext {
   /** The stored dtype (one {@link ShardFormatSpec.dtypes} holds). */
   dtype: ActivationDType;
-  /** Where the shard's bytes go, in file order (the codec's compressor; awaited: backpressure). */
-  out: (bytes: Uint8Array) => Promise<void>;
+  /**
+   * Where the shard's bytes go, in file order (the codec's compressor; awaited: backpressure). `owned`: the
+   * encoder gives `bytes`' buffer up (it may be detached), see the compressor's `write`.
+   */
+  out: (bytes: Uint8Array, owned?: boolean) => Promise<void>;
   /**
    * A scratch file this shard may create (the encoder removes it in finish/abort; after a crash the writer's
    * open removes it with the other dot-temp files).
@@ -61,8 +64,10 @@ export interface ShardEncoder {
   /**
    * Encode one record (its shape already checked against its values). `stored`: its activation already in the
    * shard's dtype (little-endian bytes, converted by the writer's pool), else the encoder converts it.
+   * `handOver`: the activation's buffer is the writer's to give up (ShardWriter.write's `handOver`); `stored`
+   * always is.
    */
-  record(r: ActivationRecord, stored?: Uint8Array): Promise<void>;
+  record(r: ActivationRecord, stored?: Uint8Array, handOver?: boolean): Promise<void>;
   /** Write everything still owed (tail, or staged body) to `out`; the writer then finishes the codec. */
   finish(): Promise<void>;
   /** Drop the shard: close and remove any scratch file. Never throws. */
