@@ -6,7 +6,8 @@
  * (crc_combine.ts) and writes. SHA-256, serial within a file, is computed by hash Workers (hash_worker.ts), files
  * alternating between them, on each chunk once written; the chunk then comes back for reuse. One sink serves a
  * writer's shards one after another; a shard's fsync and the end of its hash overlap the next shard's writes.
- * Memory: at most {@link IN_FLIGHT} chunks at the Workers (queued, being written or hashed).
+ * Memory: at most {@link IN_FLIGHT_BYTES} (or one chunk, if larger) at the Workers (queued, being written or
+ * hashed), in at most {@link IN_FLIGHT} chunks.
  *
  * @example
  * ```ts
@@ -23,8 +24,13 @@
 import { ActshardError } from "../errors.ts";
 import { isalUpdate } from "../util/crc32c_isal.ts";
 
-/** Chunks queued at the Worker before `write` waits (backpressure). */
-const IN_FLIGHT = 8;
+/**
+ * Chunks, and bytes, at the Workers before `write` waits (backpressure). 16 × 1 MiB rather than 8: chunks now
+ * wait for their hash too, and the deeper queue measured ≈ 5 % faster in the `shard` stage (alternating reps).
+ * Bytes bound it too, since a handed-over array (ShardWriter.write's `handOver`) can be any size.
+ */
+const IN_FLIGHT = 16;
+const IN_FLIGHT_BYTES = 16 << 20;
 
 /**
  * CRC Workers per sink for `cores` cores. None where ISA-L's CRC-32C loads (crc32c_isal.ts: ≈ 50 GB/s, so the
@@ -164,12 +170,19 @@ export class FileSink {
   open(path: string): SinkFile {
     const file = this.#nextFile++;
     this.#post({ op: "open", file, path });
-    const inFlight: Promise<Reply>[] = [];
+    const inFlight: { reply: Promise<Reply>; bytes: number }[] = [];
+    let inFlightBytes = 0;
     let failed: unknown = null;
     let bytes = 0;
-    const track = (p: Promise<Reply>) => {
-      p.catch((e) => (failed ??= e));
-      inFlight.push(p);
+    const track = (reply: Promise<Reply>, n: number) => {
+      reply.catch((e) => (failed ??= e));
+      inFlight.push({ reply, bytes: n });
+      inFlightBytes += n;
+    };
+    const settleOldest = async () => {
+      const oldest = inFlight.shift()!;
+      inFlightBytes -= oldest.bytes;
+      await oldest.reply.catch(() => {});
     };
     const call = this.#call.bind(this);
     return {
@@ -182,18 +195,22 @@ export class FileSink {
         bytes += b.length;
         // Transfer whole buffers only: a view of a larger buffer is copied (transferring would detach the rest).
         const own = b.byteOffset === 0 && b.byteLength === b.buffer.byteLength ? b : b.slice();
-        track(call({ op: "write", file, data: own, crc }, [own.buffer as ArrayBuffer]));
-        while (inFlight.length > IN_FLIGHT) await inFlight.shift()!.catch(() => {});
+        track(call({ op: "write", file, data: own, crc }, [own.buffer as ArrayBuffer]), own.length);
+        while (inFlight.length > IN_FLIGHT || (inFlightBytes > IN_FLIGHT_BYTES && inFlight.length > 1)) {
+          await settleOldest();
+        }
         if (failed) throw failed;
       },
       async finish() {
         const r = await call({ op: "finish", file });
-        await Promise.all(inFlight.splice(0)).catch(() => {});
+        await Promise.all(inFlight.splice(0).map((f) => f.reply)).catch(() => {});
+        inFlightBytes = 0;
         if (failed) throw failed;
         return { bytes: r.bytes!, crc32c: r.crc!, sha256: r.sha256!, flushedEarly: r.flushedEarly ?? 0 };
       },
       async abort() {
         inFlight.length = 0;
+        inFlightBytes = 0;
         failed ??= new ActshardError("file aborted", { kind: "internal" });
         await call({ op: "abort", file }).catch(() => {});
       },
