@@ -185,6 +185,7 @@ export class FileSink {
       await oldest.reply.catch(() => {});
     };
     const call = this.#call.bind(this);
+    const sizes = this.#sizes;
     return {
       get bytes() {
         return bytes;
@@ -195,7 +196,8 @@ export class FileSink {
         bytes += b.length;
         // Transfer whole buffers only: a view of a larger buffer is copied (transferring would detach the rest).
         const own = b.byteOffset === 0 && b.byteLength === b.buffer.byteLength ? b : b.slice();
-        track(call({ op: "write", file, data: own, crc }, [own.buffer as ArrayBuffer]), own.length);
+        const back = sizes.has(own.length); // only a buffer this sink would reuse comes back
+        track(call({ op: "write", file, data: own, crc, back }, [own.buffer as ArrayBuffer]), own.length);
         while (inFlight.length > IN_FLIGHT || (inFlightBytes > IN_FLIGHT_BYTES && inFlight.length > 1)) {
           await settleOldest();
         }

@@ -7,8 +7,8 @@
  * Messages arrive from the main thread and, for writes whose CRC the pool computed, from the pool's ports; each
  * carries `seq`, its place in the sender's order, and they are handled in that order:
  * - `{op: "open", file, path}`: create/truncate `path` as file `file`;
- * - `{op: "write", file, id, data, crc}` → `{id, input}`: append `data` (`crc` = its CRC-32C, computed here when
- *   absent); answered once written and hashed (`input` handed back for reuse);
+ * - `{op: "write", file, id, data, crc, back}` → `{id, input}`: append `data` (`crc` = its CRC-32C, computed here
+ *   when absent); answered once written and hashed (`input`: the buffer, handed back for reuse with `back`);
  * - `{op: "finish", file, id}` → `{id, bytes, crc, sha256, flushedEarly}` once the file is fsynced, hashed and
  *   closed, and holds exactly the bytes written (its size is checked: a file cut short under the writer fails
  *   here). The fsync and the hash's tail do not hold up later messages: the next shard's writes proceed
@@ -25,7 +25,7 @@ type Msg =
   & { seq: number }
   & (
     | { op: "open"; file: number; path: string }
-    | { op: "write"; file: number; id: number; data: Uint8Array; crc?: number }
+    | { op: "write"; file: number; id: number; data: Uint8Array; crc?: number; back?: boolean }
     | { op: "finish"; file: number; id: number }
     | { op: "abort"; file: number; id: number }
   );
@@ -58,7 +58,7 @@ function hashOf(o: OpenFile, file: number): Promise<{ sha256?: string; error?: s
 
 /** What a hash Worker answers: a chunk hashed (back to its sender), or a file's digest. */
 type HashReply =
-  | { op: "hashed"; id: number; data: Uint8Array }
+  | { op: "hashed"; id: number; data?: Uint8Array }
   | { op: "digest"; file: number; sha256?: string; error?: string };
 
 // deno-lint-ignore no-explicit-any
@@ -121,7 +121,11 @@ ctx.onmessage = (
     hashers.push(m.port);
     m.port.onmessage = (e: MessageEvent<HashReply>) => {
       const r = e.data;
-      if (r.op === "hashed") return ctx.postMessage({ id: r.id, input: r.data }, [r.data.buffer]);
+      if (r.op === "hashed") {
+        return r.data
+          ? ctx.postMessage({ id: r.id, input: r.data }, [r.data.buffer])
+          : ctx.postMessage({ id: r.id });
+      }
       const done = hashWaiting.get(r.file);
       hashWaiting.delete(r.file);
       done?.(r);
@@ -177,7 +181,7 @@ function handle(m: Msg): void {
       o.written += data.length;
       flushBehind(o);
       // Hashed while hot in the cache; the hash Worker's reply answers the sender (HashReply).
-      o.hasher!.postMessage({ op: "data", file: m.file, id: m.id, data }, [data.buffer]);
+      o.hasher!.postMessage({ op: "data", file: m.file, id: m.id, data, back: m.back }, [data.buffer]);
     } catch (e) {
       o.error = `writing ${o.path}: ${errorText(e)}`;
       ctx.postMessage({ id: m.id, error: o.error });
