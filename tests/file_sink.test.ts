@@ -131,7 +131,11 @@ Deno.test("FileSink: a file cut short under the sink fails its finish with one i
     await Deno.truncate(path, 100);
     const e = await f.finish().then(() => null, (e) => e);
     assert(e instanceof ActshardError && e.kind === "io", String(e));
-    assert(!e.line().includes("\n") && e.message.includes(`${path} holds 100 bytes after its fsync, 2000000 were written`), e.message);
+    assert(
+      !e.line().includes("\n") &&
+        e.message.includes(`${path} holds 100 bytes after its fsync, 2000000 were written`),
+      e.message,
+    );
   } finally {
     sink.close();
   }
