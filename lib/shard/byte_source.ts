@@ -11,17 +11,39 @@
  */
 import { ActshardError } from "../errors.ts";
 
+/**
+ * Streams whose chunks a {@link ByteSource} may hand back once it has consumed them, to be read into again
+ * (read_stream.ts registers its read Workers' streams). Only the stream's only reader may do so: a chunk handed
+ * back is detached here and overwritten there.
+ */
+export const chunkRecyclers: WeakMap<ReadableStream<Uint8Array>, (chunk: Uint8Array) => void> = new WeakMap();
+
 /** Sequential exact-length reads from a stream. */
 export class ByteSource {
   #reader: ReadableStreamDefaultReader<Uint8Array>;
   #chunks: Uint8Array[] = [];
   #avail = 0;
   #done = false;
+  #recycle: ((chunk: Uint8Array) => void) | undefined;
+  /** Consumed chunks, handed back at the next call (a view returned by the last one may still be in use). */
+  #retired: Uint8Array[] = [];
   /** Bytes consumed so far. */
   offset = 0;
 
   constructor(stream: ReadableStream<Uint8Array>, private where = "stream") {
+    this.#recycle = chunkRecyclers.get(stream);
     this.#reader = stream.getReader();
+  }
+
+  /** Hand back the chunks consumed before the current call (views into them are no longer in use then). */
+  #release(): void {
+    for (const c of this.#retired.splice(0)) this.#recycle!(new Uint8Array(c.buffer));
+  }
+
+  /** Drop the first chunk, all of it consumed. */
+  #shift(): void {
+    const c = this.#chunks.shift()!;
+    if (this.#recycle) this.#retired.push(c);
   }
 
   /** Bytes buffered and readable without awaiting. */
@@ -31,6 +53,7 @@ export class ByteSource {
 
   /** Buffer at least `n` bytes; false if the stream ends first. */
   async fill(n: number): Promise<boolean> {
+    if (this.#retired.length) this.#release();
     while (this.#avail < n && !this.#done) {
       let r;
       try {
@@ -72,12 +95,13 @@ export class ByteSource {
 
   /** Exactly `n` already-buffered bytes (call {@link fill} first). */
   take(n: number): Uint8Array {
+    if (this.#retired.length) this.#release();
     this.offset += n;
     this.#avail -= n;
     const first = this.#chunks[0];
     if (first.length >= n) {
       const out = first.subarray(0, n);
-      if (first.length === n) this.#chunks.shift();
+      if (first.length === n) this.#shift();
       else this.#chunks[0] = first.subarray(n);
       return out;
     }
@@ -88,7 +112,7 @@ export class ByteSource {
       const k = Math.min(c.length, n - o);
       out.set(c.subarray(0, k), o);
       o += k;
-      if (k === c.length) this.#chunks.shift();
+      if (k === c.length) this.#shift();
       else this.#chunks[0] = c.subarray(k);
     }
     return out;

@@ -26,9 +26,12 @@ import { join } from "node:path";
 import type { BlobStore } from "../storage/types.ts";
 import { LocalStore } from "../storage/local.ts";
 import { type Codec, codecFromName, decompressStream } from "./codecs.ts";
+import { chunkRecyclers } from "./byte_source.ts";
 
 /** Decoded chunks the Worker may have ready ahead of the reader (memory: ≈ this × 4 MiB). */
 const AHEAD = 3;
+/** read_worker.ts's chunk size: a consumed chunk of it goes back to be read into again. */
+const CHUNK_BYTES = 4 << 20;
 
 /**
  * The decompressed bytes of shard `name` of `store`, with `codec` (the reader takes it from the shard's
@@ -126,7 +129,7 @@ export class ShardReaders {
       else this.#idle.push(rw);
       ended?.();
     };
-    return new ReadableStream<Uint8Array>({
+    const stream = new ReadableStream<Uint8Array>({
       async pull(controller) {
         while (ahead.length < AHEAD) ahead.push(next());
         const r = await ahead.shift()!;
@@ -140,6 +143,13 @@ export class ShardReaders {
       },
       cancel: giveBack,
     }, { highWaterMark: 0 });
+    // Its ByteSource hands consumed chunks back; any of these Workers may read into them again.
+    chunkRecyclers.set(stream, (c) => {
+      if (c.byteLength === CHUNK_BYTES && !this.#closed) {
+        rw.w.postMessage({ op: "recycle", buf: c }, [c.buffer]);
+      }
+    });
+    return stream;
   }
 
   /** Workers started so far (each is reused by later streams once its stream ends). */

@@ -14,6 +14,13 @@
 import type { Codec } from "./codecs.ts";
 
 const CHUNK = 4 << 20;
+/**
+ * Full chunk buffers handed back by the reader once consumed (byte_source.ts's `chunkRecyclers`), read into
+ * again: no new 4 MiB buffer (zeroed, then new external memory in the reader's isolate, which sets off its GCs)
+ * per chunk. Bounded: the reader holds ≈ AHEAD + 2 chunks at a time.
+ */
+const pool: Uint8Array[] = [];
+const POOL = 6;
 
 // deno-lint-ignore no-explicit-any
 const ctx = self as any;
@@ -25,15 +32,19 @@ let queue: Promise<void> = Promise.resolve();
 async function* plain(path: string): AsyncGenerator<Uint8Array> {
   using f = await Deno.open(path, { read: true });
   for (;;) {
-    const buf = new Uint8Array(CHUNK);
+    const buf = pool.pop() ?? new Uint8Array(CHUNK);
     let n = 0;
     while (n < CHUNK) {
       const k = await f.read(buf.subarray(n));
       if (k === null) break;
       n += k;
     }
-    if (n > 0) yield n === CHUNK ? buf : buf.slice(0, n);
-    if (n < CHUNK) return;
+    if (n === CHUNK) yield buf;
+    else {
+      if (n > 0) yield buf.slice(0, n);
+      if (pool.length < POOL) pool.push(buf);
+      return;
+    }
   }
 }
 
@@ -91,7 +102,8 @@ function release(): void {
 type Msg =
   | { op: "open"; stream: number; path: string; codec: Codec }
   | { op: "pull"; stream: number }
-  | { op: "close"; stream: number };
+  | { op: "close"; stream: number }
+  | { op: "recycle"; buf: Uint8Array };
 
 ctx.onmessage = (ev: MessageEvent<Msg>) => {
   const m = ev.data;
@@ -102,5 +114,7 @@ ctx.onmessage = (ev: MessageEvent<Msg>) => {
       source: m.codec === "none" ? plain(m.path) : decompressed(m.path, m.codec),
     };
   } else if (m.op === "pull") queue = queue.then(() => pull(m.stream));
-  else if (current?.stream === m.stream) release();
+  else if (m.op === "recycle") {
+    if (m.buf.length === CHUNK && pool.length < POOL) pool.push(m.buf);
+  } else if (current?.stream === m.stream) release();
 };
