@@ -10,6 +10,7 @@
  * ```
  */
 import { ActshardError } from "../errors.ts";
+import { takeBuffer } from "../util/reusable_buffers.ts";
 
 /**
  * Streams whose chunks a {@link ByteSource} may hand back once it has consumed them, to be read into again
@@ -105,7 +106,11 @@ export class ByteSource {
       else this.#chunks[0] = first.subarray(n);
       return out;
     }
-    const out = new Uint8Array(n);
+    return this.#join(n, new Uint8Array(n));
+  }
+
+  /** The next `n` buffered bytes, spanning chunks, copied into `out`. */
+  #join(n: number, out: Uint8Array): Uint8Array {
     let o = 0;
     while (o < n) {
       const c = this.#chunks[0];
@@ -119,14 +124,21 @@ export class ByteSource {
   }
 
   /**
-   * Exactly `n` already-buffered bytes in a buffer of their own (offset 0, nothing else refers to it): the
-   * bytes joined across chunks are that already, a view into one chunk is copied. One copy either way, where
-   * `take(n).slice()` would copy a joined result twice.
+   * Exactly `n` already-buffered bytes in a buffer of their own (offset 0, nothing else refers to it; a reused
+   * one where one of that size was given back, reusable_buffers.ts): one copy, from one chunk or joined
+   * across chunks.
    */
   takeOwned(n: number): Uint8Array {
-    const spans = this.#chunks.length > 0 && this.#chunks[0].length < n;
-    const out = this.take(n);
-    return spans ? out : out.slice();
+    if (n === 0) return new Uint8Array(0);
+    const out = takeBuffer(n);
+    if (this.#chunks.length > 0 && this.#chunks[0].length < n) {
+      if (this.#retired.length) this.#release();
+      this.offset += n;
+      this.#avail -= n;
+      return this.#join(n, out);
+    }
+    out.set(this.take(n));
+    return out;
   }
 
   /** One byte, or -1 at end of stream. */

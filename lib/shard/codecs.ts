@@ -172,8 +172,10 @@ export interface CompressorOptions {
 /**
  * Sink receiving compressed bytes in file order, with their CRC-32C when already known. It owns `bytes` (it may
  * transfer the buffer to a Worker): the compressor never touches a buffer again after handing it over.
+ * `handedOver`: `bytes` is an array the compressor's caller gave up (passed through by codec none), which the
+ * sink may give on for reuse once written (reusable_buffers.ts).
  */
-export type ByteSink = (bytes: Uint8Array, crc32c?: number) => Promise<void>;
+export type ByteSink = (bytes: Uint8Array, crc32c?: number, handedOver?: boolean) => Promise<void>;
 
 /** A compressed chunk and its CRC-32C (computed in the Worker, so the writer only combines). */
 export interface Compressed {
@@ -202,7 +204,7 @@ function noneCompressor(sink: ByteSink, opts: CompressorOptions): Compressor {
   // Uncompressed bytes are only cut; a large owned buffer goes to the sink as it is (no copy).
   return new Chunker(
     opts.chunkBytes ?? SINK_CHUNK_BYTES,
-    sink,
+    (b, handedOver) => sink(b, undefined, handedOver),
     () => {},
     false,
     undefined,
@@ -250,7 +252,8 @@ class Chunker implements Compressor {
   #emitted = false;
   constructor(
     size: number,
-    private emit: (b: Uint8Array) => Promise<void>,
+    /** `handedOver`: `b` is a caller's owned buffer passed through (see `passOwned`), not a chunk of ours. */
+    private emit: (b: Uint8Array, handedOver?: boolean) => Promise<void>,
     private release: () => unknown,
     private emitEmpty = false,
     private drain: () => Promise<void> = () => Promise.resolve(),
@@ -277,7 +280,7 @@ class Chunker implements Compressor {
       await this.emit(staged);
     }
     this.#emitted = true;
-    await this.emit(chunk);
+    await this.emit(chunk, true);
   }
   async #flush(): Promise<void> {
     const st = this.#st;

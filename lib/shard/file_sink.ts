@@ -23,6 +23,7 @@
  */
 import { ActshardError } from "../errors.ts";
 import { isalUpdate } from "../util/crc32c_isal.ts";
+import { giveBuffer } from "../util/reusable_buffers.ts";
 
 /**
  * Chunks, and bytes, at the Workers before `write` waits (backpressure). 16 × 1 MiB rather than 8: chunks now
@@ -65,8 +66,12 @@ export interface SunkFile {
 
 /** One file being written through a {@link FileSink}. */
 export interface SinkFile {
-  /** Append `bytes` (ownership passes to the sink: the buffer is transferred). `crc` = its CRC-32C if known. */
-  write(bytes: Uint8Array, crc?: number): Promise<void>;
+  /**
+   * Append `bytes` (ownership passes to the sink: the buffer is transferred). `crc` = its CRC-32C if known.
+   * `handedOver`: an array its owner gave up (ShardWriter.write's `handOver`): once written and hashed it goes
+   * to reusable_buffers.ts for the reader's next arrays.
+   */
+  write(bytes: Uint8Array, crc?: number, handedOver?: boolean): Promise<void>;
   /** Bytes handed over so far. */
   readonly bytes: number;
   /** fsync and close; resolves once the file is durable. */
@@ -127,9 +132,10 @@ export class FileSink {
     this.#w.onmessage = (ev: MessageEvent<Reply>) => {
       const r = this.#waiting.get(ev.data.id)!;
       this.#waiting.delete(ev.data.id);
-      if (ev.data.input && this.#free.length < IN_FLIGHT && this.#sizes.has(ev.data.input.length)) {
-        this.#free.push(new Uint8Array(ev.data.input.buffer));
-      }
+      const input = ev.data.input;
+      if (input && this.#sizes.has(input.length)) {
+        if (this.#free.length < IN_FLIGHT) this.#free.push(new Uint8Array(input.buffer));
+      } else if (input) giveBuffer(new Uint8Array(input.buffer));
       if (ev.data.error) {
         r.err(
           new ActshardError(ev.data.error, {
@@ -190,13 +196,13 @@ export class FileSink {
       get bytes() {
         return bytes;
       },
-      async write(b: Uint8Array, crc?: number) {
+      async write(b: Uint8Array, crc?: number, handedOver?: boolean) {
         if (failed) throw failed;
         if (b.length === 0) return;
         bytes += b.length;
         // Transfer whole buffers only: a view of a larger buffer is copied (transferring would detach the rest).
         const own = b.byteOffset === 0 && b.byteLength === b.buffer.byteLength ? b : b.slice();
-        const back = sizes.has(own.length); // only a buffer this sink would reuse comes back
+        const back = sizes.has(own.length) || handedOver === true; // only a buffer to reuse comes back
         track(call({ op: "write", file, data: own, crc, back }, [own.buffer as ArrayBuffer]), own.length);
         while (inFlight.length > IN_FLIGHT || (inFlightBytes > IN_FLIGHT_BYTES && inFlight.length > 1)) {
           await settleOldest();

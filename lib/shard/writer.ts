@@ -211,7 +211,7 @@ export class ShardWriter {
     const s = new OpenShard(id, name, join(this.opts.dir, `.${name}.tmp`));
     // Hashing and write syscalls happen in the sink's Workers; this thread only encodes.
     s.out = this.#sink.open(s.tmpPath);
-    s.comp = createCompressor(this.opts.codec, (b, crc) => s.out.write(b, crc), {
+    s.comp = createCompressor(this.opts.codec, (b, crc, handedOver) => s.out.write(b, crc, handedOver), {
       ...this.#codec!.options,
       buffers: (n) => this.#sink.buffer(n),
     });

@@ -1,0 +1,43 @@
+/**
+ * Buffers of exact sizes kept for reuse, between whoever gives a buffer up and whoever needs one of that size:
+ * in the `shard` stage, the file sink gives back the activation arrays it was handed (once written and hashed)
+ * and the reader takes them for the next records' arrays (byte_source.ts's `takeOwned`). A new array is not
+ * free: its memory is zeroed, faulted in page by page (the kernel's time), and counted as new external memory
+ * of its isolate, which sets off V8's full GCs. Records of one prompt share a size (one per layer), so most
+ * come back in time for the prompt's later layers. Bounded ({@link REUSABLE_BYTES}); a buffer given here must
+ * not be used by its giver again.
+ *
+ * @example
+ * ```ts
+ * import { giveBuffer, takeBuffer } from "./reusable_buffers.ts";
+ * const a = takeBuffer(1024); // new: nothing of that size was given yet
+ * giveBuffer(a);
+ * console.log(takeBuffer(1024) === a, takeBuffer(1024) === a); // true false
+ * ```
+ */
+
+/** Bytes kept at most (beyond that a given buffer is left to the GC). */
+export const REUSABLE_BYTES = 64 << 20;
+
+const bySize = new Map<number, Uint8Array[]>();
+let kept = 0;
+
+/** A buffer of exactly `n` bytes (offset 0, the whole of its ArrayBuffer): a reused one if any, else new. */
+export function takeBuffer(n: number): Uint8Array {
+  const list = bySize.get(n);
+  const b = list?.pop();
+  if (!b) return new Uint8Array(n);
+  if (list!.length === 0) bySize.delete(n);
+  kept -= n;
+  return b;
+}
+
+/** Keep `b` (a whole ArrayBuffer, not detached) for a later {@link takeBuffer} of its size, while there is room. */
+export function giveBuffer(b: Uint8Array): void {
+  const n = b.byteLength;
+  if (n === 0 || b.byteOffset !== 0 || n !== b.buffer.byteLength || kept + n > REUSABLE_BYTES) return;
+  const list = bySize.get(n);
+  if (list) list.push(b);
+  else bySize.set(n, [b]);
+  kept += n;
+}
