@@ -87,7 +87,7 @@ Deno.test("FileSink: a CRC pool of 1 or 3 Workers gives the same file, CRC-32C a
   }
 });
 
-Deno.test("FileSink: SHA-256 by 1, 2 or 3 hash Workers reading files back (files alternating, each past 4 MiB) matches the bytes", async () => {
+Deno.test("FileSink: SHA-256 by 1, 2 or 3 hash Workers (files alternating, each past 4 MiB) matches the bytes", async () => {
   await using d = await tempDir();
   const chunk = (f: number, i: number) => new Uint8Array(700_001).map((_, j) => (f * 31 + i * 7 + j) & 255);
   for (const hashWorkers of [1, 2, 3]) {
@@ -166,5 +166,42 @@ Deno.test("FileSink: writeback of a large file starts behind the writes (flushed
     await Deno.remove(`${d.path}/aborted`);
   } finally {
     sink.close();
+  }
+});
+
+Deno.test("FileSink with its writes on the blocking pool (ACTSHARD_SINK_WRITES=pool, the default from 4 cores): same bytes, hashes, writeback, abort and size check", async () => {
+  await using d = await tempDir();
+  const before = Deno.env.get("ACTSHARD_SINK_WRITES");
+  Deno.env.set("ACTSHARD_SINK_WRITES", "pool"); // read by the sink Worker as it loads
+  const sink = new FileSink();
+  try {
+    const MiB = 1 << 20;
+    const want = new Uint8Array(40 * MiB + 12345).map((_, i) => (i * 2654435761) >>> 27);
+    const f = sink.open(`${d.path}/big`);
+    for (let o = 0; o < want.length; o += MiB) await f.write(want.slice(o, Math.min(want.length, o + MiB)));
+    const g = sink.open(`${d.path}/aborted`);
+    for (let i = 0; i < 5; i++) await g.write(want.slice(i * MiB, (i + 1) * MiB));
+    await g.abort();
+    const r = await f.finish();
+    const got = await Deno.readFile(`${d.path}/big`);
+    assert(got.length === want.length && got.every((v, i) => v === want[i]), "file bytes differ");
+    assertEquals(r, {
+      bytes: want.length,
+      crc32c: crc32c(want),
+      sha256: await sha256Hex(want),
+      flushedEarly: 32 * MiB,
+    });
+    const cut = sink.open(`${d.path}/cut`);
+    await cut.write(new Uint8Array(300_000).fill(1));
+    for (let t = 0; t < 100 && (await Deno.stat(`${d.path}/cut`)).size < 300_000; t++) {
+      await new Promise((ok) => setTimeout(ok, 20));
+    }
+    await Deno.truncate(`${d.path}/cut`, 10);
+    const e = await cut.finish().then(() => null, (e) => e);
+    assert(e instanceof ActshardError && e.message.includes("holds 10 bytes after its fsync"), String(e));
+  } finally {
+    sink.close();
+    if (before === undefined) Deno.env.delete("ACTSHARD_SINK_WRITES");
+    else Deno.env.set("ACTSHARD_SINK_WRITES", before);
   }
 });

@@ -33,6 +33,8 @@ type Msg =
 interface OpenFile {
   f: Deno.FsFile;
   path: string;
+  /** Writes on the blocking pool, in order ({@link WRITES_ON_THIS_THREAD} false); else always settled. */
+  writes: Promise<void>;
   /** The hash Worker of this file; `written`: bytes whose write has returned. */
   hasher: MessagePort | null;
   written: number;
@@ -74,14 +76,28 @@ const errorText = (e: unknown) => e instanceof Error ? e.message : String(e);
 const WRITE_BYTES = 1 << 20;
 
 /**
- * Write all of `b`, on this thread: the syscalls block this Worker, which has nothing else to do meanwhile (its
- * messages wait in order). Deno's async writes ran them on the blocking pool instead, a thread hop per write:
- * the `shard` stage, pickle → none, measured 689–737 → 763–818 MB/s and 2.2–2.4 → 2.0–2.15 CPU-s/GB in
- * alternating reps; the extract ceiling the same within noise (its io share moves into the sink's).
+ * Where the write syscalls run. On this Worker's own thread (`writeSync`: it blocks, with nothing else to do
+ * meanwhile; its messages wait in order) where there are fewer than 4 cores: there the CPU per GB decides, and
+ * the blocking pool's thread hop per write cost ≈ 0.15 s/GB (the `shard` stage, pickle → none, 2 cores:
+ * 689–737 → 763–818 MB/s and 2.2–2.4 → 2.0–2.15 CPU-s/GB in alternating reps). With more cores the writes go
+ * to Deno's blocking pool, so that this thread's ordering and the kernel's copies (≈ 0.3 s/GB) run in parallel:
+ * the busiest serial stage of a writer is then ≈ 0.2–0.25 s/GB shorter (the ceiling's modelled cap for none
+ * ≈ 2.4 GB/s rather than ≈ 2.1). `ACTSHARD_SINK_WRITES=thread|pool` chooses (as the benches do to compare).
  */
+const WRITES_ON_THIS_THREAD = ((): boolean => {
+  const v = Deno.env.get("ACTSHARD_SINK_WRITES");
+  if (v === "thread" || v === "pool") return v === "thread";
+  return (navigator.hardwareConcurrency ?? 1) < 4;
+})();
+
 function writeAllSync(f: Deno.FsFile, b: Uint8Array): void {
   let o = 0;
   while (o < b.length) o += f.writeSync(b.subarray(o, Math.min(b.length, o + WRITE_BYTES)));
+}
+
+async function writeAll(f: Deno.FsFile, b: Uint8Array): Promise<void> {
+  let o = 0;
+  while (o < b.length) o += await f.write(b.subarray(o, Math.min(b.length, o + WRITE_BYTES)));
 }
 
 /**
@@ -138,6 +154,7 @@ function handle(m: Msg): void {
     const o: OpenFile = {
       f: null as unknown as Deno.FsFile,
       path: m.path,
+      writes: Promise.resolve(),
       hasher: null,
       written: 0,
       cache: null,
@@ -167,7 +184,7 @@ function handle(m: Msg): void {
       o?.hasher?.postMessage({ op: "abort", file: m.file });
       ctx.postMessage({ id: m.id });
     };
-    return close();
+    return void (o ? o.writes.then(close, close) : close());
   }
   if (!o) return ctx.postMessage({ id: m.id, error: `file ${m.file} is not open` });
   if (o.error) return ctx.postMessage({ id: m.id, error: o.error });
@@ -177,11 +194,21 @@ function handle(m: Msg): void {
       o.crc = crc32cCombine(o.crc, m.crc ?? crc32c(m.data), m.data.length);
       o.bytes += m.data.length;
       const data = m.data;
-      writeAllSync(o.f, data);
-      o.written += data.length;
-      flushBehind(o);
-      // Hashed while hot in the cache; the hash Worker's reply answers the sender (HashReply).
-      o.hasher!.postMessage({ op: "data", file: m.file, id: m.id, data, back: m.back }, [data.buffer]);
+      const written = () => {
+        o.written += data.length;
+        flushBehind(o);
+        // Hashed while hot in the cache; the hash Worker's reply answers the sender (HashReply).
+        o.hasher!.postMessage({ op: "data", file: m.file, id: m.id, data, back: m.back }, [data.buffer]);
+      };
+      if (WRITES_ON_THIS_THREAD) {
+        writeAllSync(o.f, data);
+        written();
+      } else {
+        o.writes = o.writes.then(() => writeAll(o.f, data)).then(written, (e) => {
+          o.error ??= `writing ${o.path}: ${errorText(e)}`;
+          ctx.postMessage({ id: m.id, error: o.error });
+        });
+      }
     } catch (e) {
       o.error = `writing ${o.path}: ${errorText(e)}`;
       ctx.postMessage({ id: m.id, error: o.error });
@@ -189,9 +216,10 @@ function handle(m: Msg): void {
     return;
   }
   files.delete(m.file);
-  // fsync (on Deno's blocking pool) and the hash's tail run together; the next file's writes go on meanwhile.
+  // fsync (on Deno's blocking pool) and the hash's tail run together, once the last write has returned; the
+  // next file's writes go on meanwhile.
   const file = m.file;
-  (async () => {
+  o.writes.then(async () => {
     if (o.error) throw new Error(o.error);
     const [, h] = await Promise.all([o.f.sync(), hashOf(o, file)]);
     // The hash covers the bytes handed to write(); the file must hold exactly those (not changed under us).
@@ -202,7 +230,7 @@ function handle(m: Msg): void {
       throw new Error(o.error);
     }
     return h;
-  })().then(
+  }).then(
     (h) => {
       o.f.close();
       // Durable and hashed: its pages go back (page_cache.ts says why; an upload or verify reads from disk).
