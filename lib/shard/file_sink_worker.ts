@@ -78,11 +78,13 @@ const WRITE_BYTES = 1 << 20;
 /**
  * Where the write syscalls run. On this Worker's own thread (`writeSync`: it blocks, with nothing else to do
  * meanwhile; its messages wait in order) where there are fewer than 4 cores: there the CPU per GB decides, and
- * the blocking pool's thread hop per write cost ≈ 0.15 s/GB (the `shard` stage, pickle → none, 2 cores:
- * 689–737 → 763–818 MB/s and 2.2–2.4 → 2.0–2.15 CPU-s/GB in alternating reps). With more cores the writes go
- * to Deno's blocking pool, so that this thread's ordering and the kernel's copies (≈ 0.3 s/GB) run in parallel:
- * the busiest serial stage of a writer is then ≈ 0.2–0.25 s/GB shorter (the ceiling's modelled cap for none
- * ≈ 2.4 GB/s rather than ≈ 2.1). `ACTSHARD_SINK_WRITES=thread|pool` chooses (as the benches do to compare).
+ * the blocking pool's thread hop per write costs ≈ 0.2–0.3 CPU-s/GB. Measured on 2 cores, alternating: the
+ * extract ceiling, pickle/none/float32, 1134–1137 MB/s at 1.42–1.50 CPU-s/GB here against 926–952 at
+ * 1.72–1.76 on the pool; the `shard` stage, pickle → none, 763–818 against 689–737 MB/s. With more cores the
+ * writes go to Deno's blocking pool, so that this thread's ordering and the kernel's copies run in parallel:
+ * this thread then carries 0.31–0.33 s/GB instead of 0.42–0.43, and a writer's busiest serial stage is a hash
+ * Worker's (≈ 0.35 over many shards): a cap of ≈ 2.9 GB/s rather than ≈ 2.3. `ACTSHARD_SINK_WRITES=thread|pool`
+ * chooses.
  */
 const WRITES_ON_THIS_THREAD = ((): boolean => {
   const v = Deno.env.get("ACTSHARD_SINK_WRITES");
