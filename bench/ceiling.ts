@@ -277,10 +277,10 @@ export async function run(): Promise<void> {
       } GB of float32 ` +
         `activations (14 layers × hidden ${HIDDEN}, batch ${BATCH}) per case, ${REPS} reps [min–max]; ` +
         `MB/s and CPU-s are per GB of float32 in; the profile splits CPU-s/GB by thread: main (records, ` +
-        `encoding), sink (file Worker: ordering, CRC-32C, writes), crc (the JS CRC-32C pool, where ISA-L does ` +
-        `not load), hash (the SHA-256 Workers, reading shards back), conv (the float16/bfloat16 conversion ` +
+        `encoding), sink (file Worker: ordering, CRC-32C; the write syscalls below 4 cores), crc (the JS CRC-32C pool, where ISA-L does ` +
+        `not load), hash (the SHA-256 Workers, each written chunk), conv (the float16/bfloat16 conversion ` +
         `Workers), codec (libzstd's ` +
-        `threads, or the node:zlib zstd Worker; gzip Workers), io (Deno's blocking pool: write syscalls, ` +
+        `threads, or the node:zlib zstd Worker; gzip Workers), io (Deno's blocking pool: write syscalls from 4 cores, ` +
         `fsync, libzstd calls), v8 (GC, JIT)`,
     );
     const rows: [string, string, string][] = [];
