@@ -23,7 +23,18 @@ import { ActshardError } from "../errors.ts";
 import { openStore } from "../storage/open.ts";
 import type { BlobStore, ObjectInfo } from "../storage/types.ts";
 import { parseWorkerDirName, workerDirName } from "./work_split.ts";
-import { diffFingerprints } from "./fingerprint.ts";
+import {
+  checkComplete,
+  checkConfigs,
+  checkRanges,
+  checkSet,
+  checkShardsPresent,
+  type FoundWorker,
+  parentOf,
+  PER_WORKER_KEYS,
+  trimSlash,
+  workerRange,
+} from "./merge_checks.ts";
 import {
   type DatasetMetadata,
   METADATA_NAME,
@@ -60,23 +71,6 @@ export interface MergedWorker {
 /** What the merge needs of a remote root: GcsStore's small-object write. */
 interface WritableRoot {
   writeSmall(name: string, data: Uint8Array): Promise<unknown>;
-}
-
-/** Config keys that legitimately differ between the workers of one run. */
-const PER_WORKER_KEYS = ["worker_index", "n_prompts"];
-
-/** A worker found in the sources. */
-interface FoundWorker {
-  name: string;
-  index: number;
-  count: number;
-  /** The store holding the worker's files, and the worker's prefix within it ("" or "worker-…/"). */
-  store: BlobStore;
-  prefix: string;
-  /** The worker directory's own location (for messages and copies). */
-  url: string;
-  /** Objects of the worker, names relative to the worker directory. */
-  objects: Map<string, ObjectInfo>;
 }
 
 /**
@@ -177,143 +171,6 @@ async function findWorkers(src: string): Promise<FoundWorker[]> {
     });
   }
   return out;
-}
-
-/** All N of N present once, one N. Returns the workers in index order. */
-function checkSet(found: FoundWorker[]): FoundWorker[] {
-  const counts = [...new Set(found.map((w) => w.count))];
-  if (counts.length > 1) {
-    throw new ActshardError(`workers of different runs: worker counts ${counts.join(" and ")}`, {
-      where: found.map((w) => w.url).join(", "),
-      hint: "merge the workers of one run (one --num_workers) at a time",
-    });
-  }
-  const n = counts[0];
-  const byIndex = new Map<number, FoundWorker>();
-  for (const w of found) {
-    const prev = byIndex.get(w.index);
-    if (prev && prev.url !== w.url) {
-      throw new ActshardError(`worker ${w.name} was given twice`, {
-        where: `${prev.url}, ${w.url}`,
-        hint: "give each worker's output once",
-      });
-    }
-    byIndex.set(w.index, w);
-  }
-  const missing: string[] = [];
-  for (let i = 0; i < n; i++) if (!byIndex.has(i)) missing.push(workerDirName(i, n));
-  for (const w of found) {
-    if (!w.objects.has(METADATA_NAME)) missing.push(`${w.name} (no metadata.json)`);
-  }
-  if (missing.length) {
-    throw new ActshardError(
-      `cannot merge: ${missing.length} of ${n} workers missing: ${missing.join(", ")}`,
-      {
-        where: [...new Set(found.map((w) => parentOf(w.url)))].join(", "),
-        hint: "wait for (or rerun) those workers; the merge writes nothing until all are complete",
-      },
-    );
-  }
-  return [...byIndex.values()].sort((a, b) => a.index - b.index);
-}
-
-function checkComplete(workers: FoundWorker[], metas: DatasetMetadata[]): void {
-  const bad = workers.flatMap((w, i) =>
-    metas[i].status === "complete"
-      ? []
-      : [`${w.name} (status ${metas[i].status ?? "unset"}, ${metas[i].shards.length} shards so far)`]
-  );
-  if (bad.length) {
-    throw new ActshardError(
-      `cannot merge: ${bad.length} of ${workers.length} workers not complete: ${bad.join(", ")}`,
-      {
-        where: parentOf(workers[0].url),
-        hint: "rerun those workers (same command and worker index) until they finish; then merge again",
-      },
-    );
-  }
-}
-
-function checkConfigs(workers: FoundWorker[], metas: DatasetMetadata[]): void {
-  const strip = (c: Record<string, unknown>) =>
-    Object.fromEntries(Object.entries(c ?? {}).filter(([k]) => !PER_WORKER_KEYS.includes(k)));
-  const ref = strip(metas[0].config);
-  const problems: string[] = [];
-  workers.forEach((w, i) => {
-    const c = metas[i].config ?? {};
-    if (c.worker_index !== undefined && c.worker_index !== w.index) {
-      problems.push(`${w.name} says worker_index ${c.worker_index}`);
-    }
-    if (c.num_workers !== undefined && c.num_workers !== w.count) {
-      problems.push(`${w.name} says num_workers ${c.num_workers}`);
-    }
-    if (i === 0) return;
-    const d = diffFingerprints(ref, strip(c));
-    if (d.length) {
-      problems.push(`${w.name} differs from ${workers[0].name} in ${d.map((x) => x.key).join(", ")}`);
-    }
-  });
-  if (problems.length) {
-    throw new ActshardError(`cannot merge: workers of different runs: ${problems.join("; ")}`, {
-      where: parentOf(workers[0].url),
-      hint: "every worker must run the same command (only the worker index differs)",
-    });
-  }
-}
-
-function checkShardsPresent(workers: FoundWorker[], metas: DatasetMetadata[]): void {
-  const bad: string[] = [];
-  workers.forEach((w, i) => {
-    for (const s of metas[i].shards) {
-      const loc = shardLocation(s);
-      const o = w.objects.get(loc);
-      if (!o) bad.push(`${w.name}/${loc} missing`);
-      else if (typeof s.bytes === "number" && o.size !== s.bytes) {
-        bad.push(`${w.name}/${loc} has ${o.size} bytes, metadata says ${s.bytes}`);
-      }
-    }
-  });
-  if (bad.length) {
-    throw new ActshardError(
-      `cannot merge: shards listed in worker metadata are not there: ${bad.slice(0, 5).join(", ")}${
-        bad.length > 5 ? `, … (${bad.length} in all)` : ""
-      }`,
-      {
-        where: parentOf(workers[0].url),
-        kind: "data",
-        hint: "run `deno task verify` on those workers, then rerun them",
-      },
-    );
-  }
-}
-
-/** Worker sample ranges must not overlap (the split is contiguous); overlap would duplicate records. */
-function checkRanges(workers: FoundWorker[], metas: DatasetMetadata[]): void {
-  const ranges = workers.map((w, i) => ({ w, ...workerRange(metas[i].shards) }));
-  const withData = ranges.filter((r) => r.min !== null).sort((a, b) => a.min! - b.min!);
-  for (let i = 1; i < withData.length; i++) {
-    if (withData[i].min! <= withData[i - 1].max!) {
-      throw new ActshardError(
-        `cannot merge: ${withData[i - 1].w.name} and ${withData[i].w.name} both hold samples ` +
-          `${withData[i].min}..${Math.min(withData[i].max!, withData[i - 1].max!)}`,
-        { where: parentOf(workers[0].url), kind: "data", hint: "the workers did not split one prompt list" },
-      );
-    }
-  }
-}
-
-function workerRange(shards: ShardEntry[]): { min: number | null; max: number | null } {
-  let min: number | null = null;
-  let max: number | null = null;
-  for (const s of shards) {
-    if (typeof s.sample_idx_min === "number") {
-      min = min === null ? s.sample_idx_min : Math.min(min, s.sample_idx_min);
-    }
-    if (typeof s.sample_idx_max === "number") {
-      max = max === null ? s.sample_idx_max : Math.max(max, s.sample_idx_max);
-    }
-  }
-  return { min, max };
 }
 
 /** The root metadata: seed fields, every worker's shards with root-relative paths, and `workers`. */
@@ -451,17 +308,8 @@ function sub(w: FoundWorker): BlobStore {
   };
 }
 
-function trimSlash(u: string): string {
-  return u.length > 1 ? u.replace(/\/+$/, "") : u;
-}
 function joinUrl(base: string, name: string): string {
   return base.startsWith("gs://") ? `${trimSlash(base)}/${name}` : join(base, name);
-}
-function parentOf(u: string): string {
-  const t = trimSlash(u);
-  if (t.startsWith("gs://")) return t.slice(0, t.lastIndexOf("/"));
-  const i = t.lastIndexOf("/");
-  return i < 0 ? "" : dirname(t);
 }
 function normalize(u: string): string {
   return u.startsWith("gs://") ? trimSlash(u) : resolve(u);
