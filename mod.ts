@@ -89,7 +89,7 @@ export {
   uploadDataset,
   type UploadDatasetOptions,
   type UploadReport,
-} from "./lib/pipeline/shard_uploader.ts";
+} from "./lib/pipeline/upload_dataset.ts";
 
 // The extract job (scale-out is its num_workers/worker_index config; the work split itself is internal).
 export { type ExtractConfig, parseExtractFlags } from "./lib/cli/extract_flags.ts";

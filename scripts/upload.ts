@@ -8,7 +8,7 @@ import { runCli } from "../lib/cli/run.ts";
 import { GCS_HELP, numberFlag, parseFlags } from "../lib/cli/flags.ts";
 import { applyGcsNetworkFlags, GCS_NETWORK_FLAGS } from "../lib/cli/gcs_flags.ts";
 import { usageError } from "../lib/errors.ts";
-import { uploadDataset } from "../lib/pipeline/shard_uploader.ts";
+import { uploadDataset } from "../lib/pipeline/upload_dataset.ts";
 import { clearPrefix, prefixGuard } from "../lib/pipeline/gcs_prefix_guard.ts";
 import { lockOutputDir } from "../lib/pipeline/lock.ts";
 

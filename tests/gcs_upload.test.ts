@@ -2,7 +2,8 @@
 import { join } from "node:path";
 import { startGcsEmulator } from "../lib/storage/gcs_emulator/server.ts";
 import { GcsStore, parseGsUrl } from "../lib/storage/gcs.ts";
-import { ShardUploader, uploadDataset } from "../lib/pipeline/shard_uploader.ts";
+import { ShardUploader } from "../lib/pipeline/shard_uploader.ts";
+import { uploadDataset } from "../lib/pipeline/upload_dataset.ts";
 import { ShardWriter } from "../lib/shard/writer.ts";
 import { type DatasetMetadata, readMetadata } from "../lib/shard/metadata.ts";
 import { verifyDataset } from "../lib/shard/verify.ts";

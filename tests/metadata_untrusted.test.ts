@@ -16,7 +16,7 @@ import { isShardLocation } from "../lib/shard/metadata_check.ts";
 import { mergeDatasets } from "../lib/pipeline/merge.ts";
 import { verifyDataset } from "../lib/shard/verify.ts";
 import { Dataset } from "../lib/shard/reader.ts";
-import { uploadDataset } from "../lib/pipeline/shard_uploader.ts";
+import { uploadDataset } from "../lib/pipeline/upload_dataset.ts";
 import { GcsStore } from "../lib/storage/gcs.ts";
 import { openStore } from "../lib/storage/open.ts";
 import { LocalStore } from "../lib/storage/local.ts";

@@ -15,7 +15,7 @@ import { createHash } from "node:crypto";
 import { main as verifyMain } from "../scripts/verify.ts";
 import type { ShardFormat } from "../lib/shard/writer.ts";
 import type { Codec } from "../lib/shard/codecs.ts";
-import { uploadDataset } from "../lib/pipeline/shard_uploader.ts";
+import { uploadDataset } from "../lib/pipeline/upload_dataset.ts";
 import { GcsStore } from "../lib/storage/gcs.ts";
 import { startGcsEmulator } from "../lib/storage/gcs_emulator/server.ts";
 
