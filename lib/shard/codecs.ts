@@ -4,7 +4,7 @@
  * choices), {@link codecSuffix} and file-name parsing ({@link codecFromName}) all derive from it. Compression is
  * chunked so memory never depends on shard size:
  * - gzip: the payload is cut into fixed-size chunks, each compressed as an independent gzip member in a pool of
- *   Workers (so every core works); members are written in order. A multi-member file is plain gzip (RFC 1952):
+ *   Workers (gzip_pool.ts; so every core works); members are written in order. A multi-member file is plain gzip (RFC 1952):
  *   Python's `gzip.open`, `gunzip` and node:zlib read it as one stream. Headers carry mtime 0: deterministic.
  * - zstd: one zstd frame per shard, compressed by libzstd's threads (zstd_mt.ts) or, where libzstd cannot be
  *   loaded, streamed through node:zlib in a Worker (zstd_stream.ts picks), so every zstd reader reads it
@@ -23,8 +23,7 @@
 import type { Transform } from "node:stream";
 import { createGunzip, createZstdDecompress } from "node:zlib";
 import { ActshardError } from "../errors.ts";
-import { type CompressEngine, compressMember } from "./gzip_member.ts";
-import { crc32c } from "../util/crc32c.ts";
+import { GzipWorkers, OrderedGzip } from "./gzip_pool.ts";
 import { openZstdEngine, type ZstdEngine } from "./zstd_stream.ts";
 import { zlibStream } from "./zlib_stream.ts";
 import { type Stage, stageBytes } from "./staging.ts";
@@ -177,14 +176,6 @@ export interface CompressorOptions {
  */
 export type ByteSink = (bytes: Uint8Array, crc32c?: number, handedOver?: boolean) => Promise<void>;
 
-/** A compressed chunk and its CRC-32C (computed in the Worker, so the writer only combines). */
-export interface Compressed {
-  /** The compressed bytes. */
-  out: Uint8Array;
-  /** CRC-32C of `out`. */
-  crc: number;
-}
-
 /** A compressor for `codec` writing into `sink`. */
 export function createCompressor(codec: Codec, sink: ByteSink, opts: CompressorOptions = {}): Compressor {
   return codecSpec(codec).compressor(sink, opts);
@@ -300,104 +291,6 @@ class Chunker implements Compressor {
   }
   abort(): void {
     this.release();
-  }
-}
-
-/**
- * A pool of gzip Workers compressing independent members. Share one across shards (creating Workers costs
- * tens of ms); `close` terminates them.
- */
-export class GzipWorkers {
-  #workers: Worker[] = [];
-  #idle: Worker[] = [];
-  #waiting: (() => void)[] = [];
-  #nextId = 0;
-  #free: Uint8Array[] = [];
-  #resolvers = new Map<number, { ok: (b: Compressed) => void; err: (e: unknown) => void }>();
-
-  /** Start `size` Workers (0: compress on the calling thread) at gzip `level` with `engine`. */
-  constructor(
-    readonly size: number,
-    readonly level = 6,
-    readonly engine: CompressEngine = "zlib-rle",
-  ) {
-    for (let i = 0; i < size; i++) {
-      const w = new Worker(new URL("./gzip_worker.ts", import.meta.url), { type: "module" });
-      w.onmessage = (
-        ev: MessageEvent<{ id: number; out?: Uint8Array; crc?: number; input?: Uint8Array; error?: string }>,
-      ) => {
-        const r = this.#resolvers.get(ev.data.id)!;
-        if (ev.data.input && this.#free.length < this.size + 2) {
-          this.#free.push(new Uint8Array(ev.data.input.buffer));
-        }
-        this.#resolvers.delete(ev.data.id);
-        this.#idle.push(w);
-        this.#waiting.shift()?.();
-        if (ev.data.out) r.ok({ out: ev.data.out, crc: ev.data.crc! });
-        else r.err(new ActshardError(`gzip worker failed: ${ev.data.error}`, { kind: "internal" }));
-      };
-      this.#workers.push(w);
-      this.#idle.push(w);
-    }
-  }
-
-  /** A chunk buffer of `size` bytes: a recycled one when available (inputs come back from the Workers). */
-  buffer(size: number): Uint8Array {
-    const i = this.#free.findIndex((b) => b.length === size);
-    return i >= 0 ? this.#free.splice(i, 1)[0] : new Uint8Array(size);
-  }
-
-  /** Compress one member/frame (on this thread when the pool has no workers). Takes ownership of `chunk`. */
-  async compress(chunk: Uint8Array): Promise<Compressed> {
-    if (this.size === 0) {
-      const out = compressMember(chunk, this.level, this.engine);
-      return { out, crc: crc32c(out) };
-    }
-    while (this.#idle.length === 0) await new Promise<void>((r) => this.#waiting.push(r));
-    const w = this.#idle.pop()!;
-    const id = this.#nextId++;
-    const p = new Promise<Compressed>((ok, err) => this.#resolvers.set(id, { ok, err }));
-    w.postMessage({ id, data: chunk, level: this.level, engine: this.engine }, [chunk.buffer]);
-    return p;
-  }
-
-  /** Terminate the Workers. */
-  close(): void {
-    for (const w of this.#workers) w.terminate();
-    this.#workers = [];
-    this.#idle = [];
-  }
-}
-
-/** Ordered writer over a {@link GzipWorkers}: at most `size + 1` members in flight (bounded memory). */
-class OrderedGzip {
-  #pending: Promise<void>[] = [];
-  #chain: Promise<void> = Promise.resolve();
-  #failed: unknown = null;
-
-  constructor(private pool: GzipWorkers, private sink: ByteSink) {}
-
-  async submit(chunk: Uint8Array): Promise<void> {
-    if (this.#failed) throw this.#failed;
-    const p = this.pool.compress(chunk);
-    p.catch(() => {});
-    // Outputs are written strictly in submission order.
-    this.#chain = this.#chain.then(async () => {
-      const r = await p;
-      // The sink owns the output from here (a Worker sink takes its buffer by transfer, which also frees it
-      // from this thread at once rather than at the next GC).
-      await this.sink(r.out, r.crc);
-    }).catch((e) => {
-      this.#failed ??= e;
-    });
-    this.#pending.push(this.#chain);
-    if (this.#pending.length > Math.max(1, this.pool.size)) await this.#pending.shift();
-  }
-
-  async drain(): Promise<void> {
-    await this.#chain;
-    this.#pending = [];
-    if (this.#failed) throw this.#failed;
   }
 }
 
