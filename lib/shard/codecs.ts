@@ -4,8 +4,9 @@
  * choices), {@link codecSuffix} and file-name parsing ({@link codecFromName}) all derive from it. Compression is
  * chunked so memory never depends on shard size:
  * - gzip: the payload is cut into fixed-size chunks, each compressed as an independent gzip member in a pool of
- *   Workers (gzip_pool.ts; so every core works); members are written in order. A multi-member file is plain gzip (RFC 1952):
- *   Python's `gzip.open`, `gunzip` and node:zlib read it as one stream. Headers carry mtime 0: deterministic.
+ *   Workers (gzip_pool.ts; so every core works); members are written in order. A multi-member file is plain
+ *   gzip (RFC 1952): Python's `gzip.open`, `gunzip` and node:zlib read it as one stream. Headers carry mtime 0:
+ *   deterministic.
  * - zstd: one zstd frame per shard, compressed by libzstd's threads (zstd_mt.ts) or, where libzstd cannot be
  *   loaded, streamed through node:zlib in a Worker (zstd_stream.ts picks), so every zstd reader reads it
  *   (python-zstandard's stream_reader stops after the first frame by default).
