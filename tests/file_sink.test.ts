@@ -4,6 +4,10 @@ import { sha256Hex } from "./_shard_fixtures.ts";
 import { FileSink } from "../lib/shard/file_sink.ts";
 import { crc32c } from "../lib/util/crc32c.ts";
 import { ActshardError } from "../lib/errors.ts";
+import { directWritesWork, withEnv } from "./_direct_io.ts";
+
+/** Whether the sink's default writes go around the page cache in this machine's temporary directory. */
+const DIRECT_HERE = await directWritesWork();
 
 Deno.test("FileSink: bytes, CRC-32C and SHA-256 of what it wrote (known CRCs combined, views copied), two files at once", async () => {
   await using d = await tempDir();
@@ -29,12 +33,14 @@ Deno.test("FileSink: bytes, CRC-32C and SHA-256 of what it wrote (known CRCs com
       crc32c: crc32c(bytesA),
       sha256: await sha256Hex(bytesA),
       flushedEarly: 0, // under 32 MiB: no early writeback
+      direct: DIRECT_HERE,
     });
     assertEquals(fb, {
       bytes: 400,
       crc32c: crc32c(bytesB),
       sha256: await sha256Hex(bytesB),
       flushedEarly: 0,
+      direct: DIRECT_HERE,
     });
     let o = 0;
     for (const p of parts) {
@@ -80,6 +86,7 @@ Deno.test("FileSink: a CRC pool of 1 or 3 Workers gives the same file, CRC-32C a
         crc32c: crc32c(want),
         sha256: await sha256Hex(want),
         flushedEarly: 0,
+        direct: DIRECT_HERE,
       });
     } finally {
       sink.close();
@@ -94,7 +101,7 @@ Deno.test("FileSink: SHA-256 by 1, 2 or 3 hash Workers (files alternating, each 
     const sink = new FileSink({ hashWorkers });
     try {
       const files = [0, 1, 2, 3].map((f) => ({ f, out: sink.open(`${d.path}/h${hashWorkers}-${f}`) }));
-      const done: Promise<{ bytes: number; crc32c: number; sha256: string; flushedEarly: number }>[] = [];
+      const done: ReturnType<typeof files[0]["out"]["finish"]>[] = [];
       for (const { f, out } of files) {
         // Files 0 and 1 interleave; the rest one after another, each finished while the next is written.
         const n = 8 + f; // 5.6–7.7 MB each, files alternating between the hash Workers
@@ -109,6 +116,7 @@ Deno.test("FileSink: SHA-256 by 1, 2 or 3 hash Workers (files alternating, each 
           crc32c: crc32c(bytes),
           sha256: await sha256Hex(bytes),
           flushedEarly: 0,
+          direct: DIRECT_HERE,
         });
       }
     } finally {
@@ -117,32 +125,107 @@ Deno.test("FileSink: SHA-256 by 1, 2 or 3 hash Workers (files alternating, each 
   }
 });
 
-Deno.test("FileSink: a file cut short under the sink fails its finish with one io error (its size is checked)", async () => {
+for (const mode of ["direct", "thread"]) {
+  Deno.test(`FileSink (${mode} writes): a file cut short under the sink fails its finish with one io error (its size is checked)`, async () => {
+    await using d = await tempDir();
+    await using _env = withEnv("ACTSHARD_SINK_WRITES", mode); // read by the sink Worker as it loads
+    const sink = new FileSink();
+    try {
+      const path = `${d.path}/cut`;
+      const f = sink.open(path);
+      // 4 MiB: two whole staging slots where the writes go around the page cache, so some land before the finish
+      for (let i = 0; i < 4; i++) await f.write(new Uint8Array(1 << 20).fill(i));
+      // Let the writes land (all of them: a direct write still in flight would lengthen the file again), then
+      // cut the file: the hash covers the bytes written, the size check the file. (Up to 10 s: the sink Worker
+      // may still be loading, type-checked under `deno test`.)
+      for (let t = 0; t < 500 && (await Deno.stat(path).catch(() => ({ size: 0 }))).size < 4 << 20; t++) {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      await Deno.truncate(path, 100);
+      const e = await f.finish().then(() => null, (e) => e);
+      assert(e instanceof ActshardError && e.kind === "io", String(e));
+      assert(
+        !e.line().includes("\n") &&
+          e.message.includes(`${path} holds 100 bytes after its fsync, 4194304 were written`),
+        e.message,
+      );
+    } finally {
+      sink.close();
+    }
+  });
+
+  Deno.test(`FileSink (${mode} writes): a full disk fails the file with one io error that says so (ENOSPC, /dev/full)`, async () => {
+    await using _env = withEnv("ACTSHARD_SINK_WRITES", mode);
+    const sink = new FileSink();
+    try {
+      const f = sink.open("/dev/full");
+      const e = await (async () => {
+        for (let i = 0; i < 8; i++) await f.write(new Uint8Array(1 << 20).fill(i));
+        await f.finish();
+      })().then(() => null, (e) => e);
+      assert(e instanceof ActshardError && e.kind === "io", String(e));
+      assert(!e.line().includes("\n") && /No space left on device/.test(e.message), e.message);
+      assert(e.message.includes("/dev/full"), e.message);
+    } finally {
+      sink.close();
+    }
+  });
+}
+
+Deno.test("FileSink: by default on Linux the writes go around the page cache (O_DIRECT) where the filesystem takes it; same bytes and hashes, an odd tail truncated, an abort mid-file closes cleanly", async () => {
   await using d = await tempDir();
+  const fs = await filesystemType(d.path);
+  if (Deno.build.os === "linux" && ["ext2/ext3", "xfs", "btrfs"].includes(fs ?? "")) {
+    assert(DIRECT_HERE, `direct writes refused on ${fs}`); // these take O_DIRECT: the default must use it
+  }
   const sink = new FileSink();
   try {
-    const path = `${d.path}/cut`;
-    const f = sink.open(path);
-    for (let i = 0; i < 4; i++) await f.write(new Uint8Array(500_000).fill(i));
-    // Let the writes land, then cut the file: the hash covers the bytes written, the size check the file.
-    for (let t = 0; t < 100 && (await Deno.stat(path).catch(() => ({ size: 0 }))).size < 2_000_000; t++) {
-      await new Promise((r) => setTimeout(r, 20));
+    const MiB = 1 << 20;
+    const want = new Uint8Array(37 * MiB + 4097).map((_, i) => (i * 2654435761) >>> 27);
+    const g = sink.open(`${d.path}/aborted`);
+    for (let i = 0; i < 9; i++) await g.write(want.slice(i * MiB, (i + 1) * MiB));
+    await g.abort(); // resolves once the direct writes in flight returned and the file is closed
+    await Deno.remove(`${d.path}/aborted`);
+    for (const name of ["a", "b"]) { // the second file reuses the first's staging
+      const f = sink.open(`${d.path}/${name}`);
+      for (let o = 0; o < want.length; o += 3 * MiB + 17) {
+        await f.write(want.slice(o, Math.min(want.length, o + 3 * MiB + 17)));
+      }
+      const r = await f.finish();
+      const got = await Deno.readFile(`${d.path}/${name}`);
+      assertEquals(got.length, want.length);
+      assertEquals(await sha256Hex(got), await sha256Hex(want), "file bytes differ");
+      assertEquals(r, {
+        bytes: want.length,
+        crc32c: crc32c(want),
+        sha256: await sha256Hex(want),
+        flushedEarly: 0, // no writeback to start: nothing went through the page cache
+        direct: DIRECT_HERE,
+      });
     }
-    await Deno.truncate(path, 100);
-    const e = await f.finish().then(() => null, (e) => e);
-    assert(e instanceof ActshardError && e.kind === "io", String(e));
-    assert(
-      !e.line().includes("\n") &&
-        e.message.includes(`${path} holds 100 bytes after its fsync, 2000000 were written`),
-      e.message,
-    );
   } finally {
     sink.close();
   }
 });
 
-Deno.test("FileSink: writeback of a large file starts behind the writes (flushedEarly), same bytes and hashes; an abort during it closes cleanly", async () => {
+/** `stat -f`'s name for the filesystem holding `dir` (ext4 reads "ext2/ext3"), or null where it cannot say. */
+async function filesystemType(dir: string): Promise<string | null> {
+  try {
+    const out = await new Deno.Command("stat", {
+      args: ["-f", "-c", "%T", dir],
+      stdout: "piped",
+      stderr: "null",
+    })
+      .output();
+    return out.success ? new TextDecoder().decode(out.stdout).trim() : null;
+  } catch {
+    return null;
+  }
+}
+
+Deno.test("FileSink writing through the page cache (ACTSHARD_SINK_WRITES=thread): writeback of a large file starts behind the writes (flushedEarly), same bytes and hashes; an abort during it closes cleanly", async () => {
   await using d = await tempDir();
+  await using _env = withEnv("ACTSHARD_SINK_WRITES", "thread");
   const sink = new FileSink();
   try {
     const MiB = 1 << 20, chunks = 100;
@@ -190,6 +273,7 @@ Deno.test("FileSink with its writes on the blocking pool (ACTSHARD_SINK_WRITES=p
       crc32c: crc32c(want),
       sha256: await sha256Hex(want),
       flushedEarly: 32 * MiB,
+      direct: false,
     });
     const cut = sink.open(`${d.path}/cut`);
     await cut.write(new Uint8Array(300_000).fill(1));

@@ -16,7 +16,7 @@
  * const sink = new FileSink();
  * const f = sink.open(`${dir}/x.bin`);
  * await f.write(new Uint8Array(1000));
- * console.log(await f.finish()); // { bytes: 1000, crc32c: …, sha256: "…", flushedEarly: 0 } once durable
+ * console.log(await f.finish()); // { bytes: 1000, crc32c: …, sha256: "…", flushedEarly: 0, direct: … } once durable
  * sink.close();
  * await Deno.remove(dir, { recursive: true });
  * ```
@@ -62,6 +62,11 @@ export interface SunkFile {
    * final fsync waits only for the tail; file_sink_worker.ts's `flushBehind`): a figure, not part of the file.
    */
   flushedEarly: number;
+  /**
+   * True when every byte went around the page cache (`O_DIRECT`, direct_file.ts); false where the sink wrote
+   * through it (not Linux, no FFI, the filesystem refused, `ACTSHARD_SINK_WRITES=thread|pool`): a figure.
+   */
+  direct: boolean;
 }
 
 /** One file being written through a {@link FileSink}. */
@@ -87,6 +92,7 @@ interface Reply {
   crc?: number;
   sha256?: string;
   flushedEarly?: number;
+  direct?: boolean;
   error?: string;
 }
 
@@ -214,7 +220,13 @@ export class FileSink {
         await Promise.all(inFlight.splice(0).map((f) => f.reply)).catch(() => {});
         inFlightBytes = 0;
         if (failed) throw failed;
-        return { bytes: r.bytes!, crc32c: r.crc!, sha256: r.sha256!, flushedEarly: r.flushedEarly ?? 0 };
+        return {
+          bytes: r.bytes!,
+          crc32c: r.crc!,
+          sha256: r.sha256!,
+          flushedEarly: r.flushedEarly ?? 0,
+          direct: r.direct ?? false,
+        };
       },
       async abort() {
         inFlight.length = 0;

@@ -9,10 +9,11 @@
  * - `{op: "open", file, path}`: create/truncate `path` as file `file`;
  * - `{op: "write", file, id, data, crc, back}` → `{id, input}`: append `data` (`crc` = its CRC-32C, computed here
  *   when absent); answered once written and hashed (`input`: the buffer, handed back for reuse with `back`);
- * - `{op: "finish", file, id}` → `{id, bytes, crc, sha256, flushedEarly}` once the file is fsynced, hashed and
- *   closed, and holds exactly the bytes written (its size is checked: a file cut short under the writer fails
- *   here). The fsync and the hash's tail do not hold up later messages: the next shard's writes proceed
- *   meanwhile. `flushedEarly`: bytes whose writeback was started before the finish ({@link flushBehind});
+ * - `{op: "finish", file, id}` → `{id, bytes, crc, sha256, flushedEarly, direct}` once the file is fsynced,
+ *   hashed and closed, and holds exactly the bytes written (its size is checked: a file cut short under the
+ *   writer fails here). The fsync and the hash's tail do not hold up later messages: the next shard's writes
+ *   proceed meanwhile. `flushedEarly`: bytes whose writeback was started before the finish ({@link flushBehind});
+ *   `direct`: every byte went around the page cache ({@link DIRECT});
  * - `{op: "abort", file, id}` → `{id}`: close the file (then the sender removes it).
  * Any failure answers `{id, error}` and poisons the file (later messages for it answer the same error).
  * First come the ports: `{op: "port", port}` from each CRC Worker, `{op: "hasher", port}` to each hash Worker.
@@ -20,6 +21,7 @@
 import { crc32cCombine } from "./crc_combine.ts";
 import { crc32c } from "../util/crc32c.ts";
 import { CachedFile } from "../util/page_cache.ts";
+import { DirectFile } from "../util/direct_file.ts";
 
 type Msg =
   & { seq: number }
@@ -32,6 +34,8 @@ type Msg =
 
 interface OpenFile {
   f: Deno.FsFile;
+  /** Direct writes (direct_file.ts), where they could be set up; else the writes go through `f`. */
+  direct: DirectFile | null;
   path: string;
   /** Writes on the blocking pool, in order ({@link WRITES_ON_THIS_THREAD} false); else always settled. */
   writes: Promise<void>;
@@ -76,7 +80,19 @@ const errorText = (e: unknown) => e instanceof Error ? e.message : String(e);
 const WRITE_BYTES = 1 << 20;
 
 /**
- * Where the write syscalls run. On this Worker's own thread (`writeSync`: it blocks, with nothing else to do
+ * Whether files are written around the page cache (`O_DIRECT`, direct_file.ts), the default where it can be set
+ * up: the kernel's buffered write, its writeback and the reclaim of those pages cost ≈ 0.5 CPU-s/GB more (the
+ * module's measurement), and on 2 cores the `shard` stage is CPU-bound. `ACTSHARD_SINK_WRITES=thread|pool`
+ * writes through the page cache instead, as does `ACTSHARD_PAGE_CACHE=keep`; so does any file where the
+ * filesystem refuses the flag (then {@link WRITES_ON_THIS_THREAD} says where).
+ */
+const DIRECT = ((): boolean => {
+  const v = Deno.env.get("ACTSHARD_SINK_WRITES");
+  return v !== "thread" && v !== "pool";
+})();
+
+/**
+ * Where the buffered write syscalls run. On this Worker's own thread (`writeSync`: it blocks, with nothing else to do
  * meanwhile; its messages wait in order) where there are fewer than 4 cores: there the CPU per GB decides, and
  * the blocking pool's thread hop per write costs ≈ 0.2–0.3 CPU-s/GB. Measured on 2 cores, alternating: the
  * extract ceiling, pickle/none/float32, 1134–1137 MB/s at 1.42–1.50 CPU-s/GB here against 926–952 at
@@ -155,6 +171,7 @@ function handle(m: Msg): void {
   if (m.op === "open") {
     const o: OpenFile = {
       f: null as unknown as Deno.FsFile,
+      direct: null,
       path: m.path,
       writes: Promise.resolve(),
       hasher: null,
@@ -166,7 +183,8 @@ function handle(m: Msg): void {
     };
     try {
       o.f = Deno.openSync(m.path, { write: true, create: true, truncate: true });
-      o.cache = CachedFile.open(m.path);
+      if (DIRECT) o.direct = DirectFile.open(m.path, o.f);
+      if (!o.direct) o.cache = CachedFile.open(m.path);
       o.hasher = hashers[m.file % hashers.length];
       o.hasher.postMessage({ op: "open", file: m.file });
     } catch (e) {
@@ -178,7 +196,8 @@ function handle(m: Msg): void {
   const o = files.get(m.file);
   if (m.op === "abort") {
     files.delete(m.file);
-    const close = () => {
+    const close = async () => {
+      await o?.direct?.close(); // once its writes in flight have returned
       o?.cache?.close();
       try {
         o?.f?.close();
@@ -202,7 +221,13 @@ function handle(m: Msg): void {
         // Hashed while hot in the cache; the hash Worker's reply answers the sender (HashReply).
         o.hasher!.postMessage({ op: "data", file: m.file, id: m.id, data, back: m.back }, [data.buffer]);
       };
-      if (WRITES_ON_THIS_THREAD) {
+      if (o.direct) {
+        const direct = o.direct;
+        o.writes = o.writes.then(() => direct.write(data)).then(written, (e) => {
+          o.error ??= `writing ${o.path}: ${errorText(e)}`;
+          ctx.postMessage({ id: m.id, error: o.error });
+        });
+      } else if (WRITES_ON_THIS_THREAD) {
         writeAllSync(o.f, data);
         written();
       } else {
@@ -223,6 +248,12 @@ function handle(m: Msg): void {
   const file = m.file;
   o.writes.then(async () => {
     if (o.error) throw new Error(o.error);
+    if (o.direct) {
+      await o.direct.finish().catch((e) => {
+        o.error ??= `writing ${o.path}: ${errorText(e)}`;
+        throw e;
+      });
+    }
     const [, h] = await Promise.all([o.f.sync(), hashOf(o, file)]);
     // The hash covers the bytes handed to write(); the file must hold exactly those (not changed under us).
     const size = (await o.f.stat()).size;
@@ -233,17 +264,27 @@ function handle(m: Msg): void {
     }
     return h;
   }).then(
-    (h) => {
+    async (h) => {
+      const direct = o.direct !== null && !o.direct.fellBack;
+      await o.direct?.close();
       o.f.close();
       // Durable and hashed: its pages go back (page_cache.ts says why; an upload or verify reads from disk).
       if (!h.error) o.cache?.drop();
       o.cache?.close();
       if (h.error) ctx.postMessage({ id: m.id, error: h.error });
       else {
-        ctx.postMessage({ id: m.id, bytes: o.bytes, crc: o.crc, sha256: h.sha256, flushedEarly: o.flushed });
+        ctx.postMessage({
+          id: m.id,
+          bytes: o.bytes,
+          crc: o.crc,
+          sha256: h.sha256,
+          flushedEarly: o.flushed,
+          direct,
+        });
       }
     },
-    (e) => {
+    async (e) => {
+      await o.direct?.close();
       o.cache?.close();
       try {
         o.f.close();

@@ -1,7 +1,8 @@
 /**
  * A file's pages in the kernel's page cache, steered through libc (Deno FFI, Linux): start the writeback of
  * bytes just written (`sync_file_range(SYNC_FILE_RANGE_WRITE)`), and drop a durable file's pages
- * (`posix_fadvise(POSIX_FADV_DONTNEED)`). The shard writer's sink uses both (file_sink_worker.ts).
+ * (`posix_fadvise(POSIX_FADV_DONTNEED)`). The shard writer's sink uses both for the files it writes through the
+ * page cache (file_sink_worker.ts): where direct writes (direct_file.ts) are refused or turned off.
  *
  * Why writeback early: this kernel starts none until 10 % of RAM is dirty or 30 s pass, so a whole shard went to
  * disk inside the final fsync, after its last byte, while the disk had sat idle (12–15 % of the `shard` stage's
