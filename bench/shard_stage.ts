@@ -7,7 +7,9 @@
  * - the stage's input: the records {@link COPIES} times over (new sample indices), ≈ 1.65 GB, so that the
  *   stage's fixed costs (starting its Workers, the last fsync, metadata.json: ≈ 0.1 s) weigh as on a real
  *   conversion's GBs and not a fifth of the time as on 413 MB;
- * - disk: the input's bytes written in 1 MiB writes and fsynced (the durable-write speed);
+ * - disk: the input's bytes written in 1 MiB writes and fsynced, through the page cache and around it (O_DIRECT,
+ *   as the stage's sink writes where it can: lib/util/direct_file.ts), the faster of the two (the durable-write
+ *   speed);
  * - the input is read once right before each rep, so the stage reads it from the page cache: the rows compare
  *   the stage's work with the disk's write speed, as the target does (read from the same disk, the input's reads
  *   would share the disk with the writes; a probe measured 407–666 MB/s cold against 718–770 warm);
@@ -18,6 +20,7 @@
  */
 import { join } from "node:path";
 import { ShardWriter } from "../lib/shard/writer.ts";
+import { DirectFile } from "../lib/util/direct_file.ts";
 import type { ActivationRecord } from "../lib/types.ts";
 
 const MB = 1e6;
@@ -47,20 +50,34 @@ async function writeInput(
   await w.close();
 }
 
-/** MB/s of writing `data` (the input's own bytes, not zeros) in 1 MiB writes, then fsync. */
-async function diskSpeed(data: Uint8Array[], dir: string): Promise<number> {
+/**
+ * MB/s of writing `data` (the input's own bytes, not zeros) in 1 MiB writes, then fsync: through the page cache,
+ * or around it (`direct`: through {@link DirectFile}, as the stage's sink does; NaN where it cannot be set up).
+ */
+async function diskSpeed(data: Uint8Array[], dir: string, direct = false): Promise<number> {
   const path = join(dir, "disk.bin");
   const t = performance.now();
   const f = await Deno.open(path, { write: true, create: true, truncate: true });
-  let bytes = 0;
-  for (const d of data) {
-    for (let o = 0; o < d.length; o += 1 << 20) {
-      const b = d.subarray(o, Math.min(d.length, o + (1 << 20)));
-      let k = 0;
-      while (k < b.length) k += await f.write(b.subarray(k));
-    }
-    bytes += d.length;
+  const d = direct ? DirectFile.open(path, f) : null;
+  if (direct && !d) {
+    f.close();
+    await Deno.remove(path);
+    return NaN;
   }
+  let bytes = 0;
+  for (const a of data) {
+    for (let o = 0; o < a.length; o += 1 << 20) {
+      const b = a.subarray(o, Math.min(a.length, o + (1 << 20)));
+      if (d) await d.write(b);
+      else {
+        let k = 0;
+        while (k < b.length) k += await f.write(b.subarray(k));
+      }
+    }
+    bytes += a.length;
+  }
+  await d?.finish();
+  await d?.close();
   await f.sync();
   f.close();
   const s = (performance.now() - t) / 1000;
@@ -136,24 +153,28 @@ export async function runShardStage(
     const names = [...Deno.readDirSync(plain)].map((e) => e.name).filter((n) => n.startsWith("shard_"))
       .sort();
     for (const name of names) inputBytes.push(await Deno.readFile(join(plain, name)));
-    const disks: number[] = [];
-    // The disk swings several-fold from one second to the next here: the median of 3 writes, each after a sync.
+    const disks: { buffered: number; direct: number }[] = [];
+    // The disk swings several-fold from one second to the next here: each way the median of 3 writes, each
+    // after a sync, alternating; the disk's speed is the faster way's.
     const disk = async () => {
-      const three: number[] = [];
+      const buffered: number[] = [], direct: number[] = [];
       for (let k = 0; k < 3; k++) {
         await syncDisks();
-        three.push(await diskSpeed(inputBytes, root));
+        buffered.push(await diskSpeed(inputBytes, root));
+        await syncDisks();
+        direct.push(await diskSpeed(inputBytes, root, true));
       }
-      const d = three.sort((a, b) => a - b)[1];
+      const median = (x: number[]) => x.sort((a, b) => a - b)[1];
+      const d = { buffered: median(buffered), direct: median(direct) };
       disks.push(d);
-      return d;
+      return Math.max(d.buffered, Number.isNaN(d.direct) ? 0 : d.direct);
     };
     console.log(
       `shard stage (the stage's main() in a child process: read, decode, encode, compress, hash, write, fsync, ` +
         `metadata), ${
           (payload / MB).toFixed(0)
         } MB float32 (the records ${COPIES}× over, read once before each rep: from the page cache), 3 reps for the rows with a target, 2 for the others; "disk" = the same bytes written in ` +
-        `1 MiB writes + fsync right before each rep (the median of 3, each after a sync: this box's disk is shared and swings several-fold)` +
+        `1 MiB writes + fsync right before each rep, through the page cache and around it (O_DIRECT), the faster (each the median of 3, each after a sync: this box's disk is shared and swings several-fold)` +
         (base
           ? `; python baseline (on one copy) ${base.mbps.toFixed(1)} MB/s, ${
             base.cpuPerGb.toFixed(1)
@@ -201,7 +222,9 @@ export async function runShardStage(
       );
     }
     console.log(
-      `  disk durable-write speed over the reps: ${disks.map((d) => d.toFixed(0)).join(", ")} MB/s`,
+      `  disk durable-write speed over the reps, buffered / O_DIRECT: ${
+        disks.map((d) => `${d.buffered.toFixed(0)} / ${d.direct.toFixed(0)}`).join(", ")
+      } MB/s`,
     );
   } finally {
     await Deno.remove(root, { recursive: true }).catch(() => {});
