@@ -1,4 +1,4 @@
-/** Test helpers around direct (O_DIRECT) writes: whether they work here, and an environment variable set for a scope. */
+/** Test helpers for direct (O_DIRECT) writes: whether they work here; an environment variable set for a scope. */
 import { DirectFile } from "../lib/util/direct_file.ts";
 
 /**

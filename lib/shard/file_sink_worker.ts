@@ -22,6 +22,7 @@ import { crc32cCombine } from "./crc_combine.ts";
 import { crc32c } from "../util/crc32c.ts";
 import { CachedFile } from "../util/page_cache.ts";
 import { DirectFile } from "../util/direct_file.ts";
+import { writeAllSync } from "../util/write_all.ts";
 
 type Msg =
   & { seq: number }
@@ -92,8 +93,8 @@ const DIRECT = ((): boolean => {
 })();
 
 /**
- * Where the buffered write syscalls run. On this Worker's own thread (`writeSync`: it blocks, with nothing else to do
- * meanwhile; its messages wait in order) where there are fewer than 4 cores: there the CPU per GB decides, and
+ * Where the buffered write syscalls run. On this Worker's own thread (`writeSync`: it blocks, with nothing else
+ * to do meanwhile; its messages wait in order) where there are fewer than 4 cores: there the CPU per GB decides, and
  * the blocking pool's thread hop per write costs ≈ 0.2–0.3 CPU-s/GB. Measured on 2 cores, alternating: the
  * extract ceiling, pickle/none/float32, 1134–1137 MB/s at 1.42–1.50 CPU-s/GB here against 926–952 at
  * 1.72–1.76 on the pool; the `shard` stage, pickle → none, 763–818 against 689–737 MB/s. With more cores the
@@ -107,11 +108,6 @@ const WRITES_ON_THIS_THREAD = ((): boolean => {
   if (v === "thread" || v === "pool") return v === "thread";
   return (navigator.hardwareConcurrency ?? 1) < 4;
 })();
-
-function writeAllSync(f: Deno.FsFile, b: Uint8Array): void {
-  let o = 0;
-  while (o < b.length) o += f.writeSync(b.subarray(o, Math.min(b.length, o + WRITE_BYTES)));
-}
 
 async function writeAll(f: Deno.FsFile, b: Uint8Array): Promise<void> {
   let o = 0;
@@ -228,7 +224,7 @@ function handle(m: Msg): void {
           ctx.postMessage({ id: m.id, error: o.error });
         });
       } else if (WRITES_ON_THIS_THREAD) {
-        writeAllSync(o.f, data);
+        writeAllSync(o.f, data, WRITE_BYTES);
         written();
       } else {
         o.writes = o.writes.then(() => writeAll(o.f, data)).then(written, (e) => {

@@ -37,6 +37,7 @@
  * @module
  */
 import { envGet } from "./native_lib.ts";
+import { writeAllSync } from "./write_all.ts";
 
 const SYMBOLS = {
   open: { parameters: ["buffer", "i32"], result: "i32" },
@@ -93,11 +94,6 @@ function staging(misalign: number): Staging {
     (_, i) => raw.subarray(start + i * SLOT_BYTES, start + (i + 1) * SLOT_BYTES),
   );
   return { raw, slots };
-}
-
-function writeAllSync(f: Deno.FsFile, b: Uint8Array): void {
-  let o = 0;
-  while (o < b.length) o += f.writeSync(b.subarray(o));
 }
 
 /**
