@@ -21,6 +21,7 @@
 import { basename, join } from "node:path";
 import { ActshardError } from "../errors.ts";
 import { type DownloadProgress, fetchToFile, type TransferPolicy } from "./hub_transfer.ts";
+import { isFile } from "../util/is_file.ts";
 
 export type { DownloadProgress };
 
@@ -268,14 +269,6 @@ export function defaultProgress(): (p: DownloadProgress) => void {
 async function isDir(p: string): Promise<boolean> {
   try {
     return (await Deno.stat(p)).isDirectory;
-  } catch {
-    return false;
-  }
-}
-
-async function isFile(p: string): Promise<boolean> {
-  try {
-    return (await Deno.stat(p)).isFile;
   } catch {
     return false;
   }

@@ -44,6 +44,7 @@ import { LocalStore } from "../storage/local.ts";
 import type { RetryPolicy } from "../storage/gcs.ts";
 import type { ObjectInfo } from "../storage/types.ts";
 import { ShardUploader, type ShardUploaderOptions } from "./shard_uploader.ts";
+import { isFile } from "../util/is_file.ts";
 
 /** What {@link uploadDataset} did. */
 export interface UploadReport {
@@ -83,14 +84,6 @@ export interface UploadDatasetOptions {
    * @ignore
    */
   guard?: (local: DatasetMetadata) => ShardUploaderOptions["checkRemote"];
-}
-
-async function isFile(p: string): Promise<boolean> {
-  try {
-    return (await Deno.stat(p)).isFile;
-  } catch {
-    return false;
-  }
 }
 
 /**

@@ -20,7 +20,7 @@
  */
 import { crc32cCombine } from "./crc_combine.ts";
 import { crc32c } from "../util/crc32c.ts";
-import { CachedFile } from "../util/page_cache.ts";
+import { CachedFile, dropCachedPages } from "../util/page_cache.ts";
 import { DirectFile } from "../util/direct_file.ts";
 import { writeAllSync } from "../util/write_all.ts";
 
@@ -265,7 +265,8 @@ function handle(m: Msg): void {
       await o.direct?.close();
       o.f.close();
       // Durable and hashed: its pages go back (page_cache.ts says why; an upload or verify reads from disk).
-      if (!h.error) o.cache?.drop();
+      if (!h.error && o.cache) o.cache.drop();
+      else if (!h.error && o.direct?.fellBack) dropCachedPages(o.path); // what went the ordinary way
       o.cache?.close();
       if (h.error) ctx.postMessage({ id: m.id, error: h.error });
       else {

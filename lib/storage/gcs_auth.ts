@@ -20,6 +20,7 @@
  */
 import { join } from "node:path";
 import { ActshardError } from "../errors.ts";
+import { isFile } from "../util/is_file.ts";
 
 /** Where credentials came from, and a token source. */
 export interface Credentials {
@@ -51,14 +52,6 @@ function env(name: string): string | undefined {
     return Deno.env.get(name) || undefined;
   } catch {
     return undefined;
-  }
-}
-
-async function isFile(p: string): Promise<boolean> {
-  try {
-    return (await Deno.stat(p)).isFile;
-  } catch {
-    return false;
   }
 }
 

@@ -14,6 +14,7 @@
  */
 import { join } from "node:path";
 import { ActshardError } from "../../errors.ts";
+import { isFileSync as isFile } from "../../util/is_file.ts";
 
 /** What a plugin runs on. */
 export type PluginKind = "tpu" | "cuda" | "cpu" | "other";
@@ -62,14 +63,6 @@ export interface FindPluginOptions {
   kinds?: readonly PluginKind[];
   /** Where PCI devices are listed (tests). */
   pciDevices?: string;
-}
-
-function isFile(p: string): boolean {
-  try {
-    return Deno.statSync(p).isFile;
-  } catch {
-    return false;
-  }
 }
 
 function subdirs(dir: string, re: RegExp): string[] {
