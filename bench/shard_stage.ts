@@ -18,9 +18,11 @@
  *   from 16 MiB shards into 16 MiB shards (the per-shard costs).
  * Figures: MB/s of float32 payload; ratios to the python baseline and the disk; CPU-s/GB of the child.
  */
+import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { ShardWriter } from "../lib/shard/writer.ts";
 import { DirectFile } from "../lib/util/direct_file.ts";
+import { crc32cEngine } from "../lib/util/crc32c_isal.ts";
 import type { ActivationRecord } from "../lib/types.ts";
 
 const MB = 1e6;
@@ -48,6 +50,29 @@ async function writeInput(
     for (const g of groups) await w.write(g.map((r) => ({ ...r, sample_idx: r.sample_idx + at })));
   }
   await w.close();
+}
+
+/**
+ * MB/s of SHA-256 (node:crypto, as the sink's hash Workers) over `data` in 1 MiB updates on this thread, the best
+ * of 3: every byte the stage writes is hashed once, serially within a file, so this bounds the stage from above.
+ */
+function sha256Speed(data: Uint8Array[]): number {
+  let best = 0;
+  for (let k = 0; k < 3; k++) {
+    const h = createHash("sha256");
+    const t = performance.now();
+    let bytes = 0;
+    for (const a of data) {
+      for (let o = 0; o < a.length && bytes < 512 * MB; o += 1 << 20) {
+        const b = a.subarray(o, Math.min(a.length, o + (1 << 20)));
+        h.update(b);
+        bytes += b.length;
+      }
+    }
+    h.digest("hex");
+    best = Math.max(best, bytes / MB / ((performance.now() - t) / 1000));
+  }
+  return best;
 }
 
 /**
@@ -181,6 +206,14 @@ export async function runShardStage(
           } CPU-s/GB, measured again ` +
             `right before each row (each row's ratio is to that figure)`
           : ""),
+    );
+    const sha = sha256Speed(inputBytes);
+    console.log(
+      `  this box: CRC-32C ${crc32cEngine()}; SHA-256 ${
+        sha.toFixed(0)
+      } MB/s on one core (node:crypto, as the ` +
+        `sink's): every byte written is hashed once, so with nothing else to do ${cores} cores would cap the ` +
+        `stage at ${(cores * sha).toFixed(0)} MB/s`,
     );
     for (
       const [label, input, codec, target, extra] of [

@@ -7,6 +7,7 @@ import { parseExtractFlags } from "../lib/cli/extract_flags.ts";
 import { runCli } from "../lib/cli/run.ts";
 import { dryRun, formatPlanCounts } from "../lib/pipeline/dry_run.ts";
 import { killPointHooks } from "../lib/pipeline/kill_point.ts";
+import { crc32cEngineNote } from "../lib/util/crc32c_isal.ts";
 
 /** Run extract with `args`; returns the exit code. */
 export async function extractMain(args: string[]): Promise<number> {
@@ -27,6 +28,9 @@ export async function extractMain(args: string[]): Promise<number> {
   const { runExtract } = await import("../lib/pipeline/extract.ts");
   // Crash tests' kill points (ACTSHARD_TEST_KILL_AT) are observers wired here, at the edge; unset, none.
   await runExtract(config, killPointHooks());
+  // After the run, not before it: a refused or failed run stays one line.
+  const note = crc32cEngineNote();
+  if (note) console.error(`extract: note: ${note}`);
   return 0;
 }
 

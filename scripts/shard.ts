@@ -18,6 +18,7 @@ import { ACTIVATION_DTYPES } from "../lib/util/dtype.ts";
 import { mergeDatasets } from "../lib/pipeline/merge.ts";
 import { lockOutputDir } from "../lib/pipeline/lock.ts";
 import { reshardDataset } from "../lib/shard/reshard.ts";
+import { crc32cEngineNote } from "../lib/util/crc32c_isal.ts";
 
 /** Run shard; returns the exit code. */
 export async function main(args: string[]): Promise<number> {
@@ -112,6 +113,9 @@ export async function main(args: string[]): Promise<number> {
       r.incomplete ? "; status in_progress, as its input" : ""
     }`,
   );
+  // After the result, not before it: a refused or failed run stays one line.
+  const note = crc32cEngineNote();
+  if (note) console.error(`shard: note: ${note}`);
   return 0;
 }
 

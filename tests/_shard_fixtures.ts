@@ -101,9 +101,11 @@ export async function sha256Hex(b: Uint8Array): Promise<string> {
 export async function runScript(
   script: string,
   args: string[],
+  env?: Record<string, string>,
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", new URL(`../scripts/${script}`, import.meta.url).pathname, ...args],
+    env,
     stdout: "piped",
     stderr: "piped",
   }).output();

@@ -7,7 +7,8 @@ import { assert, assertEquals } from "./_assert.ts";
 import { tempDir } from "./_shared.ts";
 import { ActshardError } from "../lib/errors.ts";
 import { Crc32c, crc32c, crc32cTablesUpdate, NATIVE_MIN_BYTES } from "../lib/util/crc32c.ts";
-import { crc32cEngine, openCrc32cEngine } from "../lib/util/crc32c_isal.ts";
+import { crc32cEngine, crc32cEngineNote, openCrc32cEngine } from "../lib/util/crc32c_isal.ts";
+import { runScript, writeDataset } from "./_shard_fixtures.ts";
 
 const native = openCrc32cEngine();
 const inCi = Deno.env.get("CI") === "true";
@@ -135,4 +136,43 @@ Deno.test("crc32c engine: without FFI permission it is the JS tables, silently, 
     engine: "js (no FFI permission (--allow-ffi))",
   });
   assertEquals(err, "");
+});
+
+Deno.test("crc32c engine: a note says what the JS tables cost and what to install, only where ISA-L did not load", () => {
+  assertEquals(crc32cEngineNote("isal (libisal.so.2)"), null);
+  assertEquals(crc32cEngineNote("js (ACTSHARD_CRC_ENGINE=js)"), null); // chosen: nothing to say
+  const note = crc32cEngineNote(
+    "js (libisal.so.2: cannot open shared object file; libisal.so: no such file)",
+  );
+  assert(note !== null);
+  assert(note.includes("(libisal.so.2: cannot open shared object file)"), note); // the first reason only
+  assert(note.includes("apt-get install libisal2") && note.includes("ACTSHARD_ISAL_LIB"), note);
+  assert(!note.includes("\n"), note);
+});
+
+Deno.test("crc32c engine: the shard stage prints the note where ISA-L cannot load, and not where js was chosen", async () => {
+  await using a = await tempDir();
+  await using b = await tempDir();
+  await using c = await tempDir();
+  await writeDataset(a.path, 2, [4, 6], { gzipWorkers: 1 });
+  const missing = await runScript("shard.ts", ["--input", a.path, "--output", b.path, "--codec", "none"], {
+    ACTSHARD_ISAL_LIB: `${a.path}/no-such-libisal.so`,
+  });
+  assertEquals(missing.code, 0, missing.stderr);
+  const notes = missing.stderr.split("\n").filter((l) => l.startsWith("shard: note: CRC-32C on JS tables"));
+  assertEquals(notes.length, 1, missing.stderr);
+  assert(notes[0].includes("no-such-libisal.so"), notes[0]);
+  const chosen = await runScript("shard.ts", ["--input", a.path, "--output", c.path, "--codec", "none"], {
+    ACTSHARD_CRC_ENGINE: "js",
+  });
+  assertEquals(chosen.code, 0, chosen.stderr);
+  assert(!chosen.stderr.includes("note:"), chosen.stderr);
+  // Both wrote the same shards (the CRCs are the same values either way).
+  const [mb, mc] = await Promise.all(
+    [b.path, c.path].map(async (d) => JSON.parse(await Deno.readTextFile(`${d}/metadata.json`))),
+  );
+  assertEquals(
+    mb.shards.map((s: { crc32c: string }) => s.crc32c),
+    mc.shards.map((s: { crc32c: string }) => s.crc32c),
+  );
 });

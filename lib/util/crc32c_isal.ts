@@ -108,3 +108,22 @@ export function isalUpdate(): Update | null {
 export function crc32cEngine(): string {
   return (loaded ??= openCrc32cEngine()).engine;
 }
+
+/**
+ * One line for a stage's log where CRC-32C runs on the JS tables because ISA-L did not load (what it costs, what
+ * to do), or null where ISA-L is in use or `ACTSHARD_CRC_ENGINE=js` chose the tables. `engine`: default this
+ * thread's ({@link crc32cEngine}).
+ *
+ * @example
+ * ```ts
+ * import { crc32cEngineNote } from "./crc32c_isal.ts";
+ * console.log(crc32cEngineNote("isal (libisal.so.2)")); // null
+ * console.log(crc32cEngineNote("js (libisal.so.2: cannot open shared object file)")); // "CRC-32C on JS tables …"
+ * ```
+ */
+export function crc32cEngineNote(engine: string = crc32cEngine()): string | null {
+  if (!engine.startsWith("js (") || engine === "js (ACTSHARD_CRC_ENGINE=js)") return null;
+  const why = engine.slice(4, -1).split("; ")[0];
+  return `CRC-32C on JS tables, ISA-L not loaded (${why}): ≈ 0.8 CPU-s more per GB of shards; ` +
+    "install libisal2 (apt-get install libisal2; Homebrew: isa-l) or set ACTSHARD_ISAL_LIB to the library file";
+}
