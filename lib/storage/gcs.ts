@@ -25,7 +25,7 @@
  * ```
  */
 import { ActshardError } from "../errors.ts";
-import { Crc32c, crc32c, crc32cBase64, crc32cFromBase64 } from "../util/crc32c.ts";
+import { crc32c, crc32cBase64 } from "../util/crc32c.ts";
 import type { BlobStore, ObjectInfo } from "./types.ts";
 import { type Credentials, findCredentials, scopesAllowWrite } from "./gcs_auth.ts";
 import {
@@ -37,26 +37,15 @@ import {
 } from "./gcs_transport.ts";
 import { uploadResumable } from "./gcs_resumable.ts";
 import { downloadRange } from "./gcs_download.ts";
-import { gcsError } from "./gcs_errors.ts";
+import { gcsError, logRetry } from "./gcs_errors.ts";
+import { gcsEndpoint, isBucketName } from "./gcs_location.ts";
+import { concat, fileFacts, type LocalFileFacts, toInfo } from "./gcs_objects.ts";
 
-export { gcsError, statusOf } from "./gcs_errors.ts";
+export { gcsError, logRetry, retryLine, statusOf } from "./gcs_errors.ts";
+export { gcsEndpoint, parseGsUrl } from "./gcs_location.ts";
+export { concat, fileFacts, type LocalFileFacts, toInfo } from "./gcs_objects.ts";
 
 export type { RetryPolicy } from "./gcs_transport.ts";
-
-/** GCS bucket names: lowercase letters, digits, `-`, `_`, `.`; starting and ending with a letter or digit. */
-const BUCKET_RE = /^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$/;
-
-/** Parse `gs://bucket[/prefix]`; the prefix has no leading/trailing "/". */
-export function parseGsUrl(url: string): { bucket: string; prefix: string } {
-  const m = /^gs:\/\/([^/]+)(?:\/(.*))?$/.exec(url.trim());
-  if (!m || !BUCKET_RE.test(m[1])) {
-    throw new ActshardError(`not a valid gs:// location: "${url}"`, {
-      kind: "usage",
-      hint: "write it as gs://BUCKET/PREFIX (bucket: lowercase letters, digits, - _ .)",
-    });
-  }
-  return { bucket: m[1], prefix: (m[2] ?? "").replace(/^\/+|\/+$/g, "") };
-}
 
 /** Options for {@link GcsStore.open}. */
 export interface GcsStoreOptions {
@@ -71,36 +60,6 @@ export interface GcsStoreOptions {
   checkAccess?: boolean;
   /** Told about each retry wait (default: one line on stderr). */
   onRetry?: (n: RetryNotice) => void;
-}
-
-/** Local facts of a file to upload. */
-export interface LocalFileFacts {
-  size: number;
-  crc32c: number;
-}
-
-/** The endpoint to use: explicit, else STORAGE_EMULATOR_HOST, else Google's; and whether it is an emulator. */
-export function gcsEndpoint(apiEndpoint?: string): { url: string; emulator: boolean } {
-  let emu = apiEndpoint;
-  if (!emu) {
-    try {
-      emu = Deno.env.get("STORAGE_EMULATOR_HOST") || undefined;
-    } catch { /* no env access */ }
-  }
-  if (!emu) return { url: "https://storage.googleapis.com", emulator: false };
-  if (!/^https?:\/\//.test(emu)) emu = `http://${emu}`;
-  return { url: emu.replace(/\/+$/, "").replace(/\/storage\/v1$/, ""), emulator: true };
-}
-
-/** A retry wait as one progress line. */
-export function retryLine(n: RetryNotice): string {
-  return `gcs: ${n.what} ${n.where}: ${n.reason}; retrying in ${(n.delayMs / 1000).toFixed(1)} s ` +
-    `(attempt ${n.attempt + 1}, gives up in ${(n.deadlineLeftMs / 1000).toFixed(0)} s)`;
-}
-
-/** Default retry notice: one line on stderr, so a run that is waiting says so. */
-export function logRetry(n: RetryNotice): void {
-  console.error(retryLine(n));
 }
 
 /** A dataset root in a GCS bucket. */
@@ -126,7 +85,7 @@ export class GcsStore implements BlobStore {
 
   /** Open `gs://bucket/prefix`; checks credentials and access with one list call (unless told not to). */
   static async open(bucket: string, prefix: string, opts: GcsStoreOptions = {}): Promise<GcsStore> {
-    if (!BUCKET_RE.test(bucket)) {
+    if (!isBucketName(bucket)) {
       // e.g. --gcs_bucket gs://b/p, which an emulator would accept and GCS would answer with a bare 400
       throw new ActshardError(`not a valid bucket name: "${bucket}"`, {
         kind: "usage",
@@ -437,38 +396,4 @@ export class GcsStore implements BlobStore {
   error(e: unknown, where: string, what: string): ActshardError {
     return gcsError(e, where, what, this.credentials);
   }
-}
-
-/** Size and CRC-32C of a local file, streamed. */
-export async function fileFacts(path: string): Promise<LocalFileFacts> {
-  const c = new Crc32c();
-  let size = 0;
-  const f = await Deno.open(path);
-  for await (const chunk of f.readable) {
-    c.update(chunk);
-    size += chunk.length;
-  }
-  return { size, crc32c: c.value() };
-}
-
-/** An object resource → ObjectInfo with the name relative to the root (`cut` = prefix length + 1). */
-export function toInfo(m: Record<string, unknown>, cut: number): ObjectInfo {
-  return {
-    name: String(m.name).slice(cut),
-    size: Number(m.size),
-    crc32c: typeof m.crc32c === "string" ? crc32cFromBase64(m.crc32c) : undefined,
-    generation: m.generation === undefined ? undefined : String(m.generation),
-  };
-}
-
-/** Concatenate byte arrays. */
-export function concat(parts: Uint8Array[]): Uint8Array {
-  if (parts.length === 1) return parts[0];
-  const out = new Uint8Array(parts.reduce((s, p) => s + p.byteLength, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.byteLength;
-  }
-  return out;
 }

@@ -5,7 +5,7 @@
  */
 import { ActshardError } from "../errors.ts";
 import { type Credentials, scopesAllowWrite } from "./gcs_auth.ts";
-import { GcsRequestError, TRANSIENT_STATUS } from "./gcs_transport.ts";
+import { GcsRequestError, type RetryNotice, TRANSIENT_STATUS } from "./gcs_transport.ts";
 
 /** HTTP status of a failure, when it has one. */
 export function statusOf(e: unknown): number | undefined {
@@ -64,4 +64,24 @@ export function gcsError(e: unknown, where: string, what: string, creds?: Creden
     });
   }
   return new ActshardError(`${what}: ${msg}`, { where, kind: "remote", cause: e });
+}
+
+/**
+ * A retry wait as one progress line.
+ *
+ * @example
+ * ```ts
+ * import { retryLine } from "./gcs_errors.ts";
+ * console.log(retryLine({ what: "uploading", where: "gs://b/p/shard_0001.pkl", reason: "HTTP 503", attempt: 0,
+ *   delayMs: 1500, deadlineLeftMs: 598_000 })); // "gcs: uploading gs://b/p/shard_0001.pkl: HTTP 503; retrying in 1.5 s (attempt 1, …)"
+ * ```
+ */
+export function retryLine(n: RetryNotice): string {
+  return `gcs: ${n.what} ${n.where}: ${n.reason}; retrying in ${(n.delayMs / 1000).toFixed(1)} s ` +
+    `(attempt ${n.attempt + 1}, gives up in ${(n.deadlineLeftMs / 1000).toFixed(0)} s)`;
+}
+
+/** Default retry notice: one line on stderr, so a run that is waiting says so. */
+export function logRetry(n: RetryNotice): void {
+  console.error(retryLine(n));
 }
