@@ -2,6 +2,7 @@ import { assert, assertEquals } from "./_assert.ts";
 import { tempDir } from "./_shared.ts";
 import { sha256Hex } from "./_shard_fixtures.ts";
 import { DIRECT_ALIGN, DirectFile } from "../lib/util/direct_file.ts";
+import { Crc32c, crc32c } from "../lib/util/crc32c.ts";
 import { FileSink } from "../lib/shard/file_sink.ts";
 import { ActshardError } from "../lib/errors.ts";
 import { directWritesWork, withEnv } from "./_direct_io.ts";
@@ -50,13 +51,18 @@ const SMALL_FS = await (async () => {
 const pattern = (n: number) => new Uint8Array(n).map((_, i) => (i * 2654435761) >>> 25);
 
 /** Write `want` through a DirectFile in chunks of `chunk` bytes; what it reports, and the file's bytes. */
-async function writeThrough(path: string, want: Uint8Array, chunk: number, opts: { misalign?: number } = {}) {
+async function writeThrough(
+  path: string,
+  want: Uint8Array,
+  chunk: number,
+  opts: { misalign?: number; copied?: (piece: Uint8Array) => void } = {},
+) {
   using file = await Deno.open(path, { write: true, create: true, truncate: true });
   const d = DirectFile.open(path, file, opts);
   assert(d, `direct writes could not be set up on ${path}`);
   try {
     for (let o = 0; o < want.length; o += chunk) {
-      await d.write(want.subarray(o, Math.min(want.length, o + chunk)));
+      await d.write(want.subarray(o, Math.min(want.length, o + chunk)), opts.copied);
     }
     await d.finish();
   } finally {
@@ -82,6 +88,34 @@ Deno.test({
       size: n,
     });
     assertEquals(await sha256Hex(r.got), await sha256Hex(want), `${n} bytes in chunks of ${chunk}`);
+  }
+});
+
+Deno.test({
+  name:
+    "DirectFile: `copied` sees every byte once, in order, in pieces of at most 256 KiB (the sink's CRC-32C), also where the writes fall back",
+  ignore: !DIRECT_HERE,
+}, async () => {
+  await using d = await tempDir();
+  for (const misalign of [0, 1]) { // 1: every direct write refused (EINVAL), the fallback path
+    for (const [n, chunk] of [[5 * MiB + 3, 3 * MiB + 5], [300_001, 70_000], [1, 1]]) {
+      const want = pattern(n);
+      const seen = new Crc32c();
+      let bytes = 0, largest = 0;
+      const r = await writeThrough(`${d.path}/f`, want, chunk, {
+        misalign,
+        copied: (piece) => {
+          seen.update(piece);
+          bytes += piece.length;
+          largest = Math.max(largest, piece.length);
+        },
+      });
+      const what = `${n} bytes in chunks of ${chunk}, misalign ${misalign}`;
+      assertEquals({ bytes, fellBack: r.fellBack }, { bytes: n, fellBack: misalign !== 0 }, what);
+      assertEquals(seen.value(), crc32c(want), what);
+      assert(largest <= 256 << 10, `${what}: a piece of ${largest} bytes`);
+      assertEquals(await sha256Hex(r.got), await sha256Hex(want), what);
+    }
   }
 });
 

@@ -126,6 +126,31 @@ Deno.test("FileSink: SHA-256 by 1, 2 or 3 hash Workers (files alternating, each 
 });
 
 for (const mode of ["direct", "thread"]) {
+  Deno.test(`FileSink (${mode} writes): CRC-32C taken in the sink (no CRC pool), mixed with given CRCs, equals the file's`, async () => {
+    await using d = await tempDir();
+    await using _env = withEnv("ACTSHARD_SINK_WRITES", mode);
+    // Sizes across the 256 KiB pieces and 2 MiB staging slots of the direct writes, odd ones included.
+    const sizes = [1, 262_143, 262_145, (2 << 20) + 7, 3 << 20, 99_999, 5, (1 << 20) - 1];
+    const parts = sizes.map((n, i) => new Uint8Array(n).map((_, j) => (i * 151 + j * 7 + (j >> 9)) & 255));
+    const want = new Uint8Array(sizes.reduce((a, b) => a + b, 0));
+    parts.reduce((o, p) => (want.set(p, o), o + p.length), 0);
+    const sink = new FileSink({ crcWorkers: 0 });
+    try {
+      const f = sink.open(`${d.path}/c`);
+      for (const [i, p] of parts.entries()) await f.write(p.slice(), i % 3 === 2 ? crc32c(p) : undefined);
+      const got = await f.finish();
+      assertEquals(await sha256Hex(await Deno.readFile(`${d.path}/c`)), await sha256Hex(want));
+      assertEquals({ bytes: got.bytes, crc32c: got.crc32c, sha256: got.sha256, direct: got.direct }, {
+        bytes: want.length,
+        crc32c: crc32c(want),
+        sha256: await sha256Hex(want),
+        direct: mode === "direct" && DIRECT_HERE,
+      });
+    } finally {
+      sink.close();
+    }
+  });
+
   Deno.test(`FileSink (${mode} writes): a file cut short under the sink fails its finish with one io error (its size is checked)`, async () => {
     await using d = await tempDir();
     await using _env = withEnv("ACTSHARD_SINK_WRITES", mode); // read by the sink Worker as it loads

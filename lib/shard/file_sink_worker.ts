@@ -19,7 +19,7 @@
  * First come the ports: `{op: "port", port}` from each CRC Worker, `{op: "hasher", port}` to each hash Worker.
  */
 import { crc32cCombine } from "./crc_combine.ts";
-import { crc32c } from "../util/crc32c.ts";
+import { Crc32c, crc32c } from "../util/crc32c.ts";
 import { CachedFile, dropCachedPages } from "../util/page_cache.ts";
 import { DirectFile } from "../util/direct_file.ts";
 import { writeAllSync } from "../util/write_all.ts";
@@ -207,8 +207,11 @@ function handle(m: Msg): void {
   if (o.error) return ctx.postMessage({ id: m.id, error: o.error });
   if (m.op === "write") {
     try {
-      // No CRC and no CRC pool (file_sink.ts): ISA-L loaded, so it is cheapest here.
-      o.crc = crc32cCombine(o.crc, m.crc ?? crc32c(m.data), m.data.length);
+      // No CRC and no CRC pool (file_sink.ts): ISA-L loaded, so it is cheapest here. With direct writes it is
+      // taken in the write below, piece by piece right after each piece's copy into staging, from the cache (one
+      // pass over the bytes from memory fewer: −3.5 % of the `shard` stage's CPU, 4 alternating reps); every
+      // CRC is then combined there, in the writes' order, given ones too.
+      if (!o.direct) o.crc = crc32cCombine(o.crc, m.crc ?? crc32c(m.data), m.data.length);
       o.bytes += m.data.length;
       const data = m.data;
       const written = () => {
@@ -219,7 +222,15 @@ function handle(m: Msg): void {
       };
       if (o.direct) {
         const direct = o.direct;
-        o.writes = o.writes.then(() => direct.write(data)).then(written, (e) => {
+        o.writes = o.writes.then(async () => {
+          let crc = m.crc;
+          if (crc === undefined) {
+            const c = new Crc32c();
+            await direct.write(data, (piece) => c.update(piece));
+            crc = c.value();
+          } else await direct.write(data);
+          o.crc = crc32cCombine(o.crc, crc, data.length); // in order: the writes are chained
+        }).then(written, (e) => {
           o.error ??= `writing ${o.path}: ${errorText(e)}`;
           ctx.postMessage({ id: m.id, error: o.error });
         });
