@@ -10,7 +10,7 @@
  * ```
  */
 import { ActshardError } from "../errors.ts";
-import { takeBuffer } from "../util/reusable_buffers.ts";
+import { takeBuffer, takeReusedBuffer } from "../util/reusable_buffers.ts";
 
 /**
  * Streams whose chunks a {@link ByteSource} may hand back once it has consumed them, to be read into again
@@ -18,6 +18,12 @@ import { takeBuffer } from "../util/reusable_buffers.ts";
  * back is detached here and overwritten there.
  */
 export const chunkRecyclers: WeakMap<ReadableStream<Uint8Array>, (chunk: Uint8Array) => void> = new WeakMap();
+
+/**
+ * Chunks that are exactly one large array's data in a buffer nothing else refers to (read_stream.ts marks them:
+ * read_split.ts): {@link ByteSource.takeOwned} hands such a chunk out as it is, instead of copying it.
+ */
+export const wholeChunks: WeakSet<Uint8Array> = new WeakSet();
 
 /** Sequential exact-length reads from a stream. */
 export class ByteSource {
@@ -126,10 +132,21 @@ export class ByteSource {
   /**
    * Exactly `n` already-buffered bytes in a buffer of their own (offset 0, nothing else refers to it; a reused
    * one where one of that size was given back, reusable_buffers.ts): one copy, from one chunk or joined
-   * across chunks.
+   * across chunks; none where the next chunk is those bytes, whole ({@link wholeChunks}).
    */
   takeOwned(n: number): Uint8Array {
     if (n === 0) return new Uint8Array(0);
+    const first = this.#chunks[0];
+    if (first?.length === n && wholeChunks.has(first)) {
+      // Read for this alone: handed out, not recycled; a reusable buffer of its size goes back to be read into.
+      if (this.#retired.length) this.#release();
+      this.#chunks.shift();
+      this.offset += n;
+      this.#avail -= n;
+      const spare = this.#recycle && takeReusedBuffer(n);
+      if (spare) this.#recycle!(spare);
+      return first;
+    }
     const out = takeBuffer(n);
     if (this.#chunks.length > 0 && this.#chunks[0].length < n) {
       if (this.#retired.length) this.#release();

@@ -26,7 +26,8 @@ import { join } from "node:path";
 import type { BlobStore } from "../storage/types.ts";
 import { LocalStore } from "../storage/local.ts";
 import { type Codec, codecFromName, decompressStream } from "./codecs.ts";
-import { chunkRecyclers } from "./byte_source.ts";
+import { chunkRecyclers, wholeChunks } from "./byte_source.ts";
+import { BIG_PAYLOAD } from "./read_split.ts";
 
 /** Decoded chunks the Worker may have ready ahead of the reader (memory: ≈ this × 4 MiB). */
 const AHEAD = 3;
@@ -55,6 +56,8 @@ export async function openShardStream(
 interface Reply {
   stream: number;
   chunk?: Uint8Array;
+  /** `chunk` is one large array's data, in a buffer of its own (read_split.ts). */
+  whole?: boolean;
   done?: boolean;
   error?: string;
 }
@@ -109,7 +112,10 @@ export class ShardReaders {
     const id = this.#next++;
     rw.stream = id;
     rw.waiting = [];
-    rw.w.postMessage({ op: "open", stream: id, path, codec });
+    // An uncompressed pickle comes with its large arrays cut out (read_split.ts): twice the chunks, as many bytes.
+    const split = codec === "none" && path.endsWith(".pkl");
+    const reads = split ? 2 * AHEAD : AHEAD;
+    rw.w.postMessage({ op: "open", stream: id, path, codec, split });
     const next = () => {
       const p = new Promise<Reply>((ok) => rw.waiting.push(ok));
       rw.w.postMessage({ op: "pull", stream: id });
@@ -117,7 +123,7 @@ export class ShardReaders {
     };
     // The first reads are asked for now, not at the first pull: a shard opened ahead of its turn (the dataset
     // reader's next one) is read and decompressed meanwhile, in parallel with the one being decoded.
-    const ahead: Promise<Reply>[] = Array.from({ length: AHEAD }, next);
+    const ahead: Promise<Reply>[] = Array.from({ length: reads }, next);
     let given = false;
     const giveBack = () => {
       if (given) return;
@@ -131,7 +137,7 @@ export class ShardReaders {
     };
     const stream = new ReadableStream<Uint8Array>({
       async pull(controller) {
-        while (ahead.length < AHEAD) ahead.push(next());
+        while (ahead.length < reads) ahead.push(next());
         const r = await ahead.shift()!;
         if (r.error !== undefined) {
           giveBack();
@@ -139,13 +145,17 @@ export class ShardReaders {
         } else if (r.done) {
           giveBack();
           controller.close();
-        } else controller.enqueue(r.chunk!);
+        } else {
+          if (r.whole) wholeChunks.add(r.chunk!);
+          controller.enqueue(r.chunk!);
+        }
       },
       cancel: giveBack,
     }, { highWaterMark: 0 });
-    // Its ByteSource hands consumed chunks back; any of these Workers may read into them again.
+    // Its ByteSource hands consumed chunks back, and buffers for the large arrays it takes whole; any of these
+    // Workers may read into them again.
     chunkRecyclers.set(stream, (c) => {
-      if (c.byteLength === CHUNK_BYTES && !this.#closed) {
+      if ((c.byteLength === CHUNK_BYTES || c.byteLength >= BIG_PAYLOAD) && !this.#closed) {
         rw.w.postMessage({ op: "recycle", buf: c }, [c.buffer]);
       }
     });

@@ -8,10 +8,12 @@
  * `{op: "close", stream}` releases the file.
  *
  * An uncompressed shard is read with Deno's own file reads, each chunk read straight into the buffer handed
- * over; the codecs (and node:fs, node:zlib) are imported only for a compressed one. Loading them took this
+ * over; an uncompressed pickle (`split`) is cut so that each large array's data is read straight into a buffer
+ * of its own, handed over as `{stream, chunk, whole: true}` (read_split.ts says why); the codecs (and node:fs, node:zlib) are imported only for a compressed one. Loading them took this
  * Worker ≈ 40 ms to its first chunk against ≈ 15 without, and the `shard` stage waits for that first chunk.
  */
 import type { Codec } from "./codecs.ts";
+import { BIG_PAYLOAD, splitPickle } from "./read_split.ts";
 
 const CHUNK = 4 << 20;
 /**
@@ -21,6 +23,31 @@ const CHUNK = 4 << 20;
  */
 const pool: Uint8Array[] = [];
 const POOL = 6;
+/**
+ * Buffers for large arrays' data (read_split.ts), by size: the reader sends one of the size back for each it
+ * takes (the arrays the writer has written, reusable_buffers.ts), so that no new one is zeroed and faulted in.
+ */
+const payloads = new Map<number, Uint8Array[]>();
+let payloadBytes = 0;
+const PAYLOAD_BYTES = 48 << 20;
+/** Chunks that are one array's data, whole. */
+const whole = new WeakSet<Uint8Array>();
+
+function payloadBuffer(n: number): Uint8Array {
+  const b = payloads.get(n)?.pop();
+  if (!b) return new Uint8Array(n);
+  payloadBytes -= n;
+  return b;
+}
+
+/** An uncompressed pickle, large arrays' data cut out as buffers of their own. */
+async function* splitFile(path: string): AsyncGenerator<Uint8Array> {
+  using f = await Deno.open(path, { read: true });
+  for await (const c of splitPickle(f, payloadBuffer, (await f.stat()).size)) {
+    if (c.whole) whole.add(c.chunk);
+    yield c.chunk;
+  }
+}
 
 // deno-lint-ignore no-explicit-any
 const ctx = self as any;
@@ -87,7 +114,7 @@ async function pull(stream: number): Promise<void> {
   try {
     const r = await c.source.next();
     if (r.done) ctx.postMessage({ stream, done: true });
-    else ctx.postMessage({ stream, chunk: r.value }, [r.value.buffer]);
+    else ctx.postMessage({ stream, chunk: r.value, whole: whole.has(r.value) }, [r.value.buffer]);
   } catch (e) {
     ctx.postMessage({ stream, error: e instanceof Error ? e.message : String(e) });
   }
@@ -100,7 +127,7 @@ function release(): void {
 }
 
 type Msg =
-  | { op: "open"; stream: number; path: string; codec: Codec }
+  | { op: "open"; stream: number; path: string; codec: Codec; split?: boolean }
   | { op: "pull"; stream: number }
   | { op: "close"; stream: number }
   | { op: "recycle"; buf: Uint8Array };
@@ -111,10 +138,19 @@ ctx.onmessage = (ev: MessageEvent<Msg>) => {
     release();
     current = {
       stream: m.stream,
-      source: m.codec === "none" ? plain(m.path) : decompressed(m.path, m.codec),
+      source: m.codec !== "none"
+        ? decompressed(m.path, m.codec)
+        : m.split
+        ? splitFile(m.path)
+        : plain(m.path),
     };
   } else if (m.op === "pull") queue = queue.then(() => pull(m.stream));
   else if (m.op === "recycle") {
-    if (m.buf.length === CHUNK && pool.length < POOL) pool.push(m.buf);
+    const n = m.buf.length;
+    if (n === CHUNK && pool.length < POOL) pool.push(m.buf);
+    else if (n >= BIG_PAYLOAD && payloadBytes + n <= PAYLOAD_BYTES) {
+      payloads.set(n, [...(payloads.get(n) ?? []), m.buf]);
+      payloadBytes += n;
+    }
   } else if (current?.stream === m.stream) release();
 };

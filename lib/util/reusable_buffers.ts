@@ -28,16 +28,37 @@ const ASKED_SIZES = 1024;
 
 /** A buffer of exactly `n` bytes (offset 0, the whole of its ArrayBuffer): a reused one if any, else new. */
 export function takeBuffer(n: number): Uint8Array {
-  if (!asked.has(n)) {
-    if (asked.size >= ASKED_SIZES) asked.clear();
-    asked.add(n);
-  }
+  markAsked(n);
   const list = bySize.get(n);
   const b = list?.pop();
   if (!b) return new Uint8Array(n);
   if (list!.length === 0) bySize.delete(n);
   kept -= n;
   return b;
+}
+
+/**
+ * A reused buffer of exactly `n` bytes, or undefined where none was given back (nothing is allocated); the size
+ * counts as asked for, as with {@link takeBuffer}.
+ *
+ * @example
+ * ```ts
+ * import { giveBuffer, takeReusedBuffer } from "./reusable_buffers.ts";
+ * console.log(takeReusedBuffer(2048)); // undefined (and 2048 is now kept when given)
+ * giveBuffer(new Uint8Array(2048));
+ * console.log(takeReusedBuffer(2048)?.length); // 2048
+ * ```
+ */
+export function takeReusedBuffer(n: number): Uint8Array | undefined {
+  if (bySize.has(n)) return takeBuffer(n);
+  markAsked(n);
+  return undefined;
+}
+
+function markAsked(n: number): void {
+  if (asked.has(n)) return;
+  if (asked.size >= ASKED_SIZES) asked.clear();
+  asked.add(n);
 }
 
 /**
